@@ -1,0 +1,433 @@
+//! The LTX file format, as Litestream 0.5.16+ writes it (superfly/ltx v0.5.2), plus our
+//! checksum extension in the header's reserved bytes.
+//!
+//! This module encodes, decodes, checksums and compacts LTX files and nothing else: it takes
+//! `std::io::Read`/`Write`, returns typed values, and knows no policy (no files, no logging, no
+//! config). The byte layout is documented in `shared/reference/LTX.md`.
+
+pub mod checksum;
+pub mod compactor;
+pub mod decoder;
+pub mod encoder;
+pub mod header;
+
+pub use checksum::{lock_pgno, page_checksum, Checksum, PageChecksums, CHECKSUM_FLAG};
+pub use compactor::compact;
+pub use decoder::{read_header, Decoder, Trailer};
+pub use encoder::Encoder;
+pub use header::{Header, EXT_TAG, FLAG_NO_CHECKSUM, HEADER_SIZE};
+
+use std::fmt;
+use std::io;
+use std::str::FromStr;
+
+/// Size of a page frame's header: pgno u32, flags u16, compressed size u32.
+pub const PAGE_FRAME_HEADER_SIZE: usize = 10;
+
+/// Size of the marker that ends the page frames: a zero pgno and zero flags.
+pub const END_MARKER_SIZE: usize = 6;
+
+/// Size of the trailer: post-apply database checksum, then file checksum.
+pub const TRAILER_SIZE: usize = 16;
+
+/// The only page frame flag LTX v0.5.2 defines: a 4-byte compressed size follows, and the
+/// payload is a raw LZ4 block. Every frame Litestream 0.5.16+ writes carries it.
+pub const PAGE_FLAG_SIZE: u16 = 0x0001;
+
+/// Transaction id: the position of a database in its replication history.
+///
+/// A newtype so that a txid never mixes with a page count; it prints as 16 lowercase hex
+/// digits, the way Litestream names files and reports positions.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TxId(pub u64);
+
+impl fmt::Display for TxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::LowerHex for TxId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl FromStr for TxId {
+    type Err = Error;
+
+    /// Parses hex digits, with or without leading zeros, so that users may type `a1` for
+    /// `00000000000000a1`. Rejects empty input, signs, non-hex characters and overflow.
+    fn from_str(s: &str) -> Result<Self> {
+        parse_hex_u64(s)
+            .map(TxId)
+            .ok_or_else(|| Error::InvalidTxId { input: s.to_owned() })
+    }
+}
+
+/// Parses a non-empty string of hex digits (no sign, no prefix) into a u64.
+pub(crate) fn parse_hex_u64(s: &str) -> Option<u64> {
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    u64::from_str_radix(s, 16).ok()
+}
+
+/// The file name of the LTX file holding transactions `min..=max`: `%016x-%016x.ltx`.
+///
+/// Litestream lists replicas by name, so the name alone must carry the txid range.
+pub fn file_name(min: TxId, max: TxId) -> String {
+    format!("{min}-{max}.ltx")
+}
+
+/// Parses a name made by [`file_name`]; `None` for anything else (other files in a replica
+/// directory, upper-case digits, wrong widths).
+pub fn parse_file_name(name: &str) -> Option<(TxId, TxId)> {
+    let stem = name.strip_suffix(".ltx")?;
+    let (min, max) = stem.split_once('-')?;
+    let is_txid = |s: &str| s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if !is_txid(min) || !is_txid(max) {
+        return None;
+    }
+    Some((TxId(parse_hex_u64(min)?), TxId(parse_hex_u64(max)?)))
+}
+
+/// Everything that can go wrong encoding, decoding or compacting an LTX file.
+///
+/// Each variant says what was wrong and, where it applies, what was expected and what was
+/// found, so that callers can name the file and act (re-fetch, re-snapshot) without guessing.
+/// Decoding never panics: every malformed input ends up as one of these.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// The underlying reader or writer failed (other than by ending early).
+    Io {
+        /// What was being read or written.
+        context: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The input ended in the middle of a section.
+    Truncated {
+        /// The section being read: "header", "page frame header", ...
+        section: &'static str,
+        /// Byte offset in the file where that read started.
+        offset: u64,
+    },
+    /// The file does not start with `LTX1`.
+    BadMagic {
+        /// The first four bytes.
+        found: [u8; 4],
+    },
+    /// A header field breaks a rule of LTX.md (also raised for headers given to the encoder).
+    InvalidHeader {
+        /// Which rule, with the offending value.
+        reason: String,
+    },
+    /// A page frame header is malformed (unknown flags, impossible compressed size).
+    InvalidPageFrame {
+        /// Byte offset of the frame.
+        offset: u64,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Pages must be in strictly ascending order.
+    PageOutOfOrder {
+        /// The previous page number.
+        prev: u32,
+        /// The page number that followed it.
+        pgno: u32,
+    },
+    /// A page number past the database size the header declares.
+    PageBeyondCommit {
+        /// The page number.
+        pgno: u32,
+        /// The header's commit (database size in pages).
+        commit: u32,
+    },
+    /// The lock page (the one holding SQLite's PENDING_BYTE) is never stored.
+    LockPage {
+        /// The lock page number for this page size.
+        pgno: u32,
+    },
+    /// A page buffer or a decompressed page is not exactly one page long.
+    PageLength {
+        /// The page number concerned.
+        pgno: u32,
+        /// The header's page size.
+        expected: usize,
+        /// The length found.
+        found: usize,
+    },
+    /// An LZ4 payload does not decompress.
+    Decompress {
+        /// The page number of the frame.
+        pgno: u32,
+        /// The LZ4 decoder's complaint.
+        reason: String,
+    },
+    /// A snapshot must hold every page 1..=commit except the lock page.
+    SnapshotMissingPage {
+        /// The page number that should have come next.
+        expected: u32,
+        /// The page number that came instead, `None` if the pages ended.
+        found: Option<u32>,
+    },
+    /// The page index is malformed or disagrees with the page frames.
+    InvalidIndex {
+        /// What disagrees, with expected and found values.
+        reason: String,
+    },
+    /// A trailer field breaks a rule (post-apply checksum vs the NoChecksum flag).
+    InvalidTrailer {
+        /// Which rule, with the offending value.
+        reason: String,
+    },
+    /// The file checksum in the trailer is not the CRC-64 of the file's contents.
+    FileChecksumMismatch {
+        /// The checksum stored in the trailer.
+        stored: Checksum,
+        /// The checksum computed over the bytes read.
+        computed: Checksum,
+    },
+    /// A database checksum that can be recomputed (a snapshot's post-apply checksum, or one
+    /// file's pre-apply against the previous file's post-apply) does not match.
+    DatabaseChecksumMismatch {
+        /// Which checksum: "snapshot post-apply", "pre-apply vs previous post-apply", ...
+        what: &'static str,
+        /// The checksum the file claims.
+        expected: Checksum,
+        /// The checksum found.
+        found: Checksum,
+    },
+    /// Bytes follow the trailer.
+    TrailingBytes {
+        /// Offset of the first unexpected byte.
+        offset: u64,
+    },
+    /// A string is not a hex transaction id.
+    InvalidTxId {
+        /// The string given.
+        input: String,
+    },
+    /// A string is not a hex checksum.
+    InvalidChecksum {
+        /// The string given.
+        input: String,
+    },
+    /// `compact` needs at least one input.
+    NoInputs,
+    /// Compaction inputs must follow each other: each min txid is the previous max + 1.
+    NotContiguous {
+        /// The previous input's max txid.
+        prev_max: TxId,
+        /// The next input's min txid.
+        next_min: TxId,
+    },
+    /// Compaction inputs must share one page size.
+    PageSizeMismatch {
+        /// The first input's page size.
+        expected: u32,
+        /// The page size found.
+        found: u32,
+    },
+    /// A compaction input failed; `index` is its position in the input list.
+    Input {
+        /// Position of the input (0 = oldest).
+        index: usize,
+        /// Its txid range.
+        min: TxId,
+        /// Its txid range.
+        max: TxId,
+        /// What went wrong with it.
+        source: Box<Error>,
+    },
+    /// The encoder's writer failed earlier, so the output is incomplete and must be discarded.
+    Poisoned,
+}
+
+/// Result of every fallible LTX operation.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Error::*;
+        match self {
+            Io { context, source } => write!(f, "{context}: {source}"),
+            Truncated { section, offset } => {
+                write!(f, "truncated file: {section} at offset {offset} is incomplete")
+            }
+            BadMagic { found } => write!(f, "not an LTX file: magic is {found:?}, expected \"LTX1\""),
+            InvalidHeader { reason } => write!(f, "invalid header: {reason}"),
+            InvalidPageFrame { offset, reason } => {
+                write!(f, "invalid page frame at offset {offset}: {reason}")
+            }
+            PageOutOfOrder { prev, pgno } => {
+                write!(f, "page {pgno} follows page {prev}: pages must be in ascending order")
+            }
+            PageBeyondCommit { pgno, commit } => {
+                write!(f, "page {pgno} is past the database size of {commit} pages")
+            }
+            LockPage { pgno } => write!(f, "page {pgno} is the lock page, which is never stored"),
+            PageLength { pgno, expected, found } => {
+                write!(f, "page {pgno} is {found} bytes, expected the page size {expected}")
+            }
+            Decompress { pgno, reason } => write!(f, "page {pgno}: LZ4 decompression failed: {reason}"),
+            SnapshotMissingPage { expected, found: Some(found) } => {
+                write!(f, "snapshot is missing page {expected} (found page {found})")
+            }
+            SnapshotMissingPage { expected, found: None } => {
+                write!(f, "snapshot is missing page {expected} (pages ended)")
+            }
+            InvalidIndex { reason } => write!(f, "invalid page index: {reason}"),
+            InvalidTrailer { reason } => write!(f, "invalid trailer: {reason}"),
+            FileChecksumMismatch { stored, computed } => {
+                write!(f, "file checksum mismatch: trailer says {stored}, contents give {computed}")
+            }
+            DatabaseChecksumMismatch { what, expected, found } => {
+                write!(f, "database checksum mismatch ({what}): expected {expected}, found {found}")
+            }
+            TrailingBytes { offset } => write!(f, "unexpected bytes after the trailer at offset {offset}"),
+            InvalidTxId { input } => write!(f, "invalid transaction id {input:?}: expected hex digits"),
+            InvalidChecksum { input } => write!(f, "invalid checksum {input:?}: expected hex digits"),
+            NoInputs => write!(f, "compaction needs at least one input file"),
+            NotContiguous { prev_max, next_min } => write!(
+                f,
+                "inputs are not contiguous: max txid {prev_max} is followed by min txid {next_min}"
+            ),
+            PageSizeMismatch { expected, found } => {
+                write!(f, "inputs have different page sizes: {expected} and {found}")
+            }
+            Input { index, min, max, source } => {
+                write!(f, "input {index} ({}): {source}", file_name(*min, *max))
+            }
+            Poisoned => write!(f, "encoder output is incomplete after an earlier write error"),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            Error::Input { source, .. } => Some(source.as_ref()),
+            _ => None,
+        }
+    }
+}
+
+/// Unsigned LEB128 varints, as Go's `encoding/binary` writes them in the page index.
+pub(crate) mod varint {
+    /// Longest encoding of a u64.
+    pub const MAX_LEN: usize = 10;
+
+    /// Appends `v` to `out`.
+    pub fn put(out: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            out.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    /// Reads one varint from the front of `b`: the value and the bytes used, or `None` if `b`
+    /// ends first or the value overflows 64 bits (Go's `binary.ReadUvarint` rules).
+    pub fn get(b: &[u8]) -> Option<(u64, usize)> {
+        let mut v: u64 = 0;
+        for (i, &byte) in b.iter().enumerate().take(MAX_LEN) {
+            if byte < 0x80 {
+                if i == MAX_LEN - 1 && byte > 1 {
+                    return None;
+                }
+                return Some((v | u64::from(byte) << (7 * i), i + 1));
+            }
+            v |= u64::from(byte & 0x7f) << (7 * i);
+        }
+        None
+    }
+}
+
+/// Reads exactly `buf.len()` bytes, naming the section and offset when the input ends early.
+pub(crate) fn read_exact<R: io::Read>(
+    r: &mut R,
+    buf: &mut [u8],
+    section: &'static str,
+    offset: u64,
+) -> Result<()> {
+    r.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => Error::Truncated { section, offset },
+        _ => Error::Io { context: section, source: e },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn txid_display_is_16_lower_hex_digits() {
+        assert_eq!(TxId(0xa1).to_string(), "00000000000000a1");
+        assert_eq!(format!("{:x}", TxId(u64::MAX)), "ffffffffffffffff");
+    }
+
+    #[test]
+    fn txid_parses_hex_with_or_without_leading_zeros() {
+        assert_eq!("a1".parse::<TxId>().unwrap(), TxId(0xa1));
+        assert_eq!("00000000000000A1".parse::<TxId>().unwrap(), TxId(0xa1));
+        assert_eq!("ffffffffffffffff".parse::<TxId>().unwrap(), TxId(u64::MAX));
+        for bad in ["", "+1", "-1", "0x1", "g", " 1", "1 ", "10000000000000000"] {
+            let err = bad.parse::<TxId>().unwrap_err();
+            assert!(matches!(err, Error::InvalidTxId { .. }), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn file_names_round_trip() {
+        let name = file_name(TxId(1), TxId(0xa));
+        assert_eq!(name, "0000000000000001-000000000000000a.ltx");
+        assert_eq!(parse_file_name(&name), Some((TxId(1), TxId(0xa))));
+        for bad in [
+            "0000000000000001-000000000000000A.ltx",
+            "0000000000000001-000000000000000a.ltx.tmp",
+            "000000000000001-000000000000000a.ltx",
+            "0000000000000001_000000000000000a.ltx",
+            "0000000000000001-000000000000000a",
+            "+000000000000001-000000000000000a.ltx",
+            "",
+        ] {
+            assert_eq!(parse_file_name(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn varints_match_go_encoding() {
+        for (v, bytes) in [
+            (0u64, vec![0u8]),
+            (1, vec![1]),
+            (127, vec![0x7f]),
+            (128, vec![0x80, 0x01]),
+            (300, vec![0xac, 0x02]),
+            (u64::MAX, vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+        ] {
+            let mut out = Vec::new();
+            varint::put(&mut out, v);
+            assert_eq!(out, bytes, "{v}");
+            assert_eq!(varint::get(&out), Some((v, out.len())));
+        }
+        assert_eq!(varint::get(&[0x80]), None, "ends early");
+        assert_eq!(varint::get(&[0xff; 9].iter().copied().chain([2]).collect::<Vec<_>>()), None);
+        assert_eq!(varint::get(&[0xff; 11]), None, "too long");
+    }
+
+    #[test]
+    fn errors_name_what_was_wrong() {
+        let e = Error::FileChecksumMismatch { stored: Checksum(1), computed: Checksum(2) };
+        assert_eq!(
+            e.to_string(),
+            "file checksum mismatch: trailer says 0000000000000001, contents give 0000000000000002"
+        );
+        let e = Error::Input { index: 1, min: TxId(4), max: TxId(7), source: Box::new(e) };
+        assert!(e.to_string().starts_with("input 1 (0000000000000004-0000000000000007.ltx): file"));
+        assert!(std::error::Error::source(&e).is_some());
+    }
+}

@@ -1,0 +1,270 @@
+//! The two connections the daemon keeps on every database, used as alternating read locks.
+//!
+//! Why two: SQLite restarts the WAL (overwriting it from the start) only when no reader holds
+//! a read mark above zero, and backfills (checkpoints) only up to the oldest reader's mark.
+//! A sync pass takes a read transaction on the idle connection *before* it releases the one
+//! held since the previous pass and reads the log while holding both, so there is never a
+//! moment in which an application checkpoint plus a restart could overwrite frames we have
+//! not read. The idle connection also runs our own checkpoints, which then backfill only up to
+//! the mark of the lock we keep. See DESIGN.md, "Durability rules".
+
+use std::os::raw::{c_int, c_void};
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{ffi, Connection, OpenFlags};
+
+/// The result of `PRAGMA wal_checkpoint`: whether it was blocked, frames in the log, frames
+/// backfilled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointResult {
+    pub busy: bool,
+    pub log_frames: i64,
+    pub checkpointed_frames: i64,
+}
+
+/// Checkpoint modes the daemon uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckpointMode {
+    /// Copies what it can without blocking anyone.
+    Passive,
+    /// Waits for writers and readers, copies everything and truncates the log to zero bytes.
+    Truncate,
+}
+
+impl CheckpointMode {
+    fn sql(self) -> &'static str {
+        match self {
+            CheckpointMode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+            CheckpointMode::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+        }
+    }
+}
+
+/// Opens one daemon connection: read-write (checkpoints need it, and switching to WAL mode),
+/// a small page cache (we read pages from the files, not through SQLite), a busy timeout, and
+/// the WAL kept on close so our own shutdown never deletes the log our position points into.
+pub fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(busy_timeout)?;
+    conn.execute_batch("PRAGMA cache_size = -64;")?;
+    set_persist_wal(&conn)?;
+    Ok(conn)
+}
+
+/// Sets SQLITE_FCNTL_PERSIST_WAL on the main database of `conn`.
+fn set_persist_wal(conn: &Connection) -> rusqlite::Result<()> {
+    let mut on: c_int = 1;
+    // SAFETY: the handle is valid for the life of `conn`, the schema name is a NUL-terminated
+    // static string, and PERSIST_WAL takes a pointer to an int that outlives the call.
+    let rc = unsafe {
+        ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            ffi::SQLITE_FCNTL_PERSIST_WAL,
+            &mut on as *mut c_int as *mut c_void,
+        )
+    };
+    if rc == ffi::SQLITE_OK {
+        Ok(())
+    } else {
+        Err(rusqlite::Error::SqliteFailure(
+            ffi::Error::new(rc),
+            Some("set persist_wal".into()),
+        ))
+    }
+}
+
+/// The journal mode of the database as SQLite reports it (`wal`, `delete`, ...).
+pub fn journal_mode(conn: &Connection) -> rusqlite::Result<String> {
+    conn.query_row("PRAGMA journal_mode", [], |r| r.get::<_, String>(0))
+        .map(|m| m.to_lowercase())
+}
+
+/// Switches the database to WAL mode, which Litestream requires; SQLite needs a moment with
+/// no other connection in a transaction to do it.
+pub fn enable_wal(conn: &Connection) -> rusqlite::Result<String> {
+    conn.query_row("PRAGMA journal_mode = wal", [], |r| r.get::<_, String>(0))
+        .map(|m| m.to_lowercase())
+}
+
+/// Runs a checkpoint on a connection that is not in a transaction.
+pub fn checkpoint(conn: &Connection, mode: CheckpointMode) -> rusqlite::Result<CheckpointResult> {
+    conn.query_row(mode.sql(), [], |r| {
+        Ok(CheckpointResult {
+            busy: r.get::<_, i64>(0)? != 0,
+            log_frames: r.get(1)?,
+            checkpointed_frames: r.get(2)?,
+        })
+    })
+}
+
+/// Two connections used as alternating read locks (see the module docs).
+pub struct ReadLocks {
+    conns: [Connection; 2],
+    /// Index of the connection holding the current lock, if any.
+    held: Option<usize>,
+    /// Index of a lock taken by [`ReadLocks::acquire_next`] and not yet promoted.
+    next: Option<usize>,
+}
+
+impl ReadLocks {
+    /// Opens both connections.
+    pub fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<ReadLocks> {
+        Ok(ReadLocks {
+            conns: [open(path, busy_timeout)?, open(path, busy_timeout)?],
+            held: None,
+            next: None,
+        })
+    }
+
+    /// The connection not holding the current lock: for checkpoints and pragmas.
+    pub fn idle(&self) -> &Connection {
+        &self.conns[1 - self.held.unwrap_or(1)]
+    }
+
+    /// The connection holding the newest read transaction, if any.
+    pub fn locked(&self) -> Option<&Connection> {
+        self.next.or(self.held).map(|i| &self.conns[i])
+    }
+
+    /// Whether a read lock is held.
+    pub fn is_held(&self) -> bool {
+        self.held.is_some() || self.next.is_some()
+    }
+
+    /// Begins a read transaction on the idle connection while the current one stays held.
+    pub fn acquire_next(&mut self) -> rusqlite::Result<()> {
+        debug_assert!(self.next.is_none());
+        let i = match self.held {
+            Some(h) => 1 - h,
+            None => 0,
+        };
+        begin_read(&self.conns[i])?;
+        self.next = Some(i);
+        Ok(())
+    }
+
+    /// Releases the previously held lock, keeping the one taken by `acquire_next`.
+    pub fn release_previous(&mut self) {
+        if let Some(n) = self.next.take() {
+            if let Some(h) = self.held.replace(n) {
+                end_read(&self.conns[h]);
+            }
+        }
+    }
+
+    /// Releases every lock (before a checkpoint that must wait for all readers).
+    pub fn release_all(&mut self) {
+        for i in [self.next.take(), self.held.take()].into_iter().flatten() {
+            end_read(&self.conns[i]);
+        }
+    }
+}
+
+/// Starts a read transaction and reads the schema so SQLite takes its read mark now.
+fn begin_read(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN")?;
+    match conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            end_read(conn);
+            Err(e)
+        }
+    }
+}
+
+fn end_read(conn: &Connection) {
+    // A read-only transaction cannot fail to end in a way that leaves a lock behind; if SQLite
+    // reports an error the connection is no longer in a transaction either way.
+    let _ = conn.execute_batch("ROLLBACK");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sqlite::wal::WalHeader;
+    use std::fs::File;
+
+    fn app_db(dir: &Path) -> Connection {
+        let conn = Connection::open(dir.join("app.db")).unwrap();
+        conn.pragma_update(None, "journal_mode", "wal").unwrap();
+        conn.execute_batch("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB);")
+            .unwrap();
+        conn
+    }
+
+    fn wal_header(dir: &Path) -> WalHeader {
+        WalHeader::read(&File::open(dir.join("app.db-wal")).unwrap())
+            .unwrap()
+            .unwrap()
+    }
+
+    #[test]
+    fn held_lock_prevents_wal_restart_by_application_checkpoints() {
+        let tmp = tempfile::tempdir().unwrap();
+        let app = app_db(tmp.path());
+        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+        let mut locks =
+            ReadLocks::open(&tmp.path().join("app.db"), Duration::from_secs(1)).unwrap();
+        locks.acquire_next().unwrap();
+        locks.release_previous();
+        let before = wal_header(tmp.path());
+        // The app checkpoints and writes again: with our lock held, the log cannot restart.
+        app.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .unwrap();
+        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+        assert_eq!(wal_header(tmp.path()), before);
+        // Handing the lock over to the other connection keeps it pinned too.
+        locks.acquire_next().unwrap();
+        locks.release_previous();
+        app.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .unwrap();
+        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+        assert_eq!(wal_header(tmp.path()).salt2, before.salt2);
+        // Without any lock, a full checkpoint lets the next write restart the log.
+        locks.release_all();
+        let r = checkpoint(locks.idle(), CheckpointMode::Passive).unwrap();
+        assert_eq!(r.log_frames, r.checkpointed_frames);
+        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+        assert!(before.is_next_generation(&wal_header(tmp.path())));
+    }
+
+    #[test]
+    fn passive_checkpoint_on_idle_connection_stops_at_the_held_mark() {
+        let tmp = tempfile::tempdir().unwrap();
+        let app = app_db(tmp.path());
+        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+        let mut locks =
+            ReadLocks::open(&tmp.path().join("app.db"), Duration::from_secs(1)).unwrap();
+        locks.acquire_next().unwrap();
+        locks.release_previous();
+        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+        let r = checkpoint(locks.idle(), CheckpointMode::Passive).unwrap();
+        assert!(r.checkpointed_frames < r.log_frames, "{r:?}");
+    }
+
+    #[test]
+    fn persist_wal_keeps_the_log_when_the_last_connection_closes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let app = app_db(tmp.path());
+        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+        let header = wal_header(tmp.path());
+        let ours = open(&tmp.path().join("app.db"), Duration::from_secs(1)).unwrap();
+        drop(app);
+        drop(ours);
+        assert_eq!(wal_header(tmp.path()), header);
+    }
+}
