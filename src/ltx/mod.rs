@@ -166,6 +166,13 @@ pub enum Error {
         /// The LZ4 decoder's complaint.
         reason: String,
     },
+    /// The caller's page buffer is not one page long.
+    BufferSize {
+        /// The header's page size.
+        expected: usize,
+        /// The buffer's length.
+        found: usize,
+    },
     /// A snapshot must hold every page 1..=commit except the lock page.
     SnapshotMissingPage {
         /// The page number that should have come next.
@@ -273,6 +280,9 @@ impl fmt::Display for Error {
                 write!(f, "page {pgno} is {found} bytes, expected the page size {expected}")
             }
             Decompress { pgno, reason } => write!(f, "page {pgno}: LZ4 decompression failed: {reason}"),
+            BufferSize { expected, found } => {
+                write!(f, "page buffer is {found} bytes, expected the page size {expected}")
+            }
             SnapshotMissingPage { expected, found: Some(found) } => {
                 write!(f, "snapshot is missing page {expected} (found page {found})")
             }

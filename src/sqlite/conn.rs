@@ -5,8 +5,14 @@
 //! A sync pass takes a read transaction on the idle connection *before* it releases the one
 //! held since the previous pass and reads the log while holding both, so there is never a
 //! moment in which an application checkpoint plus a restart could overwrite frames we have
-//! not read. The idle connection also runs our own checkpoints, which then backfill only up to
-//! the mark of the lock we keep. See DESIGN.md, "Durability rules".
+//! not read.
+//!
+//! Our own checkpoints ([`ReadLocks::checkpoint_frozen`]) briefly hold SQLite's write lock
+//! (`BEGIN IMMEDIATE`, which writes nothing) so no frame can be appended between our last read
+//! and the backfill; the lock taken afterwards then sits on read mark 0 when the backfill was
+//! complete, which lets the application's next write restart the log with nothing unread.
+//! Writers wait only for as long as the checkpoint itself takes. See DESIGN.md, "Durability
+//! rules".
 
 use std::os::raw::{c_int, c_void};
 use std::path::Path;
@@ -157,6 +163,69 @@ impl ReadLocks {
         }
     }
 
+    /// Checkpoints without ever letting a frame we have not read be backfilled:
+    ///
+    /// 1. `BEGIN IMMEDIATE` on the idle connection: no writer can append from here on;
+    /// 2. `read_tail()` reads the log to its end (under both locks);
+    /// 3. the previous read lock is released and a PASSIVE checkpoint runs on its connection,
+    ///    backfilling up to the frozen end (unless application readers hold it back);
+    /// 4. a new read lock is taken on that connection (read mark 0 if the backfill was complete)
+    ///    before the write lock is released, so a lock is held at every moment;
+    /// 5. for [`CheckpointMode::Truncate`], and only after a complete backfill, a TRUNCATE
+    ///    checkpoint follows; our mark-0 lock makes it fail rather than backfill anything new.
+    ///
+    /// Returns `Ok(None)` when the write lock could not be had within the busy timeout.
+    pub fn checkpoint_frozen<E: From<rusqlite::Error>>(
+        &mut self,
+        mode: CheckpointMode,
+        read_tail: impl FnOnce() -> Result<(), E>,
+    ) -> Result<Option<CheckpointResult>, E> {
+        self.release_previous();
+        let held = match self.held {
+            Some(h) => h,
+            None => {
+                self.acquire_next()?;
+                self.release_previous();
+                self.held.unwrap_or(0)
+            }
+        };
+        let writer = 1 - held;
+        match self.conns[writer].execute_batch("BEGIN IMMEDIATE") {
+            Ok(()) => {}
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                return Ok(None);
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let result = (|| {
+            read_tail()?;
+            end_read(&self.conns[held]);
+            self.held = None;
+            let result = checkpoint(&self.conns[held], CheckpointMode::Passive)?;
+            begin_read(&self.conns[held])?;
+            self.held = Some(held);
+            Ok(result)
+        })();
+        end_read(&self.conns[writer]);
+        let mut result: CheckpointResult = match result {
+            Ok(r) => r,
+            Err(e) => {
+                // Leave a lock held whatever failed, so continuity is only lost if even that fails.
+                if self.held.is_none() && begin_read(&self.conns[held]).is_ok() {
+                    self.held = Some(held);
+                }
+                return Err(e);
+            }
+        };
+        let complete = !result.busy && result.log_frames == result.checkpointed_frames;
+        if mode == CheckpointMode::Truncate && complete {
+            result = checkpoint(&self.conns[writer], CheckpointMode::Truncate)?;
+        }
+        Ok(Some(result))
+    }
+
     /// Releases every lock (before a checkpoint that must wait for all readers).
     pub fn release_all(&mut self) {
         for i in [self.next.take(), self.held.take()].into_iter().flatten() {
@@ -236,7 +305,7 @@ mod tests {
         assert_eq!(r.log_frames, r.checkpointed_frames);
         app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
             .unwrap();
-        assert!(before.is_next_generation(&wal_header(tmp.path())));
+        assert_ne!(wal_header(tmp.path()).salt2, before.salt2);
     }
 
     #[test]
@@ -253,6 +322,91 @@ mod tests {
             .unwrap();
         let r = checkpoint(locks.idle(), CheckpointMode::Passive).unwrap();
         assert!(r.checkpointed_frames < r.log_frames, "{r:?}");
+    }
+
+    #[test]
+    fn frozen_checkpoint_lets_the_next_write_restart_with_nothing_unread() {
+        let tmp = tempfile::tempdir().unwrap();
+        let app = app_db(tmp.path());
+        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+        let mut locks =
+            ReadLocks::open(&tmp.path().join("app.db"), Duration::from_secs(1)).unwrap();
+        locks.acquire_next().unwrap();
+        locks.release_previous();
+        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+        let before = wal_header(tmp.path());
+        let wal_len = || {
+            std::fs::metadata(tmp.path().join("app.db-wal"))
+                .unwrap()
+                .len()
+        };
+        let mut tail_len = 0;
+        let r = locks
+            .checkpoint_frozen::<rusqlite::Error>(CheckpointMode::Passive, || {
+                tail_len = wal_len();
+                Ok(())
+            })
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.log_frames, r.checkpointed_frames,
+            "complete backfill: {r:?}"
+        );
+        assert!(locks.is_held());
+        // Nothing was appended after the tail was read.
+        assert_eq!(wal_len(), tail_len);
+        // The app's next write restarts the log even though we hold a lock (mark 0).
+        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+        assert_ne!(wal_header(tmp.path()).salt2, before.salt2);
+    }
+
+    #[test]
+    fn frozen_truncate_checkpoint_empties_the_log() {
+        let tmp = tempfile::tempdir().unwrap();
+        let app = app_db(tmp.path());
+        for _ in 0..10 {
+            app.execute("INSERT INTO t(v) VALUES (randomblob(1000))", [])
+                .unwrap();
+        }
+        let before = wal_header(tmp.path());
+        let mut locks =
+            ReadLocks::open(&tmp.path().join("app.db"), Duration::from_secs(1)).unwrap();
+        locks.acquire_next().unwrap();
+        locks.release_previous();
+        locks
+            .checkpoint_frozen::<rusqlite::Error>(CheckpointMode::Truncate, || Ok(()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            std::fs::metadata(tmp.path().join("app.db-wal"))
+                .unwrap()
+                .len(),
+            0
+        );
+        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+        let after = wal_header(tmp.path());
+        assert_ne!(after.salt2, before.salt2);
+    }
+
+    #[test]
+    fn frozen_checkpoint_gives_up_while_the_app_holds_a_write_transaction() {
+        let tmp = tempfile::tempdir().unwrap();
+        let app = app_db(tmp.path());
+        let mut locks =
+            ReadLocks::open(&tmp.path().join("app.db"), Duration::from_millis(50)).unwrap();
+        app.execute_batch("BEGIN IMMEDIATE; INSERT INTO t(v) VALUES (1);")
+            .unwrap();
+        let r = locks
+            .checkpoint_frozen::<rusqlite::Error>(CheckpointMode::Passive, || {
+                panic!("no tail read")
+            })
+            .unwrap();
+        assert_eq!(r, None);
+        app.execute_batch("COMMIT").unwrap();
     }
 
     #[test]
