@@ -1,5 +1,22 @@
 //! A Litestream-compatible SQLite replication daemon: one OS thread per database, crossbeam
 //! channels to an uploader pool, no async runtime. See DESIGN.md in the shared folder.
 
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod db;
 pub mod durable;
+pub mod events;
+pub mod ipc;
+pub mod logging;
+pub mod ltx;
+pub mod registry;
+pub mod replica;
+pub mod restore;
+pub mod spool;
 pub mod sqlite;
+pub mod store;
+pub mod timefmt;
+
+/// This build's version, reported by `version` and `/info`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -58,7 +58,9 @@ impl FromStr for Checksum {
     fn from_str(s: &str) -> Result<Self> {
         parse_hex_u64(s)
             .map(Checksum)
-            .ok_or_else(|| Error::InvalidChecksum { input: s.to_owned() })
+            .ok_or_else(|| Error::InvalidChecksum {
+                input: s.to_owned(),
+            })
     }
 }
 
@@ -203,8 +205,14 @@ mod tests {
             db_checksum(512, &[fill(b'2', 512), fill(b'3', 512)]),
             Checksum(0x8b87423eeeeeeeee)
         );
-        assert_eq!(db_checksum(512, &[fill(b'1', 512)]), Checksum(0xeb1a999231044ddd));
-        assert_eq!(PageChecksums::new(4096).checksum(), Checksum(0x8000000000000000));
+        assert_eq!(
+            db_checksum(512, &[fill(b'1', 512)]),
+            Checksum(0xeb1a999231044ddd)
+        );
+        assert_eq!(
+            PageChecksums::new(4096).checksum(),
+            Checksum(0x8000000000000000)
+        );
     }
 
     /// 262155 pages of 4096 bytes: crosses the lock page (262145), which must not count.
@@ -257,7 +265,10 @@ mod tests {
     fn checksum_text_form() {
         assert_eq!(Checksum(0xdda6d5f12099881c).to_string(), "dda6d5f12099881c");
         assert_eq!(Checksum(1).to_string(), "0000000000000001");
-        assert_eq!("dda6d5f12099881c".parse::<Checksum>().unwrap(), Checksum(0xdda6d5f12099881c));
+        assert_eq!(
+            "dda6d5f12099881c".parse::<Checksum>().unwrap(),
+            Checksum(0xdda6d5f12099881c)
+        );
         assert!("xyz".parse::<Checksum>().is_err());
     }
 }

@@ -7,24 +7,14 @@ use super::decoder::Trailer;
 use super::header::{Header, HEADER_SIZE};
 use super::{varint, Error, Result, END_MARKER_SIZE, PAGE_FLAG_SIZE, PAGE_FRAME_HEADER_SIZE};
 
-/// One page index entry: where a page's frame is and how long it is.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub(crate) struct IndexEntry {
-    /// Page number.
-    pub pgno: u32,
-    /// Absolute file offset of the frame.
-    pub offset: u64,
-    /// Frame size: 10-byte frame header plus the LZ4 payload.
-    pub size: u64,
-}
-
 /// Streams one LTX file: the header, then pages in strictly ascending pgno (each compressed
 /// as a raw LZ4 block), then [`Encoder::finish`] writes the end marker, page index and
 /// trailer.
 ///
-/// Nothing is buffered beyond one compressed page and the index (16 bytes per page), so a
-/// snapshot of any size streams straight to its spool file. The file checksum and the
-/// offsets for the index are tracked as bytes go out.
+/// Nothing is buffered beyond one compressed page and the encoded page index (about 10
+/// bytes per page, which must wait for the end), so a snapshot of any size streams straight
+/// to its spool file. The file checksum and the offsets for the index are tracked as bytes
+/// go out.
 ///
 /// It refuses what a reader would reject: a page past `commit`, the lock page, pages out of
 /// order, a page of the wrong length, and a snapshot (min txid 1) missing any page
@@ -36,7 +26,8 @@ pub struct Encoder<W: Write> {
     hash: crc::Digest<'static, u64, crc::Table<16>>,
     /// Bytes written so far: the next frame's offset.
     offset: u64,
-    index: Vec<IndexEntry>,
+    /// The page index entries so far, already encoded.
+    index: Vec<u8>,
     /// Scratch space for one compressed page.
     compressed: Vec<u8>,
     /// The last page written (0 before the first).
@@ -80,32 +71,49 @@ impl<W: Write> Encoder<W> {
     pub fn encode_page(&mut self, pgno: u32, page: &[u8]) -> Result<()> {
         self.check_usable()?;
         self.check_page(pgno, page)?;
-        let n = lz4_flex::block::compress_into(page, &mut self.compressed)
-            // The buffer has LZ4's worst-case size for one page, so this cannot fail; map
-            // the error anyway rather than unwrap.
-            .map_err(|e| Error::Io {
+        let mut payload = std::mem::take(&mut self.compressed);
+        let written = match lz4_flex::block::compress_into(page, &mut payload) {
+            Ok(n) => self.write_frame(pgno, page, &payload[..n]),
+            // The buffer has LZ4's worst-case size for one page, so this cannot happen; map
+            // it anyway rather than unwrap.
+            Err(e) => Err(Error::Io {
                 context: "compress page",
                 source: std::io::Error::other(e.to_string()),
-            })?;
+            }),
+        };
+        self.compressed = payload;
+        written
+    }
+
+    /// Writes one frame: header, then `payload` (the LZ4 block of `page`), recording it for
+    /// the index. The file checksum covers the uncompressed page, not the LZ4 bytes.
+    fn write_frame(&mut self, pgno: u32, page: &[u8], payload: &[u8]) -> Result<()> {
         let frame_offset = self.offset;
         let mut frame_header = [0u8; PAGE_FRAME_HEADER_SIZE];
         frame_header[0..4].copy_from_slice(&pgno.to_be_bytes());
         frame_header[4..6].copy_from_slice(&PAGE_FLAG_SIZE.to_be_bytes());
-        frame_header[6..10].copy_from_slice(&(n as u32).to_be_bytes());
+        frame_header[6..10].copy_from_slice(&(payload.len() as u32).to_be_bytes());
         self.write_hashed(&frame_header, "write page frame header")?;
-        // The file checksum covers the uncompressed page, not the LZ4 bytes.
         self.hash.update(page);
-        let payload = std::mem::take(&mut self.compressed);
-        let written = self.write_raw(&payload[..n], "write page data");
-        self.compressed = payload;
-        written?;
-        self.index.push(IndexEntry {
-            pgno,
-            offset: frame_offset,
-            size: self.offset - frame_offset,
-        });
+        self.write_raw(payload, "write page data")?;
+        let frame_size = (PAGE_FRAME_HEADER_SIZE + payload.len()) as u64;
+        put_index_entry(&mut self.index, pgno, frame_offset, frame_size);
         self.prev_pgno = pgno;
         Ok(())
+    }
+
+    /// Writes a page with a given LZ4 payload (another compressor's), so tests can compare
+    /// our framing with Litestream's byte for byte.
+    #[cfg(test)]
+    pub(crate) fn encode_page_with_payload(
+        &mut self,
+        pgno: u32,
+        page: &[u8],
+        payload: &[u8],
+    ) -> Result<()> {
+        self.check_usable()?;
+        self.check_page(pgno, page)?;
+        self.write_frame(pgno, page, payload)
     }
 
     /// Writes the end marker, the page index and the trailer, and hands back the trailer and
@@ -119,9 +127,13 @@ impl<W: Write> Encoder<W> {
         self.check_complete()?;
         let post_apply = self.trailer_post_apply(post_apply)?;
         self.write_hashed(&[0u8; END_MARKER_SIZE], "write end marker")?;
-        let index = encode_index(&self.index);
+        let mut index = std::mem::take(&mut self.index);
+        varint::put(&mut index, 0);
         self.write_hashed(&index, "write page index")?;
-        self.write_hashed(&(index.len() as u64).to_be_bytes(), "write page index length")?;
+        self.write_hashed(
+            &(index.len() as u64).to_be_bytes(),
+            "write page index length",
+        )?;
         self.write_hashed(&post_apply.0.to_be_bytes(), "write trailer")?;
         let file_checksum = Checksum(CHECKSUM_FLAG | self.hash.clone().finalize());
         self.write_raw(&file_checksum.0.to_be_bytes(), "write trailer")?;
@@ -144,20 +156,33 @@ impl<W: Write> Encoder<W> {
     fn check_page(&self, pgno: u32, page: &[u8]) -> Result<()> {
         let expected = self.header.page_size as usize;
         if page.len() != expected {
-            return Err(Error::PageLength { pgno, expected, found: page.len() });
+            return Err(Error::PageLength {
+                pgno,
+                expected,
+                found: page.len(),
+            });
         }
         if pgno == 0 || pgno > self.header.commit {
-            return Err(Error::PageBeyondCommit { pgno, commit: self.header.commit });
+            return Err(Error::PageBeyondCommit {
+                pgno,
+                commit: self.header.commit,
+            });
         }
         if pgno == self.lock_pgno {
             return Err(Error::LockPage { pgno });
         }
         if pgno <= self.prev_pgno {
-            return Err(Error::PageOutOfOrder { prev: self.prev_pgno, pgno });
+            return Err(Error::PageOutOfOrder {
+                prev: self.prev_pgno,
+                pgno,
+            });
         }
         let next = next_snapshot_pgno(self.prev_pgno, self.lock_pgno);
         if self.header.is_snapshot() && pgno != next {
-            return Err(Error::SnapshotMissingPage { expected: next, found: Some(pgno) });
+            return Err(Error::SnapshotMissingPage {
+                expected: next,
+                found: Some(pgno),
+            });
         }
         Ok(())
     }
@@ -166,7 +191,10 @@ impl<W: Write> Encoder<W> {
     fn check_complete(&self) -> Result<()> {
         let next = next_snapshot_pgno(self.prev_pgno, self.lock_pgno);
         if self.header.is_snapshot() && next <= self.header.commit {
-            return Err(Error::SnapshotMissingPage { expected: next, found: None });
+            return Err(Error::SnapshotMissingPage {
+                expected: next,
+                found: None,
+            });
         }
         Ok(())
     }
@@ -179,7 +207,9 @@ impl<W: Write> Encoder<W> {
         }
         let invalid = |reason: String| Err(Error::InvalidTrailer { reason });
         if !post_apply.is_flagged() {
-            return invalid(format!("post-apply checksum {post_apply} must have bit 63 set"));
+            return invalid(format!(
+                "post-apply checksum {post_apply} must have bit 63 set"
+            ));
         }
         if self.header.commit == 0 && post_apply != Checksum::EMPTY {
             return invalid(format!(
@@ -225,39 +255,19 @@ pub(crate) fn next_snapshot_pgno(prev: u32, lock_pgno: u32) -> u32 {
     }
 }
 
-/// The page index bytes: (pgno, offset, size) varints per entry in pgno order, then a 0.
-pub(crate) fn encode_index(entries: &[IndexEntry]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(entries.len() * 8 + 1);
-    for e in entries {
-        varint::put(&mut out, u64::from(e.pgno));
-        varint::put(&mut out, e.offset);
-        varint::put(&mut out, e.size);
-    }
-    varint::put(&mut out, 0);
-    out
+/// Appends one page index entry: the pgno, the frame's absolute offset and its size (frame
+/// header plus payload), as unsigned varints. Entries go in pgno order and a 0 ends them.
+pub(crate) fn put_index_entry(out: &mut Vec<u8>, pgno: u32, offset: u64, frame_size: u64) {
+    varint::put(out, u64::from(pgno));
+    varint::put(out, offset);
+    varint::put(out, frame_size);
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::testutil::test_page;
     use super::super::{Decoder, TxId, FLAG_NO_CHECKSUM};
     use super::*;
-
-    /// Deterministic page contents: half pseudo-random, half repeated, so LZ4 has work to do.
-    pub(crate) fn test_page(pgno: u32, page_size: u32, salt: u32) -> Vec<u8> {
-        let mut x = pgno.wrapping_mul(0x9e37_79b9) ^ salt.wrapping_mul(0x85eb_ca6b) | 1;
-        (0..page_size as usize)
-            .map(|i| {
-                if i % 64 < 32 {
-                    x ^= x << 13;
-                    x ^= x >> 17;
-                    x ^= x << 5;
-                    x as u8
-                } else {
-                    (pgno as u8).wrapping_add(salt as u8)
-                }
-            })
-            .collect()
-    }
 
     fn header(page_size: u32, min: u64, max: u64, commit: u32) -> Header {
         Header {
@@ -279,13 +289,18 @@ mod tests {
         let (trailer, bytes) = enc.finish(Checksum(0)).unwrap();
         assert_eq!(&bytes[..HEADER_SIZE], &h.encode());
         assert_eq!(&bytes[bytes.len() - 16..bytes.len() - 8], &[0u8; 8]);
-        assert_eq!(&bytes[bytes.len() - 8..], &trailer.file_checksum.0.to_be_bytes());
+        assert_eq!(
+            &bytes[bytes.len() - 8..],
+            &trailer.file_checksum.0.to_be_bytes()
+        );
         assert!(trailer.file_checksum.is_flagged());
         // Frame: pgno 2, flags 0x0001, then the compressed size.
         assert_eq!(&bytes[100..106], &[0, 0, 0, 2, 0, 1]);
         // Index: one entry (2, 100, frame size), then 0, then its length.
-        let frame_size = 10 + u32::from_be_bytes(bytes[106..110].try_into().unwrap()) as u64;
-        let index = encode_index(&[IndexEntry { pgno: 2, offset: 100, size: frame_size }]);
+        let frame_size = 10 + u32::from_be_bytes(bytes[106..110].try_into().unwrap());
+        let mut index = Vec::new();
+        put_index_entry(&mut index, 2, 100, u64::from(frame_size));
+        index.push(0);
         let index_at = 100 + frame_size as usize + 6;
         assert_eq!(&bytes[index_at - 6..index_at], &[0u8; 6]);
         assert_eq!(&bytes[index_at..index_at + index.len()], &index[..]);
@@ -294,22 +309,46 @@ mod tests {
 
     #[test]
     fn rejects_invalid_headers_and_pages() {
-        let err = Encoder::new(Vec::new(), &header(1000, 2, 2, 3)).err().unwrap();
+        let err = Encoder::new(Vec::new(), &header(1000, 2, 2, 3))
+            .err()
+            .unwrap();
         assert!(matches!(err, Error::InvalidHeader { .. }), "{err}");
 
         let mut enc = Encoder::new(Vec::new(), &header(512, 2, 2, 3)).unwrap();
         let page = test_page(1, 512, 0);
         let err = enc.encode_page(2, &page[..511]).unwrap_err();
-        assert!(matches!(err, Error::PageLength { pgno: 2, expected: 512, found: 511 }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::PageLength {
+                    pgno: 2,
+                    expected: 512,
+                    found: 511
+                }
+            ),
+            "{err}"
+        );
         let err = enc.encode_page(4, &page).unwrap_err();
-        assert!(matches!(err, Error::PageBeyondCommit { pgno: 4, commit: 3 }), "{err}");
+        assert!(
+            matches!(err, Error::PageBeyondCommit { pgno: 4, commit: 3 }),
+            "{err}"
+        );
         let err = enc.encode_page(0, &page).unwrap_err();
-        assert!(matches!(err, Error::PageBeyondCommit { pgno: 0, .. }), "{err}");
+        assert!(
+            matches!(err, Error::PageBeyondCommit { pgno: 0, .. }),
+            "{err}"
+        );
         enc.encode_page(2, &page).unwrap();
         let err = enc.encode_page(2, &page).unwrap_err();
-        assert!(matches!(err, Error::PageOutOfOrder { prev: 2, pgno: 2 }), "{err}");
+        assert!(
+            matches!(err, Error::PageOutOfOrder { prev: 2, pgno: 2 }),
+            "{err}"
+        );
         let err = enc.encode_page(1, &page).unwrap_err();
-        assert!(matches!(err, Error::PageOutOfOrder { prev: 2, pgno: 1 }), "{err}");
+        assert!(
+            matches!(err, Error::PageOutOfOrder { prev: 2, pgno: 1 }),
+            "{err}"
+        );
         // Refused pages wrote nothing: the file still decodes.
         enc.encode_page(3, &page).unwrap();
         let (_, bytes) = enc.finish(Checksum(0)).unwrap();
@@ -328,7 +367,10 @@ mod tests {
         let page = test_page(1, 65536, 0);
         enc.encode_page(lock - 1, &page).unwrap();
         let err = enc.encode_page(lock, &page).unwrap_err();
-        assert!(matches!(err, Error::LockPage { pgno } if pgno == lock), "{err}");
+        assert!(
+            matches!(err, Error::LockPage { pgno } if pgno == lock),
+            "{err}"
+        );
         assert!(err.to_string().contains("lock page"));
         enc.encode_page(lock + 1, &page).unwrap();
         enc.finish(Checksum(0)).unwrap();
@@ -339,13 +381,40 @@ mod tests {
         let page = test_page(1, 512, 0);
         let mut enc = Encoder::new(Vec::new(), &header(512, 1, 1, 3)).unwrap();
         let err = enc.encode_page(2, &page).unwrap_err();
-        assert!(matches!(err, Error::SnapshotMissingPage { expected: 1, found: Some(2) }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::SnapshotMissingPage {
+                    expected: 1,
+                    found: Some(2)
+                }
+            ),
+            "{err}"
+        );
         enc.encode_page(1, &page).unwrap();
         let err = enc.encode_page(3, &page).unwrap_err();
-        assert!(matches!(err, Error::SnapshotMissingPage { expected: 2, found: Some(3) }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::SnapshotMissingPage {
+                    expected: 2,
+                    found: Some(3)
+                }
+            ),
+            "{err}"
+        );
         enc.encode_page(2, &page).unwrap();
         let err = enc.finish(Checksum(0)).err().unwrap();
-        assert!(matches!(err, Error::SnapshotMissingPage { expected: 3, found: None }), "{err}");
+        assert!(
+            matches!(
+                err,
+                Error::SnapshotMissingPage {
+                    expected: 3,
+                    found: None
+                }
+            ),
+            "{err}"
+        );
         assert!(err.to_string().contains("missing page 3"));
     }
 
@@ -362,7 +431,9 @@ mod tests {
         let mut h = header(4096, 1, 1, 0);
         h.flags = 0;
         let enc = Encoder::new(Vec::new(), &h).unwrap();
-        let err = Encoder::new(Vec::new(), &h).unwrap().finish(Checksum(CHECKSUM_FLAG | 1));
+        let err = Encoder::new(Vec::new(), &h)
+            .unwrap()
+            .finish(Checksum(CHECKSUM_FLAG | 1));
         assert!(matches!(err, Err(Error::InvalidTrailer { .. })));
         let (trailer, bytes) = enc.finish(Checksum::EMPTY).unwrap();
         assert_eq!(trailer.post_apply_checksum, Checksum::EMPTY);
@@ -383,7 +454,11 @@ mod tests {
         let mut h = header(512, 2, 2, 2);
         h.flags = 0;
         h.pre_apply_checksum = Checksum(CHECKSUM_FLAG | 1);
-        let err = Encoder::new(Vec::new(), &h).unwrap().finish(Checksum(5)).err().unwrap();
+        let err = Encoder::new(Vec::new(), &h)
+            .unwrap()
+            .finish(Checksum(5))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("bit 63"), "{err}");
         h.ext_checksums = Some((h.pre_apply_checksum, Checksum(CHECKSUM_FLAG | 2)));
         let enc = Encoder::new(Vec::new(), &h).unwrap();
@@ -417,7 +492,10 @@ mod tests {
 
     #[test]
     fn a_failed_write_poisons_the_encoder() {
-        let w = FailingWriter { limit: 120, written: 0 };
+        let w = FailingWriter {
+            limit: 120,
+            written: 0,
+        };
         let mut enc = Encoder::new(w, &header(512, 2, 2, 3)).unwrap();
         let err = enc.encode_page(2, &test_page(2, 512, 0)).unwrap_err();
         assert!(err.to_string().contains("disk full"), "{err}");

@@ -1,6 +1,6 @@
 //! The 100-byte LTX header, including our checksum extension in its reserved bytes.
 
-use super::checksum::{Checksum, CHECKSUM_FLAG};
+use super::checksum::Checksum;
 use super::{Error, Result, TxId};
 
 /// Size of the header on disk.
@@ -88,8 +88,12 @@ impl Header {
         if &magic != MAGIC {
             return Err(Error::BadMagic { found: magic });
         }
-        let ext_checksums = (&b[96..100] == EXT_TAG)
-            .then(|| (Checksum(be_u64(b, EXT_OFFSET)), Checksum(be_u64(b, EXT_OFFSET + 8))));
+        let ext_checksums = (&b[96..100] == EXT_TAG).then(|| {
+            (
+                Checksum(be_u64(b, EXT_OFFSET)),
+                Checksum(be_u64(b, EXT_OFFSET + 8)),
+            )
+        });
         Ok(Header {
             flags: be_u32(b, 4),
             page_size: be_u32(b, 8),
@@ -134,7 +138,10 @@ impl Header {
     /// The rules on flags, page size, txids and WAL fields.
     fn validate_fields(&self) -> Result<()> {
         if self.flags & !FLAG_NO_CHECKSUM != 0 {
-            return invalid(format!("unknown flags 0x{:08x} (only 0x00000002 is defined)", self.flags));
+            return invalid(format!(
+                "unknown flags 0x{:08x} (only 0x00000002 is defined)",
+                self.flags
+            ));
         }
         if !(512..=65536).contains(&self.page_size) || !self.page_size.is_power_of_two() {
             return invalid(format!(
@@ -149,7 +156,10 @@ impl Header {
             ));
         }
         if self.min_txid > self.max_txid {
-            return invalid(format!("min txid {} is after max txid {}", self.min_txid, self.max_txid));
+            return invalid(format!(
+                "min txid {} is after max txid {}",
+                self.min_txid, self.max_txid
+            ));
         }
         if self.wal_offset < 0 || self.wal_size < 0 {
             return invalid(format!(
@@ -157,7 +167,9 @@ impl Header {
                 self.wal_offset, self.wal_size
             ));
         }
-        if self.wal_offset == 0 && (self.wal_salt1 != 0 || self.wal_salt2 != 0 || self.wal_size != 0) {
+        if self.wal_offset == 0
+            && (self.wal_salt1 != 0 || self.wal_salt2 != 0 || self.wal_size != 0)
+        {
             return invalid(format!(
                 "WAL offset is 0 but WAL salts ({:08x}, {:08x}) or size ({}) are set",
                 self.wal_salt1, self.wal_salt2, self.wal_size
@@ -171,7 +183,11 @@ impl Header {
         let pre = self.pre_apply_checksum;
         if self.is_snapshot() || self.no_checksum() {
             if pre.0 != 0 {
-                let why = if self.is_snapshot() { "a snapshot" } else { "the NoChecksum flag" };
+                let why = if self.is_snapshot() {
+                    "a snapshot"
+                } else {
+                    "the NoChecksum flag"
+                };
                 return invalid(format!("pre-apply checksum {pre} must be 0 with {why}"));
             }
         } else if !pre.is_flagged() {
@@ -189,13 +205,19 @@ impl Header {
         };
         if self.is_snapshot() {
             if pre.0 != 0 {
-                return invalid(format!("extension pre-apply checksum {pre} must be 0 on a snapshot"));
+                return invalid(format!(
+                    "extension pre-apply checksum {pre} must be 0 on a snapshot"
+                ));
             }
         } else if !pre.is_flagged() {
-            return invalid(format!("extension pre-apply checksum {pre} must have bit 63 set"));
+            return invalid(format!(
+                "extension pre-apply checksum {pre} must have bit 63 set"
+            ));
         }
         if !post.is_flagged() {
-            return invalid(format!("extension post-apply checksum {post} must have bit 63 set"));
+            return invalid(format!(
+                "extension post-apply checksum {post} must have bit 63 set"
+            ));
         }
         if !self.no_checksum() && pre != self.pre_apply_checksum {
             return invalid(format!(
@@ -226,6 +248,7 @@ fn be_u64(b: &[u8; HEADER_SIZE], at: usize) -> u64 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::CHECKSUM_FLAG;
     use super::*;
 
     /// A valid incremental header in Litestream's style (NoChecksum, WAL position set).
@@ -247,7 +270,10 @@ mod tests {
 
     #[test]
     fn round_trip_without_extension() {
-        let h = Header { node_id: 0x0102030405060708, ..incremental() };
+        let h = Header {
+            node_id: 0x0102030405060708,
+            ..incremental()
+        };
         let b = h.encode();
         assert_eq!(&b[0..4], b"LTX1");
         assert_eq!(&b[80..100], &[0u8; 20]);
@@ -308,16 +334,26 @@ mod tests {
         assert_eq!(Header::decode(&b).unwrap().ext_checksums, None);
         b[3] = b'2';
         let err = Header::decode(&b).unwrap_err();
-        assert!(matches!(err, Error::BadMagic { found } if &found == b"LTX2"), "{err}");
+        assert!(
+            matches!(err, Error::BadMagic { found } if &found == b"LTX2"),
+            "{err}"
+        );
         assert!(err.to_string().contains("magic"));
     }
 
     #[test]
     fn validate_accepts_the_good_shapes() {
         incremental().validate().unwrap();
-        let snapshot = Header { min_txid: TxId(1), max_txid: TxId(1), ..incremental() };
+        let snapshot = Header {
+            min_txid: TxId(1),
+            max_txid: TxId(1),
+            ..incremental()
+        };
         snapshot.validate().unwrap();
-        let snapshot_ext = Header { ext_checksums: Some((Checksum(0), Checksum::EMPTY)), ..snapshot };
+        let snapshot_ext = Header {
+            ext_checksums: Some((Checksum(0), Checksum::EMPTY)),
+            ..snapshot
+        };
         snapshot_ext.validate().unwrap();
         let standard = Header {
             flags: 0,
@@ -330,7 +366,12 @@ mod tests {
         };
         standard.validate().unwrap();
         for page_size in [512, 1024, 2048, 4096, 8192, 16384, 32768, 65536] {
-            Header { page_size, ..incremental() }.validate().unwrap();
+            Header {
+                page_size,
+                ..incremental()
+            }
+            .validate()
+            .unwrap();
         }
     }
 
@@ -338,24 +379,101 @@ mod tests {
     fn validate_rejects_each_rule() {
         let flagged = Checksum(CHECKSUM_FLAG | 5);
         let cases: Vec<(&str, Header)> = vec![
-            ("unknown flags", Header { flags: 0x1, ..incremental() }),
-            ("unknown flags", Header { flags: 0x8000_0002, ..incremental() }),
-            ("page size", Header { page_size: 0, ..incremental() }),
-            ("page size", Header { page_size: 256, ..incremental() }),
-            ("page size", Header { page_size: 4095, ..incremental() }),
-            ("page size", Header { page_size: 131072, ..incremental() }),
-            ("non-zero", Header { min_txid: TxId(0), ..incremental() }),
-            ("non-zero", Header { max_txid: TxId(0), ..incremental() }),
-            ("after max", Header { min_txid: TxId(8), max_txid: TxId(7), ..incremental() }),
-            ("negative", Header { wal_offset: -1, ..incremental() }),
-            ("negative", Header { wal_size: -1, ..incremental() }),
             (
-                "WAL offset is 0",
-                Header { wal_offset: 0, wal_size: 0, wal_salt2: 0, ..incremental() },
+                "unknown flags",
+                Header {
+                    flags: 0x1,
+                    ..incremental()
+                },
+            ),
+            (
+                "unknown flags",
+                Header {
+                    flags: 0x8000_0002,
+                    ..incremental()
+                },
+            ),
+            (
+                "page size",
+                Header {
+                    page_size: 0,
+                    ..incremental()
+                },
+            ),
+            (
+                "page size",
+                Header {
+                    page_size: 256,
+                    ..incremental()
+                },
+            ),
+            (
+                "page size",
+                Header {
+                    page_size: 4095,
+                    ..incremental()
+                },
+            ),
+            (
+                "page size",
+                Header {
+                    page_size: 131072,
+                    ..incremental()
+                },
+            ),
+            (
+                "non-zero",
+                Header {
+                    min_txid: TxId(0),
+                    ..incremental()
+                },
+            ),
+            (
+                "non-zero",
+                Header {
+                    max_txid: TxId(0),
+                    ..incremental()
+                },
+            ),
+            (
+                "after max",
+                Header {
+                    min_txid: TxId(8),
+                    max_txid: TxId(7),
+                    ..incremental()
+                },
+            ),
+            (
+                "negative",
+                Header {
+                    wal_offset: -1,
+                    ..incremental()
+                },
+            ),
+            (
+                "negative",
+                Header {
+                    wal_size: -1,
+                    ..incremental()
+                },
             ),
             (
                 "WAL offset is 0",
-                Header { wal_offset: 0, wal_salt1: 0, wal_salt2: 0, ..incremental() },
+                Header {
+                    wal_offset: 0,
+                    wal_size: 0,
+                    wal_salt2: 0,
+                    ..incremental()
+                },
+            ),
+            (
+                "WAL offset is 0",
+                Header {
+                    wal_offset: 0,
+                    wal_salt1: 0,
+                    wal_salt2: 0,
+                    ..incremental()
+                },
             ),
             (
                 "must be 0 with a snapshot",
@@ -368,10 +486,26 @@ mod tests {
             ),
             (
                 "must be 0 with the NoChecksum",
-                Header { pre_apply_checksum: flagged, ..incremental() },
+                Header {
+                    pre_apply_checksum: flagged,
+                    ..incremental()
+                },
             ),
-            ("bit 63", Header { flags: 0, ..incremental() }),
-            ("bit 63", Header { flags: 0, pre_apply_checksum: Checksum(5), ..incremental() }),
+            (
+                "bit 63",
+                Header {
+                    flags: 0,
+                    ..incremental()
+                },
+            ),
+            (
+                "bit 63",
+                Header {
+                    flags: 0,
+                    pre_apply_checksum: Checksum(5),
+                    ..incremental()
+                },
+            ),
             (
                 "extension pre-apply checksum 8000000000000005 must be 0",
                 Header {
@@ -382,11 +516,17 @@ mod tests {
             ),
             (
                 "extension pre-apply checksum 0000000000000000 must have bit 63",
-                Header { ext_checksums: Some((Checksum(0), flagged)), ..incremental() },
+                Header {
+                    ext_checksums: Some((Checksum(0), flagged)),
+                    ..incremental()
+                },
             ),
             (
                 "extension post-apply",
-                Header { ext_checksums: Some((flagged, Checksum(5))), ..incremental() },
+                Header {
+                    ext_checksums: Some((flagged, Checksum(5))),
+                    ..incremental()
+                },
             ),
             (
                 "differs from the header",
@@ -408,8 +548,16 @@ mod tests {
     #[test]
     fn snapshot_and_flags_helpers() {
         assert!(!incremental().is_snapshot());
-        assert!(Header { min_txid: TxId(1), ..incremental() }.is_snapshot());
+        assert!(Header {
+            min_txid: TxId(1),
+            ..incremental()
+        }
+        .is_snapshot());
         assert!(incremental().no_checksum());
-        assert!(!Header { flags: 0, ..incremental() }.no_checksum());
+        assert!(!Header {
+            flags: 0,
+            ..incremental()
+        }
+        .no_checksum());
     }
 }

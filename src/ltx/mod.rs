@@ -61,7 +61,9 @@ impl FromStr for TxId {
     fn from_str(s: &str) -> Result<Self> {
         parse_hex_u64(s)
             .map(TxId)
-            .ok_or_else(|| Error::InvalidTxId { input: s.to_owned() })
+            .ok_or_else(|| Error::InvalidTxId {
+                input: s.to_owned(),
+            })
     }
 }
 
@@ -85,7 +87,8 @@ pub fn file_name(min: TxId, max: TxId) -> String {
 pub fn parse_file_name(name: &str) -> Option<(TxId, TxId)> {
     let stem = name.strip_suffix(".ltx")?;
     let (min, max) = stem.split_once('-')?;
-    let is_txid = |s: &str| s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let is_txid =
+        |s: &str| s.len() == 16 && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
     if !is_txid(min) || !is_txid(max) {
         return None;
     }
@@ -242,10 +245,8 @@ pub enum Error {
     Input {
         /// Position of the input (0 = oldest).
         index: usize,
-        /// Its txid range.
-        min: TxId,
-        /// Its txid range.
-        max: TxId,
+        /// Its (min, max) txids, if its header could be read.
+        range: Option<(TxId, TxId)>,
         /// What went wrong with it.
         source: Box<Error>,
     },
@@ -262,56 +263,116 @@ impl fmt::Display for Error {
         match self {
             Io { context, source } => write!(f, "{context}: {source}"),
             Truncated { section, offset } => {
-                write!(f, "truncated file: {section} at offset {offset} is incomplete")
+                write!(
+                    f,
+                    "truncated file: {section} at offset {offset} is incomplete"
+                )
             }
-            BadMagic { found } => write!(f, "not an LTX file: magic is {found:?}, expected \"LTX1\""),
+            BadMagic { found } => {
+                write!(f, "not an LTX file: magic is {found:?}, expected \"LTX1\"")
+            }
             InvalidHeader { reason } => write!(f, "invalid header: {reason}"),
             InvalidPageFrame { offset, reason } => {
                 write!(f, "invalid page frame at offset {offset}: {reason}")
             }
             PageOutOfOrder { prev, pgno } => {
-                write!(f, "page {pgno} follows page {prev}: pages must be in ascending order")
+                write!(
+                    f,
+                    "page {pgno} follows page {prev}: pages must be in ascending order"
+                )
             }
             PageBeyondCommit { pgno, commit } => {
                 write!(f, "page {pgno} is past the database size of {commit} pages")
             }
             LockPage { pgno } => write!(f, "page {pgno} is the lock page, which is never stored"),
-            PageLength { pgno, expected, found } => {
-                write!(f, "page {pgno} is {found} bytes, expected the page size {expected}")
+            PageLength {
+                pgno,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "page {pgno} is {found} bytes, expected the page size {expected}"
+                )
             }
-            Decompress { pgno, reason } => write!(f, "page {pgno}: LZ4 decompression failed: {reason}"),
+            Decompress { pgno, reason } => {
+                write!(f, "page {pgno}: LZ4 decompression failed: {reason}")
+            }
             BufferSize { expected, found } => {
-                write!(f, "page buffer is {found} bytes, expected the page size {expected}")
+                write!(
+                    f,
+                    "page buffer is {found} bytes, expected the page size {expected}"
+                )
             }
-            SnapshotMissingPage { expected, found: Some(found) } => {
-                write!(f, "snapshot is missing page {expected} (found page {found})")
+            SnapshotMissingPage {
+                expected,
+                found: Some(found),
+            } => {
+                write!(
+                    f,
+                    "snapshot is missing page {expected} (found page {found})"
+                )
             }
-            SnapshotMissingPage { expected, found: None } => {
+            SnapshotMissingPage {
+                expected,
+                found: None,
+            } => {
                 write!(f, "snapshot is missing page {expected} (pages ended)")
             }
             InvalidIndex { reason } => write!(f, "invalid page index: {reason}"),
             InvalidTrailer { reason } => write!(f, "invalid trailer: {reason}"),
             FileChecksumMismatch { stored, computed } => {
-                write!(f, "file checksum mismatch: trailer says {stored}, contents give {computed}")
+                write!(
+                    f,
+                    "file checksum mismatch: trailer says {stored}, contents give {computed}"
+                )
             }
-            DatabaseChecksumMismatch { what, expected, found } => {
-                write!(f, "database checksum mismatch ({what}): expected {expected}, found {found}")
+            DatabaseChecksumMismatch {
+                what,
+                expected,
+                found,
+            } => {
+                write!(
+                    f,
+                    "database checksum mismatch ({what}): expected {expected}, found {found}"
+                )
             }
-            TrailingBytes { offset } => write!(f, "unexpected bytes after the trailer at offset {offset}"),
-            InvalidTxId { input } => write!(f, "invalid transaction id {input:?}: expected hex digits"),
-            InvalidChecksum { input } => write!(f, "invalid checksum {input:?}: expected hex digits"),
+            TrailingBytes { offset } => {
+                write!(f, "unexpected bytes after the trailer at offset {offset}")
+            }
+            InvalidTxId { input } => {
+                write!(f, "invalid transaction id {input:?}: expected hex digits")
+            }
+            InvalidChecksum { input } => {
+                write!(f, "invalid checksum {input:?}: expected hex digits")
+            }
             NoInputs => write!(f, "compaction needs at least one input file"),
             NotContiguous { prev_max, next_min } => write!(
                 f,
                 "inputs are not contiguous: max txid {prev_max} is followed by min txid {next_min}"
             ),
             PageSizeMismatch { expected, found } => {
-                write!(f, "inputs have different page sizes: {expected} and {found}")
+                write!(
+                    f,
+                    "inputs have different page sizes: {expected} and {found}"
+                )
             }
-            Input { index, min, max, source } => {
+            Input {
+                index,
+                range: Some((min, max)),
+                source,
+            } => {
                 write!(f, "input {index} ({}): {source}", file_name(*min, *max))
             }
-            Poisoned => write!(f, "encoder output is incomplete after an earlier write error"),
+            Input {
+                index,
+                range: None,
+                source,
+            } => write!(f, "input {index}: {source}"),
+            Poisoned => write!(
+                f,
+                "encoder output is incomplete after an earlier write error"
+            ),
         }
     }
 }
@@ -328,9 +389,6 @@ impl std::error::Error for Error {
 
 /// Unsigned LEB128 varints, as Go's `encoding/binary` writes them in the page index.
 pub(crate) mod varint {
-    /// Longest encoding of a u64.
-    pub const MAX_LEN: usize = 10;
-
     /// Appends `v` to `out`.
     pub fn put(out: &mut Vec<u8>, mut v: u64) {
         while v >= 0x80 {
@@ -338,22 +396,6 @@ pub(crate) mod varint {
             v >>= 7;
         }
         out.push(v as u8);
-    }
-
-    /// Reads one varint from the front of `b`: the value and the bytes used, or `None` if `b`
-    /// ends first or the value overflows 64 bits (Go's `binary.ReadUvarint` rules).
-    pub fn get(b: &[u8]) -> Option<(u64, usize)> {
-        let mut v: u64 = 0;
-        for (i, &byte) in b.iter().enumerate().take(MAX_LEN) {
-            if byte < 0x80 {
-                if i == MAX_LEN - 1 && byte > 1 {
-                    return None;
-                }
-                return Some((v | u64::from(byte) << (7 * i), i + 1));
-            }
-            v |= u64::from(byte & 0x7f) << (7 * i);
-        }
-        None
     }
 }
 
@@ -366,8 +408,120 @@ pub(crate) fn read_exact<R: io::Read>(
 ) -> Result<()> {
     r.read_exact(buf).map_err(|e| match e.kind() {
         io::ErrorKind::UnexpectedEof => Error::Truncated { section, offset },
-        _ => Error::Io { context: section, source: e },
+        _ => Error::Io {
+            context: section,
+            source: e,
+        },
     })
+}
+
+/// Helpers shared by the tests of this module: fixtures, page contents, whole-file codecs.
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+
+    /// The replica Litestream 0.5.17 wrote.
+    pub const LITESTREAM: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/reference/fixtures/litestream-0.5.17-file-replica/ltx"
+    );
+
+    /// The same replica re-encoded with our checksum extension.
+    pub const EXT: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/reference/fixtures/ext-checksum-replica/ltx"
+    );
+
+    /// The README's restore table: (txid, rows, database bytes, database checksum).
+    pub const README_TABLE: [(u64, u32, u64, u64); 10] = [
+        (0x1, 0, 16384, 0xdda6d5f12099881c),
+        (0x2, 40, 16384, 0xe1ebe1c5cb2ffa61),
+        (0x3, 80, 24576, 0x9db0b0a0dbe60492),
+        (0x4, 120, 28672, 0xe2b13f33f57531ab),
+        (0x5, 160, 32768, 0xb97564bf206f5211),
+        (0x6, 200, 36864, 0xcf1209c7eb1f8f26),
+        (0x7, 200, 36864, 0xfabb2a9c930229de),
+        (0x8, 240, 36864, 0xce3941bc2298df25),
+        (0x9, 280, 40960, 0x8772698b6f7f5c68),
+        (0xa, 320, 45056, 0x964acda739482407),
+    ];
+
+    /// The files of one level of a fixture replica, sorted by txid: (min, max, bytes).
+    pub fn fixture_files(replica: &str, level: u32) -> Vec<(TxId, TxId, Vec<u8>)> {
+        let dir = format!("{replica}/{level}");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{dir}: {e}"))
+            .map(|entry| {
+                let entry = entry.unwrap();
+                let name = entry.file_name().into_string().unwrap();
+                let (min, max) = parse_file_name(&name).unwrap_or_else(|| panic!("{name}"));
+                (min, max, std::fs::read(entry.path()).unwrap())
+            })
+            .collect();
+        files.sort_by_key(|f| f.0);
+        files
+    }
+
+    /// One fixture file's bytes.
+    pub fn fixture(replica: &str, level: u32, min: u64, max: u64) -> Vec<u8> {
+        let path = format!("{replica}/{level}/{}", file_name(TxId(min), TxId(max)));
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    /// Deterministic page contents: half pseudo-random, half repeated, so LZ4 has work.
+    pub fn test_page(pgno: u32, page_size: u32, salt: u32) -> Vec<u8> {
+        let mut x = (pgno.wrapping_mul(0x9e37_79b9) ^ salt.wrapping_mul(0x85eb_ca6b)) | 1;
+        (0..page_size as usize)
+            .map(|i| {
+                if i % 64 < 32 {
+                    x ^= x << 13;
+                    x ^= x >> 17;
+                    x ^= x << 5;
+                    x as u8
+                } else {
+                    (pgno as u8).wrapping_add(salt as u8)
+                }
+            })
+            .collect()
+    }
+
+    /// A whole decoded file.
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct Decoded {
+        pub header: Header,
+        pub pages: Vec<(u32, Vec<u8>)>,
+        pub trailer: Trailer,
+    }
+
+    /// Decodes and verifies a whole file held in memory.
+    pub fn decode_all(bytes: &[u8]) -> Result<Decoded> {
+        let mut dec = Decoder::new(bytes)?;
+        let header = dec.header().clone();
+        let mut pages = Vec::new();
+        let mut buf = vec![0u8; header.page_size as usize];
+        while let Some(pgno) = dec.next_page(&mut buf)? {
+            pages.push((pgno, buf.clone()));
+        }
+        let trailer = dec.finish()?;
+        Ok(Decoded {
+            header,
+            pages,
+            trailer,
+        })
+    }
+
+    /// Encodes a whole file into memory.
+    pub fn encode_all(
+        header: &Header,
+        pages: &[(u32, Vec<u8>)],
+        post: Checksum,
+    ) -> (Trailer, Vec<u8>) {
+        let mut enc = Encoder::new(Vec::new(), header).unwrap();
+        for (pgno, page) in pages {
+            enc.encode_page(*pgno, page).unwrap();
+        }
+        enc.finish(post).unwrap()
+    }
 }
 
 #[cfg(test)]
@@ -417,27 +571,35 @@ mod tests {
             (127, vec![0x7f]),
             (128, vec![0x80, 0x01]),
             (300, vec![0xac, 0x02]),
-            (u64::MAX, vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]),
+            (
+                u64::MAX,
+                vec![0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01],
+            ),
         ] {
             let mut out = Vec::new();
             varint::put(&mut out, v);
             assert_eq!(out, bytes, "{v}");
-            assert_eq!(varint::get(&out), Some((v, out.len())));
         }
-        assert_eq!(varint::get(&[0x80]), None, "ends early");
-        assert_eq!(varint::get(&[0xff; 9].iter().copied().chain([2]).collect::<Vec<_>>()), None);
-        assert_eq!(varint::get(&[0xff; 11]), None, "too long");
     }
 
     #[test]
     fn errors_name_what_was_wrong() {
-        let e = Error::FileChecksumMismatch { stored: Checksum(1), computed: Checksum(2) };
+        let e = Error::FileChecksumMismatch {
+            stored: Checksum(1),
+            computed: Checksum(2),
+        };
         assert_eq!(
             e.to_string(),
             "file checksum mismatch: trailer says 0000000000000001, contents give 0000000000000002"
         );
-        let e = Error::Input { index: 1, min: TxId(4), max: TxId(7), source: Box::new(e) };
-        assert!(e.to_string().starts_with("input 1 (0000000000000004-0000000000000007.ltx): file"));
+        let e = Error::Input {
+            index: 1,
+            range: Some((TxId(4), TxId(7))),
+            source: Box::new(e),
+        };
+        assert!(e
+            .to_string()
+            .starts_with("input 1 (0000000000000004-0000000000000007.ltx): file"));
         assert!(std::error::Error::source(&e).is_some());
     }
 }

@@ -30,8 +30,16 @@ pub struct DbFileHeader {
 
 /// Reads the database header: `Ok(None)` for an empty file (SQLite creates the header on the
 /// first write), an error naming the problem for a file that is not a SQLite database.
+///
+/// Only for processes that do not have the database open through SQLite: closing any file
+/// descriptor of a file drops every POSIX lock the process holds on it, SQLite's included.
+/// The daemon uses [`read_db_header_from`] on the handle it keeps open instead.
 pub fn read_db_header(path: &Path) -> io::Result<Option<DbFileHeader>> {
-    let file = File::open(path)?;
+    read_db_header_from(&File::open(path)?)
+}
+
+/// [`read_db_header`] on an open file.
+pub fn read_db_header_from(file: &File) -> io::Result<Option<DbFileHeader>> {
     if file.metadata()?.len() == 0 {
         return Ok(None);
     }

@@ -1,0 +1,437 @@
+//! The commands that talk to a running daemon over the control socket: `list`, `info`,
+//! `register`, `unregister`, `sync`, `start`, `stop`, and our `txid`. Output as Litestream's.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use argh::FromArgs;
+use serde_json::{json, Value};
+
+use crate::ipc::client::{Client, JsonResponse};
+use crate::ipc::server::client_socket_path;
+
+/// Escapes a value for a URL query.
+pub fn query_escape(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                out.push(b as char)
+            }
+            _ => out.push_str(&format!("%{b:02X}")),
+        }
+    }
+    out
+}
+
+fn client(socket: Option<PathBuf>, timeout: f64) -> Result<Client> {
+    if !(timeout.is_finite() && timeout > 0.0) {
+        bail!("timeout must be greater than 0");
+    }
+    let socket = socket.unwrap_or_else(client_socket_path);
+    Ok(Client::new(&socket, Some(Duration::from_secs_f64(timeout))))
+}
+
+/// One database path argument, made absolute.
+fn one_path(args: &[String], cmd: &str, hint: &str) -> Result<PathBuf> {
+    match args {
+        [] => bail!("database path required\nTry: litestream {cmd} {hint}/path/to/db"),
+        [p] => super::absolute(p),
+        _ => bail!("too many arguments"),
+    }
+}
+
+/// The answer of a successful call, or the daemon's error as `<cmd> failed: <error>`.
+fn ok(resp: JsonResponse, cmd: &str) -> Result<Value> {
+    if resp.status == 200 {
+        Ok(resp.body)
+    } else {
+        bail!("{cmd} failed: {}", resp.error_message())
+    }
+}
+
+fn str_field<'a>(v: &'a Value, k: &str) -> &'a str {
+    v.get(k).and_then(Value::as_str).unwrap_or("")
+}
+
+fn u64_field(v: &Value, k: &str) -> u64 {
+    v.get(k).and_then(Value::as_u64).unwrap_or(0)
+}
+
+#[derive(FromArgs)]
+/// Lists the databases of the running daemon.
+#[argh(subcommand, name = "list")]
+pub struct ListArgs {
+    /// control socket (default: /var/run/litestream.sock, else $XDG_RUNTIME_DIR/litestream.sock)
+    #[argh(option)]
+    socket: Option<PathBuf>,
+    /// print JSON instead of text
+    #[argh(switch)]
+    json: bool,
+    /// seconds to wait for the daemon (default: 10)
+    #[argh(option, default = "10.0")]
+    timeout: f64,
+    /// no positional arguments are taken
+    #[argh(positional, greedy)]
+    extra: Vec<String>,
+}
+
+#[derive(FromArgs)]
+/// Shows information about the running daemon.
+#[argh(subcommand, name = "info")]
+pub struct InfoArgs {
+    /// control socket (default: /var/run/litestream.sock, else $XDG_RUNTIME_DIR/litestream.sock)
+    #[argh(option)]
+    socket: Option<PathBuf>,
+    /// print JSON instead of text
+    #[argh(switch)]
+    json: bool,
+    /// seconds to wait for the daemon (default: 10)
+    #[argh(option, default = "10.0")]
+    timeout: f64,
+    /// no positional arguments are taken
+    #[argh(positional, greedy)]
+    extra: Vec<String>,
+}
+
+#[derive(FromArgs)]
+/// Registers a database for replication with the running daemon.
+#[argh(subcommand, name = "register")]
+pub struct RegisterArgs {
+    /// control socket (default: /var/run/litestream.sock, else $XDG_RUNTIME_DIR/litestream.sock)
+    #[argh(option)]
+    socket: Option<PathBuf>,
+    /// print JSON instead of text
+    #[argh(switch)]
+    json: bool,
+    /// seconds to wait for the daemon (default: 30)
+    #[argh(option, default = "30.0")]
+    timeout: f64,
+    /// replica destination URL (file:///path or s3://bucket/prefix); required
+    #[argh(option)]
+    replica: Option<String>,
+    /// database path
+    #[argh(positional, greedy)]
+    path: Vec<String>,
+}
+
+#[derive(FromArgs)]
+/// Unregisters a database (after a last sync) from the running daemon.
+#[argh(subcommand, name = "unregister")]
+pub struct UnregisterArgs {
+    /// control socket (default: /var/run/litestream.sock, else $XDG_RUNTIME_DIR/litestream.sock)
+    #[argh(option)]
+    socket: Option<PathBuf>,
+    /// print JSON instead of text
+    #[argh(switch)]
+    json: bool,
+    /// seconds to wait for the daemon (default: 30)
+    #[argh(option, default = "30.0")]
+    timeout: f64,
+    /// show what would be unregistered without asking the daemon
+    #[argh(switch)]
+    dry_run: bool,
+    /// database path
+    #[argh(positional, greedy)]
+    path: Vec<String>,
+}
+
+#[derive(FromArgs)]
+/// Forces an immediate sync of a database.
+#[argh(subcommand, name = "sync")]
+pub struct SyncArgs {
+    /// control socket (default: /var/run/litestream.sock, else $XDG_RUNTIME_DIR/litestream.sock)
+    #[argh(option)]
+    socket: Option<PathBuf>,
+    /// print JSON instead of text
+    #[argh(switch)]
+    json: bool,
+    /// seconds to wait for the daemon (default: 30)
+    #[argh(option, default = "30.0")]
+    timeout: f64,
+    /// block until the replica holds the result (default: false)
+    #[argh(switch)]
+    wait: bool,
+    /// database path
+    #[argh(positional, greedy)]
+    path: Vec<String>,
+}
+
+#[derive(FromArgs)]
+/// Starts replication of a stopped database.
+#[argh(subcommand, name = "start")]
+pub struct StartArgs {
+    /// control socket (default: /var/run/litestream.sock, else $XDG_RUNTIME_DIR/litestream.sock)
+    #[argh(option)]
+    socket: Option<PathBuf>,
+    /// print JSON instead of text
+    #[argh(switch)]
+    json: bool,
+    /// seconds to wait for the daemon (default: 30)
+    #[argh(option, default = "30.0")]
+    timeout: f64,
+    /// database path
+    #[argh(positional, greedy)]
+    path: Vec<String>,
+}
+
+#[derive(FromArgs)]
+/// Stops replication of a database (it stays registered).
+#[argh(subcommand, name = "stop")]
+pub struct StopArgs {
+    /// control socket (default: /var/run/litestream.sock, else $XDG_RUNTIME_DIR/litestream.sock)
+    #[argh(option)]
+    socket: Option<PathBuf>,
+    /// print JSON instead of text
+    #[argh(switch)]
+    json: bool,
+    /// seconds to wait for the daemon (default: 30)
+    #[argh(option, default = "30.0")]
+    timeout: f64,
+    /// database path
+    #[argh(positional, greedy)]
+    path: Vec<String>,
+}
+
+#[derive(FromArgs)]
+/// Prints a database's current and replicated transaction IDs.
+#[argh(subcommand, name = "txid")]
+pub struct TxidArgs {
+    /// control socket (default: /var/run/litestream.sock, else $XDG_RUNTIME_DIR/litestream.sock)
+    #[argh(option)]
+    socket: Option<PathBuf>,
+    /// print JSON instead of text
+    #[argh(switch)]
+    json: bool,
+    /// seconds to wait for the daemon (default: 10)
+    #[argh(option, default = "10.0")]
+    timeout: f64,
+    /// database path
+    #[argh(positional, greedy)]
+    path: Vec<String>,
+}
+
+/// `litestream list`.
+pub fn list(a: ListArgs) -> Result<i32> {
+    if !a.extra.is_empty() {
+        bail!("too many arguments");
+    }
+    let body = ok(client(a.socket, a.timeout)?.get("/list")?, "list")?;
+    if a.json {
+        super::print_json(&body);
+        return Ok(0);
+    }
+    let dbs = body
+        .get("databases")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if dbs.is_empty() {
+        println!("No databases configured");
+    }
+    for db in dbs {
+        let last = match db.get("last_sync_at").and_then(Value::as_str) {
+            Some(t) => crate::timefmt::parse_rfc3339(t)
+                .map_or_else(|_| t.to_string(), crate::timefmt::rfc3339_secs),
+            None => "never".to_string(),
+        };
+        println!(
+            "{} [{}] (last sync: {last})",
+            str_field(&db, "path"),
+            str_field(&db, "status")
+        );
+        if let Some(e) = db.get("error").and_then(Value::as_str) {
+            println!("  error: {e}");
+        }
+    }
+    Ok(0)
+}
+
+/// Go's `time.Duration` format for whole seconds: `27s`, `1m9s`, `2h0m5s`.
+fn go_duration(secs: u64) -> String {
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    match (h, m) {
+        (0, 0) => format!("{s}s"),
+        (0, _) => format!("{m}m{s}s"),
+        _ => format!("{h}h{m}m{s}s"),
+    }
+}
+
+/// `litestream info`.
+pub fn info(a: InfoArgs) -> Result<i32> {
+    if !a.extra.is_empty() {
+        bail!("too many arguments");
+    }
+    let body = ok(client(a.socket, a.timeout)?.get("/info")?, "info")?;
+    if a.json {
+        super::print_json(&body);
+        return Ok(0);
+    }
+    let started = str_field(&body, "started_at");
+    let started = crate::timefmt::parse_rfc3339(started)
+        .map_or_else(|_| started.to_string(), crate::timefmt::rfc3339_secs);
+    println!("Litestream {}", str_field(&body, "version"));
+    println!("  PID:        {}", u64_field(&body, "pid"));
+    println!(
+        "  Uptime:     {}",
+        go_duration(u64_field(&body, "uptime_seconds"))
+    );
+    println!("  Started at: {started}");
+    println!("  Databases:  {}", u64_field(&body, "database_count"));
+    Ok(0)
+}
+
+/// `litestream register -replica URL DB_PATH`.
+pub fn register(a: RegisterArgs) -> Result<i32> {
+    let path = one_path(&a.path, "register", "-replica s3://bucket/prefix ")?;
+    let Some(url) = a.replica else {
+        bail!("-replica is required\nTry: litestream register -replica s3://bucket/prefix /path/to/db");
+    };
+    let c = client(a.socket, a.timeout)?;
+    let body = ok(
+        c.post("/register", &json!({"path": path, "replica_url": url}))?,
+        "register",
+    )?;
+    let status = str_field(&body, "status").to_string();
+    let out = json!({"status": status, "db_path": path, "replica": url, "socket": c.socket()});
+    if a.json {
+        super::print_json(&out);
+    } else {
+        println!(
+            "status: {}",
+            status.replace("already_registered", "already registered")
+        );
+        println!("db_path: {}", path.display());
+        println!("replica: {url}");
+        println!("socket: {}", c.socket().display());
+    }
+    Ok(0)
+}
+
+/// `litestream unregister DB_PATH`.
+pub fn unregister(a: UnregisterArgs) -> Result<i32> {
+    let path = one_path(&a.path, "unregister", "")?;
+    let c = client(a.socket, a.timeout)?;
+    if a.dry_run {
+        println!("Dry run: unregister request preview");
+        println!("  database: {}", path.display());
+        println!("  socket: {}", c.socket().display());
+        println!("  final sync: the daemon syncs the database and waits for its replica before forgetting it");
+        println!("  timeout: {}", go_duration(a.timeout as u64));
+        println!("No unregister request was sent.");
+        return Ok(0);
+    }
+    let body = ok(c.post("/unregister", &json!({"path": path}))?, "unregister")?;
+    let out = json!({"status": str_field(&body, "status"), "db_path": path, "final_txid": u64_field(&body, "txid"), "socket": c.socket()});
+    if a.json {
+        super::print_json(&out);
+    } else {
+        println!("status: {}", str_field(&body, "status"));
+        println!("db_path: {}", path.display());
+        println!("final_txid: {}", u64_field(&body, "txid"));
+        println!("socket: {}", c.socket().display());
+    }
+    Ok(0)
+}
+
+/// `litestream sync [-wait] DB_PATH`.
+pub fn sync(a: SyncArgs) -> Result<i32> {
+    let path = one_path(&a.path, "sync", "")?;
+    let c = client(a.socket, a.timeout + 1.0)?;
+    let body = ok(
+        c.post(
+            "/sync",
+            &json!({"path": path, "wait": a.wait, "timeout": a.timeout}),
+        )?,
+        "sync",
+    )?;
+    let mut out = json!({"db_path": path, "txid": u64_field(&body, "txid")});
+    if a.wait {
+        out["replica_txid"] = json!(u64_field(&body, "replicated_txid"));
+    }
+    out["duration_ms"] = json!(u64_field(&body, "duration_ms"));
+    if a.json {
+        super::print_json(&out);
+    } else {
+        println!("db_path: {}", path.display());
+        println!("txid: {}", u64_field(&body, "txid"));
+        if a.wait {
+            println!("replica_txid: {}", u64_field(&body, "replicated_txid"));
+        }
+        println!("duration_ms: {}", u64_field(&body, "duration_ms"));
+    }
+    Ok(0)
+}
+
+fn start_stop(
+    socket: Option<PathBuf>,
+    timeout: f64,
+    json_out: bool,
+    path: &[String],
+    start: bool,
+) -> Result<i32> {
+    let cmd = if start { "start" } else { "stop" };
+    let path = one_path(path, cmd, "")?;
+    let c = client(socket, timeout)?;
+    let body = ok(c.post(&format!("/{cmd}"), &json!({"path": path}))?, cmd)?;
+    let state = if start { "running" } else { "stopped" };
+    let out = json!({"status": str_field(&body, "status"), "db_path": path, "state": state, "txid": u64_field(&body, "txid"), "socket": c.socket()});
+    if json_out {
+        super::print_json(&out);
+    } else {
+        println!("status: {}", str_field(&body, "status"));
+        println!("db_path: {}", path.display());
+        println!("state: {state}");
+        println!("txid: {}", u64_field(&body, "txid"));
+        println!("socket: {}", c.socket().display());
+    }
+    Ok(0)
+}
+
+/// `litestream start DB_PATH`.
+pub fn start(a: StartArgs) -> Result<i32> {
+    start_stop(a.socket, a.timeout, a.json, &a.path, true)
+}
+
+/// `litestream stop DB_PATH`.
+pub fn stop(a: StopArgs) -> Result<i32> {
+    start_stop(a.socket, a.timeout, a.json, &a.path, false)
+}
+
+/// `litestream txid DB_PATH` (ours; Litestream has only the endpoint).
+pub fn txid(a: TxidArgs) -> Result<i32> {
+    let path = one_path(&a.path, "txid", "")?;
+    let c = client(a.socket, a.timeout)?;
+    let body = ok(
+        c.get(&format!(
+            "/txid?path={}",
+            query_escape(&path.to_string_lossy())
+        ))?,
+        "txid",
+    )?;
+    if a.json {
+        super::print_json(&body);
+    } else {
+        println!("txid: {}", u64_field(&body, "txid"));
+        println!("replicated_txid: {}", u64_field(&body, "replicated_txid"));
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(go_duration(27), "27s");
+        assert_eq!(go_duration(69), "1m9s");
+        assert_eq!(go_duration(3605), "1h0m5s");
+    }
+
+    #[test]
+    fn query_escape_keeps_paths_readable() {
+        assert_eq!(query_escape("/a b/c&d.db"), "/a%20b/c%26d.db");
+    }
+}

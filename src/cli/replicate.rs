@@ -1,0 +1,289 @@
+//! `litestream replicate`: the daemon. Starts a thread per database, the uploader pool, the
+//! control socket, and waits for SIGTERM/SIGINT or the `-exec` child; then syncs once more
+//! (bounded by `shutdown-sync-timeout`) and exits.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use argh::FromArgs;
+use crossbeam_channel::{bounded, select, Receiver};
+
+use crate::config::{Config, DbConfig, LogLevel, ReplicaConfig};
+use crate::daemon::{self, Daemon};
+use crate::db::DbCommand;
+use crate::ipc::handlers::Ctx;
+use crate::ipc::server::{self, Listener};
+use crate::restore;
+use crate::store::Store;
+
+#[derive(FromArgs)]
+/// Runs the daemon that replicates the databases of the config file, or DB_PATH to REPLICA_URL.
+#[argh(subcommand, name = "replicate")]
+pub struct Args {
+    /// configuration file (default: $LITESTREAM_CONFIG or /etc/litestream.yml)
+    #[argh(option)]
+    config: Option<PathBuf>,
+    /// run this command (through sh -c) and exit when it exits, with its exit code
+    #[argh(option)]
+    exec: Option<String>,
+    /// sync every database and its replica once, then exit (not with -exec)
+    #[argh(switch)]
+    once: bool,
+    /// log level: trace, debug, info, warn, error (default: from the config, else info)
+    #[argh(option)]
+    log_level: Option<String>,
+    /// do not expand $VAR and ${VAR} in the configuration file
+    #[argh(switch)]
+    no_expand_env: bool,
+    /// restore a database from its replica first when the file does not exist
+    #[argh(switch)]
+    restore_if_db_not_exists: bool,
+    /// DB_PATH REPLICA_URL (instead of a config file)
+    #[argh(positional, greedy)]
+    args: Vec<String>,
+}
+
+/// How the daemon was asked to stop.
+enum Stop {
+    Signal(i32),
+    ChildExited(Option<i32>),
+}
+
+/// Builds the configuration from the flags: the file, or one database from the arguments.
+fn load(args: &Args) -> Result<Config> {
+    match args.args.as_slice() {
+        [] => super::load_config(args.config.as_deref(), args.no_expand_env),
+        [db] => bail!("must specify at least one replica URL for {db}"),
+        [db, url] => {
+            if args.config.is_some() {
+                bail!("cannot specify a replica URL and the -config flag");
+            }
+            let mut config = Config::default();
+            let path = super::absolute(db)?;
+            let rc = ReplicaConfig::from_url(url, &config.defaults);
+            rc.target().with_context(|| format!("replica {url}"))?;
+            let mut db = DbConfig::new(path.clone(), rc);
+            db.meta_path = crate::spool::default_meta_dir(&path);
+            config.dbs.push(db);
+            Ok(config)
+        }
+        _ => bail!("too many arguments: want DB_PATH REPLICA_URL"),
+    }
+}
+
+/// Runs the daemon until it is told to stop.
+pub fn run(args: Args) -> Result<i32> {
+    if args.once && args.exec.is_some() {
+        bail!("cannot specify -once flag with -exec");
+    }
+    let config = load(&args)?;
+    let level = match args.log_level.as_deref() {
+        Some(l) => LogLevel::parse(l).with_context(|| {
+            format!("invalid -log-level {l:?}: want trace, debug, info, warn or error")
+        })?,
+        None => config.logging.level,
+    };
+    crate::logging::init(level, config.logging.format, config.logging.stderr);
+    log::info!("msg=litestream version={}", crate::VERSION);
+    let exec = args.exec.clone().or_else(|| config.exec.clone());
+
+    if args.restore_if_db_not_exists {
+        for db in &config.dbs {
+            restore_missing(db)?;
+        }
+    }
+
+    let store = Store::new(config.upload_concurrency)?;
+    let socket_path = config
+        .socket
+        .enabled
+        .then(|| server::daemon_socket_path(config.socket.path.as_deref()));
+    // Bind before starting anything: a live daemon on the socket is an error, not a takeover.
+    let unix_listener = match &socket_path {
+        Some(p) => Some(server::bind_socket(p, config.socket.permissions)?),
+        None => None,
+    };
+    let daemon = Arc::new(Daemon::new(
+        store,
+        config.defaults.clone(),
+        socket_path.as_deref().map(daemon::registrations_path_for),
+    ));
+    for db in &config.dbs {
+        if let Err(e) = daemon.add_configured(db) {
+            log::error!("db={}: not replicated: {e:#}", db.path.display());
+        }
+    }
+    daemon.restore_registrations();
+
+    let long_requests = Arc::new(AtomicUsize::new(0));
+    let mut listeners = vec![];
+    if let (Some(l), Some(p)) = (unix_listener, &socket_path) {
+        let ctx = Arc::new(Ctx {
+            daemon: daemon.clone(),
+            long_requests: long_requests.clone(),
+            control: true,
+        });
+        listeners.push(Listener::unix(l, p, ctx)?);
+        log::info!("msg=\"control socket listening\" path={}", p.display());
+    }
+    if let Some(addr) = &config.addr {
+        let ctx = Arc::new(Ctx {
+            daemon: daemon.clone(),
+            long_requests,
+            control: false,
+        });
+        listeners.push(Listener::tcp(addr, ctx)?);
+        log::info!("msg=\"http server listening\" addr={addr}");
+    }
+
+    let code = if args.once {
+        once(&daemon, config.shutdown_sync_timeout)
+    } else {
+        let (child, child_exit) = match &exec {
+            Some(cmd) => {
+                let (pid, rx) = spawn_exec(cmd)?;
+                (Some(pid), rx)
+            }
+            None => (None, crossbeam_channel::never()),
+        };
+        let signals = signal_channel()?;
+        let stop = select! {
+            recv(signals) -> sig => Stop::Signal(sig.unwrap_or(libc::SIGTERM)),
+            recv(child_exit) -> code => Stop::ChildExited(code.ok().flatten()),
+        };
+        match stop {
+            Stop::Signal(sig) => {
+                let name = if sig == libc::SIGINT {
+                    "interrupt"
+                } else {
+                    "terminated"
+                };
+                log::info!("msg=\"signal received, litestream shutting down\" signal={name}");
+                if let Some(pid) = child {
+                    log::info!("msg=\"sending signal to exec process\" pid={pid}");
+                    // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+                    unsafe { libc::kill(pid as libc::pid_t, sig) };
+                    log::info!("msg=\"waiting for exec process to close\"");
+                    let _ = child_exit.recv();
+                }
+                0
+            }
+            Stop::ChildExited(code) => {
+                log::info!("msg=\"subprocess exited, litestream shutting down\" code={code:?}");
+                code.unwrap_or(1)
+            }
+        }
+    };
+    for l in listeners {
+        l.shutdown();
+    }
+    daemon.store.shutdown(config.shutdown_sync_timeout);
+    log::info!("msg=\"litestream shut down\"");
+    Ok(code)
+}
+
+/// `-restore-if-db-not-exists` for one database.
+fn restore_missing(db: &DbConfig) -> Result<()> {
+    if db.path.exists() {
+        return Ok(());
+    }
+    log::info!(
+        "msg=\"attempting restore before replication\" path={}",
+        db.path.display()
+    );
+    let client = daemon::replica_client(db)?;
+    if restore::list_all(client.as_ref())?.is_empty() {
+        log::info!(
+            "msg=\"no backup found, starting fresh\" path={}",
+            db.path.display()
+        );
+        return Ok(());
+    }
+    let plan = restore::plan(client.as_ref(), restore::Target::Latest)?;
+    let report = restore::apply(client.as_ref(), &plan, &db.path, false)?;
+    log::info!(
+        "msg=\"restore completed\" path={} txid={} checksum={}",
+        db.path.display(),
+        report.txid,
+        report.checksum
+    );
+    Ok(())
+}
+
+/// `-once`: one waited sync of every database; exit 1 if any failed.
+fn once(daemon: &Daemon, timeout: Duration) -> i32 {
+    let deadline = Instant::now() + timeout.max(Duration::from_secs(1));
+    let mut failed = false;
+    for view in daemon.store.registry().list() {
+        let Some(ctl) = daemon.store.registry().ctl(&view.path) else {
+            continue;
+        };
+        log::info!("msg=\"syncing database\" path={}", view.path.display());
+        let (tx, rx) = bounded(1);
+        let _ = ctl.send(DbCommand::Sync {
+            wait: true,
+            reply: tx,
+        });
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(Ok(r)) => log::info!(
+                "msg=\"database synced\" path={} txid={} replicated_txid={}",
+                view.path.display(),
+                r.txid,
+                r.replicated_txid
+            ),
+            Ok(Err(e)) => {
+                eprintln!("Error: sync {}: {e}", view.path.display());
+                failed = true;
+            }
+            Err(_) => {
+                eprintln!(
+                    "Error: sync {}: the replica did not confirm within {timeout:?}",
+                    view.path.display()
+                );
+                failed = true;
+            }
+        }
+    }
+    log::info!("msg=\"one-shot replication complete\"");
+    i32::from(failed)
+}
+
+/// Starts the `-exec` command; a thread owns it and reports its exit code. Returns its pid
+/// (for forwarding signals) and the channel.
+fn spawn_exec(cmd: &str) -> Result<(u32, Receiver<Option<i32>>)> {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .spawn()
+        .with_context(|| format!("cannot start exec command {cmd:?}"))?;
+    let pid = child.id();
+    let (tx, rx) = bounded(1);
+    std::thread::Builder::new()
+        .name("exec-wait".into())
+        .spawn(move || {
+            let code = child.wait().ok().and_then(|s| s.code());
+            let _ = tx.send(code);
+        })?;
+    Ok((pid, rx))
+}
+
+/// SIGTERM and SIGINT as a channel.
+fn signal_channel() -> Result<Receiver<i32>> {
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
+        .context("install signal handlers")?;
+    let (tx, rx) = bounded(4);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if tx.send(sig).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(rx)
+}

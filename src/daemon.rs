@@ -1,0 +1,236 @@
+//! The running daemon as the control socket sees it: the store plus what `/register` needs
+//! (defaults for new databases) and the file that keeps runtime registrations across restarts.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{DbConfig, ReplicaConfig, ReplicaDefaults, ReplicaTarget};
+use crate::db::DbOptions;
+use crate::durable;
+use crate::ltx::TxId;
+use crate::replica::{self, ReplicaClient};
+use crate::store::{Added, Store};
+
+/// How long `/unregister` waits for the database's last sync and uploads.
+pub const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a registration was refused.
+pub enum RegisterError {
+    /// The request is wrong (HTTP 400): message and details.
+    BadRequest(String, String),
+    /// Something failed on our side (HTTP 500).
+    Internal(anyhow::Error),
+}
+
+/// The daemon's shared state for IPC handlers.
+pub struct Daemon {
+    pub store: Store,
+    /// Top-level replica settings applied to URLs given to `/register`.
+    pub replica_defaults: ReplicaDefaults,
+    /// Where runtime registrations are kept (`None`: not persisted).
+    pub registrations_path: Option<PathBuf>,
+    /// Serialises registration changes and their file writes.
+    registrations: Mutex<()>,
+}
+
+/// One persisted runtime registration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct Registration {
+    pub path: PathBuf,
+    pub replica_url: String,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct RegistrationFile {
+    databases: Vec<Registration>,
+}
+
+/// The options a database thread runs with, from its config entry.
+pub fn db_options(db: &DbConfig) -> DbOptions {
+    DbOptions {
+        path: db.path.clone(),
+        meta_dir: db.meta_path.clone(),
+        monitor_interval: db.monitor_interval,
+        checkpoint_interval: db.checkpoint_interval,
+        busy_timeout: db.busy_timeout,
+        min_checkpoint_page_count: u64::from(db.min_checkpoint_page_count),
+        truncate_page_n: if db.truncate_page_n == 0 {
+            u64::MAX
+        } else {
+            u64::from(db.truncate_page_n)
+        },
+    }
+}
+
+/// How a replica is shown to users: its URL, or one built from `type`/`path`.
+pub fn replica_display_url(rc: &ReplicaConfig) -> String {
+    if let Some(u) = rc.url.as_deref().filter(|u| !u.is_empty()) {
+        return u.to_string();
+    }
+    match rc.target() {
+        Ok(ReplicaTarget::File { root }) => format!("file://{}", root.display()),
+        Ok(ReplicaTarget::S3(s3)) => format!("s3://{}/{}", s3.bucket, s3.path),
+        Err(_) => rc.type_name(),
+    }
+}
+
+/// Opens the replica client of a database entry.
+pub fn replica_client(db: &DbConfig) -> Result<Arc<dyn ReplicaClient>> {
+    let rc = db
+        .active_replica()
+        .with_context(|| format!("{}: no replica configured", db.path.display()))?;
+    let url = replica_display_url(rc);
+    let target = rc
+        .target()
+        .with_context(|| format!("{}: replica {url}", db.path.display()))?;
+    replica::open_client(&url, &target)
+}
+
+impl Daemon {
+    /// Wraps a store.
+    pub fn new(
+        store: Store,
+        replica_defaults: ReplicaDefaults,
+        registrations_path: Option<PathBuf>,
+    ) -> Daemon {
+        Daemon {
+            store,
+            replica_defaults,
+            registrations_path,
+            registrations: Mutex::new(()),
+        }
+    }
+
+    /// Starts replicating a configured database.
+    pub fn add_configured(&self, db: &DbConfig) -> Result<Added> {
+        let client = replica_client(db)?;
+        self.store.add(db_options(db), client, false)
+    }
+
+    /// `/register`: validates the path and URL, starts the database, persists the registration.
+    pub fn register(&self, path: &Path, url: &str) -> Result<Added, RegisterError> {
+        let _guard = self.registrations.lock().unwrap_or_else(|e| e.into_inner());
+        if self.store.registry().contains(path) {
+            return Ok(Added::AlreadyRegistered);
+        }
+        match crate::sqlite::read_db_header(path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(RegisterError::BadRequest(
+                    "database not found".into(),
+                    format!("{}: no such file", path.display()),
+                ))
+            }
+            Err(e) => {
+                return Err(RegisterError::BadRequest(
+                    "invalid database".into(),
+                    format!("{}: {e}", path.display()),
+                ))
+            }
+        }
+        let rc = ReplicaConfig::from_url(url, &self.replica_defaults);
+        let target = rc
+            .target()
+            .map_err(|e| RegisterError::BadRequest("invalid replica url".into(), e.to_string()))?;
+        let client = replica::open_client(url, &target).map_err(|e| {
+            RegisterError::BadRequest("invalid replica url".into(), format!("{e:#}"))
+        })?;
+        let db = DbConfig::new(path.to_path_buf(), rc);
+        let added = self
+            .store
+            .add(db_options(&db), client, true)
+            .map_err(RegisterError::Internal)?;
+        self.save_locked().map_err(RegisterError::Internal)?;
+        log::info!("db={} replica={url}: registered", path.display());
+        Ok(added)
+    }
+
+    /// `/unregister`: a last sync, then forget the database. `None` if it was not registered.
+    pub fn unregister(&self, path: &Path) -> Result<Option<TxId>> {
+        let _guard = self.registrations.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((_, txid)) = self.store.remove(path, UNREGISTER_TIMEOUT) else {
+            return Ok(None);
+        };
+        self.save_locked()?;
+        log::info!("db={}: unregistered at txid {txid}", path.display());
+        Ok(Some(txid))
+    }
+
+    /// Writes the runtime registrations file (after `/register`, `/unregister`).
+    pub fn save_registrations(&self) -> Result<()> {
+        let _guard = self.registrations.lock().unwrap_or_else(|e| e.into_inner());
+        self.save_locked()
+    }
+
+    fn save_locked(&self) -> Result<()> {
+        let Some(path) = &self.registrations_path else {
+            return Ok(());
+        };
+        let databases = self
+            .store
+            .registry()
+            .list()
+            .into_iter()
+            .filter(|v| v.dynamic)
+            .map(|v| Registration {
+                path: v.path,
+                replica_url: v.replica_url,
+            })
+            .collect();
+        let text = serde_json::to_vec_pretty(&RegistrationFile { databases })?;
+        durable::write_file(path, |w| std::io::Write::write_all(w, &text))
+            .with_context(|| format!("save registrations to {}", path.display()))
+    }
+
+    /// Re-registers what the registrations file lists (skipping paths the config has).
+    pub fn restore_registrations(&self) {
+        let Some(path) = &self.registrations_path else {
+            return;
+        };
+        let text = match std::fs::read(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
+            Err(e) => {
+                log::error!("registrations {}: {e}", path.display());
+                return;
+            }
+        };
+        let file: RegistrationFile = match serde_json::from_slice(&text) {
+            Ok(f) => f,
+            Err(e) => {
+                log::error!(
+                    "registrations {}: not valid JSON ({e}); ignoring it",
+                    path.display()
+                );
+                return;
+            }
+        };
+        for r in file.databases {
+            if self.store.registry().contains(&r.path) {
+                continue;
+            }
+            match self.register(&r.path, &r.replica_url) {
+                Ok(_) => {}
+                Err(RegisterError::BadRequest(m, d)) => log::error!(
+                    "db={}: cannot restore registration: {m}: {d}",
+                    r.path.display()
+                ),
+                Err(RegisterError::Internal(e)) => log::error!(
+                    "db={}: cannot restore registration: {e:#}",
+                    r.path.display()
+                ),
+            }
+        }
+    }
+}
+
+/// The registrations file that goes with a socket path.
+pub fn registrations_path_for(socket: &Path) -> PathBuf {
+    let mut s = socket.as_os_str().to_owned();
+    s.push(".registrations.json");
+    PathBuf::from(s)
+}

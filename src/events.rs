@@ -1,0 +1,261 @@
+//! The event hub behind `GET /events`: database threads publish, each subscriber has its own
+//! bounded queue, and one that falls behind is cut off instead of slowing replication.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
+use serde_json::json;
+
+use crate::ltx::{Checksum, TxId};
+use crate::timefmt;
+
+/// How many events a subscriber may have queued before it is disconnected (as LiteFS).
+pub const SUBSCRIBER_QUEUE: usize = 1024;
+
+/// An event of the stream (seed 003), plus our `replicated`.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Event {
+    /// Always first on a stream.
+    Init {
+        is_primary: bool,
+        hostname: Option<String>,
+    },
+    /// One LTX file written to the spool.
+    Tx {
+        path: PathBuf,
+        txid: TxId,
+        post_apply_checksum: Checksum,
+        page_size: u32,
+        commit: u32,
+        timestamp_ms: i64,
+    },
+    /// The replica confirmed every transaction up to `txid`.
+    Replicated { path: PathBuf, txid: TxId },
+    /// The node's role changed.
+    PrimaryChange {
+        is_primary: bool,
+        hostname: Option<String>,
+    },
+}
+
+impl Event {
+    /// The database the event is about, if any.
+    pub fn path(&self) -> Option<&Path> {
+        match self {
+            Event::Tx { path, .. } | Event::Replicated { path, .. } => Some(path),
+            _ => None,
+        }
+    }
+
+    /// The event as one line of JSON, without the newline. Field names as the seed: `txID`,
+    /// `postApplyChecksum`, `pageSize`, `isPrimary`; `db` is the file name, `path` ours.
+    pub fn to_json(&self) -> String {
+        let role = |is_primary: bool, hostname: &Option<String>| {
+            let mut data = json!({ "isPrimary": is_primary });
+            if let Some(h) = hostname {
+                data["hostname"] = json!(h);
+            }
+            data
+        };
+        let value = match self {
+            Event::Init {
+                is_primary,
+                hostname,
+            } => json!({"type": "init", "data": role(*is_primary, hostname)}),
+            Event::PrimaryChange {
+                is_primary,
+                hostname,
+            } => {
+                json!({"type": "primaryChange", "data": role(*is_primary, hostname)})
+            }
+            Event::Tx {
+                path,
+                txid,
+                post_apply_checksum,
+                page_size,
+                commit,
+                timestamp_ms,
+            } => json!({
+                "type": "tx",
+                "db": file_name(path),
+                "data": {
+                    "txID": txid.to_string(),
+                    "postApplyChecksum": post_apply_checksum.to_string(),
+                    "pageSize": page_size,
+                    "commit": commit,
+                    "timestamp": timefmt::rfc3339_ms(*timestamp_ms),
+                    "path": path.display().to_string(),
+                }
+            }),
+            Event::Replicated { path, txid } => json!({
+                "type": "replicated",
+                "db": file_name(path),
+                "data": { "txID": txid.to_string(), "path": path.display().to_string() }
+            }),
+        };
+        value.to_string()
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+struct Subscriber {
+    id: u64,
+    filter: Option<PathBuf>,
+    tx: Sender<Arc<str>>,
+}
+
+/// Fan-out of events to subscribers.
+#[derive(Default)]
+pub struct EventHub {
+    subscribers: Mutex<Vec<Subscriber>>,
+    next_id: AtomicU64,
+}
+
+/// A subscriber's end: lines of JSON. The channel disconnects when the hub drops the
+/// subscriber (it fell behind) or shuts down.
+pub struct Subscription {
+    pub id: u64,
+    pub rx: Receiver<Arc<str>>,
+}
+
+impl EventHub {
+    /// Adds a subscriber, optionally only for one database path.
+    pub fn subscribe(&self, filter: Option<PathBuf>) -> Subscription {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = bounded(SUBSCRIBER_QUEUE);
+        self.lock().push(Subscriber { id, filter, tx });
+        Subscription { id, rx }
+    }
+
+    /// Removes a subscriber (its stream ended).
+    pub fn unsubscribe(&self, id: u64) {
+        self.lock().retain(|s| s.id != id);
+    }
+
+    /// Number of live subscribers.
+    pub fn subscriber_count(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Queues `event` for every interested subscriber without ever blocking; a subscriber whose
+    /// queue is full is dropped (its stream ends after the queued events) with a log line.
+    pub fn publish(&self, event: &Event) {
+        let mut subs = self.lock();
+        if subs.is_empty() {
+            return;
+        }
+        let line: Arc<str> = Arc::from(event.to_json());
+        subs.retain(|s| {
+            if let (Some(f), Some(p)) = (&s.filter, event.path()) {
+                if f != p {
+                    return true;
+                }
+            }
+            match s.tx.try_send(line.clone()) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_)) => {
+                    log::warn!(
+                        "events: subscriber {} fell {} events behind; disconnecting it",
+                        s.id,
+                        SUBSCRIBER_QUEUE
+                    );
+                    false
+                }
+                Err(TrySendError::Disconnected(_)) => false,
+            }
+        });
+    }
+
+    /// Disconnects every subscriber (shutdown): their streams end cleanly.
+    pub fn close_all(&self) {
+        self.lock().clear();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Subscriber>> {
+        // A panic while holding this lock cannot leave the list inconsistent (pushes and
+        // retains are atomic from the list's point of view), so a poisoned lock is still usable.
+        self.subscribers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tx(path: &str, txid: u64) -> Event {
+        Event::Tx {
+            path: PathBuf::from(path),
+            txid: TxId(txid),
+            post_apply_checksum: Checksum(0x83b05248774ce767),
+            page_size: 4096,
+            commit: 2,
+            timestamp_ms: 1_694_027_554_985,
+        }
+    }
+
+    #[test]
+    fn json_shapes_match_the_seed() {
+        assert_eq!(
+            Event::Init {
+                is_primary: true,
+                hostname: None
+            }
+            .to_json(),
+            r#"{"data":{"isPrimary":true},"type":"init"}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&tx("/data/db", 0x27).to_json()).unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"tx","db":"db","data":{"txID":"0000000000000027","postApplyChecksum":"83b05248774ce767",
+                "pageSize":4096,"commit":2,"timestamp":"2023-09-06T19:12:34.985Z","path":"/data/db"}})
+        );
+        let v: serde_json::Value = serde_json::from_str(
+            &Event::PrimaryChange {
+                is_primary: false,
+                hostname: Some("h:20202".into()),
+            }
+            .to_json(),
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"primaryChange","data":{"isPrimary":false,"hostname":"h:20202"}})
+        );
+    }
+
+    #[test]
+    fn slow_subscriber_is_dropped_and_others_continue() {
+        let hub = EventHub::default();
+        let slow = hub.subscribe(None);
+        let fast = hub.subscribe(None);
+        for i in 0..SUBSCRIBER_QUEUE as u64 + 10 {
+            hub.publish(&tx("/a.db", i + 1));
+            assert_eq!(fast.rx.recv().unwrap().contains("txID"), true);
+        }
+        assert_eq!(hub.subscriber_count(), 1);
+        // The slow one gets what was queued, then a disconnect.
+        assert_eq!(slow.rx.iter().count(), SUBSCRIBER_QUEUE);
+    }
+
+    #[test]
+    fn filter_by_path() {
+        let hub = EventHub::default();
+        let only_a = hub.subscribe(Some(PathBuf::from("/a.db")));
+        hub.publish(&tx("/b.db", 1));
+        hub.publish(&tx("/a.db", 2));
+        hub.publish(&Event::PrimaryChange {
+            is_primary: true,
+            hostname: None,
+        });
+        let got: Vec<_> = only_a.rx.try_iter().collect();
+        assert_eq!(got.len(), 2);
+        assert!(got[0].contains("\"/a.db\""));
+    }
+}

@@ -1,0 +1,146 @@
+//! The registry: what the daemon knows about each database, behind one mutex.
+//!
+//! Database threads write their entry after each sync pass and upload; the IPC server reads it
+//! to answer `/list`, `/txid`, `/info` without ever waiting on a database thread. No lock is
+//! held across I/O: every method copies what it needs and returns.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use crossbeam_channel::Sender;
+use serde::Serialize;
+
+use crate::db::DbCommand;
+use crate::ltx::TxId;
+
+/// A database's state as `/list` reports it (Litestream's words, plus `error`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DbStatus {
+    /// Registered; the first sync has not completed yet.
+    Open,
+    /// Syncing and uploading normally.
+    Replicating,
+    /// Stopped with `/stop`; registered but not replicating.
+    Stopped,
+    /// The last sync failed; `last_error` says why. The thread keeps retrying.
+    Error,
+}
+
+impl DbStatus {
+    /// The status word used in JSON and CLI output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DbStatus::Open => "open",
+            DbStatus::Replicating => "replicating",
+            DbStatus::Stopped => "stopped",
+            DbStatus::Error => "error",
+        }
+    }
+}
+
+/// A copy of one database's entry.
+#[derive(Clone, Debug)]
+pub struct DbView {
+    pub path: PathBuf,
+    pub replica_url: String,
+    pub status: DbStatus,
+    /// TXID of the newest LTX file in the local spool.
+    pub txid: TxId,
+    /// Newest TXID the replica confirmed.
+    pub replicated_txid: TxId,
+    pub last_sync_at: Option<SystemTime>,
+    /// Why the last sync failed, if it did.
+    pub last_error: Option<String>,
+    /// Why the last upload failed, if the replica is currently failing.
+    pub replica_error: Option<String>,
+    /// Whether it was added with `/register` (and is persisted for restarts).
+    pub dynamic: bool,
+}
+
+struct Entry {
+    view: DbView,
+    ctl: Sender<DbCommand>,
+}
+
+/// All databases of the daemon.
+pub struct Registry {
+    entries: Mutex<BTreeMap<PathBuf, Entry>>,
+    started_at: SystemTime,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry {
+            entries: Mutex::new(BTreeMap::new()),
+            started_at: SystemTime::now(),
+        }
+    }
+}
+
+impl Registry {
+    /// When the daemon started (for `/info`).
+    pub fn started_at(&self) -> SystemTime {
+        self.started_at
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<PathBuf, Entry>> {
+        // Entries are replaced whole under the lock, so a panic elsewhere cannot leave one
+        // half-written: a poisoned lock is still consistent.
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a database; `false` if the path is already registered.
+    pub fn insert(&self, view: DbView, ctl: Sender<DbCommand>) -> bool {
+        let mut map = self.lock();
+        if map.contains_key(&view.path) {
+            return false;
+        }
+        map.insert(view.path.clone(), Entry { view, ctl });
+        true
+    }
+
+    /// Removes a database, returning its last view and command channel.
+    pub fn remove(&self, path: &Path) -> Option<(DbView, Sender<DbCommand>)> {
+        self.lock().remove(path).map(|e| (e.view, e.ctl))
+    }
+
+    /// Whether `path` is registered.
+    pub fn contains(&self, path: &Path) -> bool {
+        self.lock().contains_key(path)
+    }
+
+    /// A copy of one entry.
+    pub fn get(&self, path: &Path) -> Option<DbView> {
+        self.lock().get(path).map(|e| e.view.clone())
+    }
+
+    /// The command channel of a database's thread.
+    pub fn ctl(&self, path: &Path) -> Option<Sender<DbCommand>> {
+        self.lock().get(path).map(|e| e.ctl.clone())
+    }
+
+    /// Copies of every entry, sorted by path.
+    pub fn list(&self) -> Vec<DbView> {
+        self.lock().values().map(|e| e.view.clone()).collect()
+    }
+
+    /// Number of databases.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    /// Whether no database is registered.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Changes one entry in place (no-op if it was removed meanwhile).
+    pub fn update(&self, path: &Path, f: impl FnOnce(&mut DbView)) {
+        if let Some(e) = self.lock().get_mut(path) {
+            f(&mut e.view);
+        }
+    }
+}

@@ -1,0 +1,70 @@
+//! Where LTX files go: the [`ReplicaClient`] trait, its file and S3 implementations, and the
+//! uploader pool that moves spooled files to a replica.
+//!
+//! A replica holds `ltx/<level>/<min>-<max>.ltx` (file) or `<prefix>/<level as %04x>/...`
+//! (S3), the layout Litestream 0.5.17 writes, so either tool restores the other's replicas.
+//! Objects are written once under their final name and never overwritten.
+
+pub mod file;
+pub mod uploader;
+
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Result;
+
+use crate::config::ReplicaTarget;
+use crate::ltx::TxId;
+
+/// The level holding snapshots (files with min TXID 1 covering the whole database).
+pub const SNAPSHOT_LEVEL: u8 = 9;
+
+/// One LTX file in a replica, as a listing reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LtxFileInfo {
+    pub level: u8,
+    pub min: TxId,
+    pub max: TxId,
+    pub size: u64,
+    /// When the file was written (its LTX header timestamp where the client knows it cheaply,
+    /// the object's modification time otherwise), in milliseconds since the Unix epoch.
+    pub created_ms: i64,
+}
+
+/// How bytes reach a replica. Implementations are blocking and shared between the database
+/// threads, the uploader pool and restore, hence `Send + Sync`.
+pub trait ReplicaClient: Send + Sync {
+    /// The replica's URL as users wrote it, without secrets: for logs, errors and `/list`.
+    fn url(&self) -> &str;
+
+    /// Every LTX file at `level`, sorted by min TXID then max TXID.
+    fn ltx_files(&self, level: u8) -> Result<Vec<LtxFileInfo>>;
+
+    /// Opens one LTX file for streaming.
+    fn open_ltx(&self, level: u8, min: TxId, max: TxId) -> Result<Box<dyn Read + Send>>;
+
+    /// Stores the local file `src` as `level/<min>-<max>.ltx`, stamped with `timestamp_ms`.
+    /// Writing a file that already exists with the same bytes succeeds (a retry after a crash);
+    /// with other bytes it fails: remote files are immutable.
+    fn put_ltx(&self, level: u8, min: TxId, max: TxId, timestamp_ms: i64, src: &Path)
+        -> Result<()>;
+
+    /// Deletes files at `level` (compaction and retention; missing files are not an error).
+    fn delete_ltx(&self, level: u8, files: &[(TxId, TxId)]) -> Result<()>;
+}
+
+/// Every level a replica can hold, lowest first.
+pub fn all_levels() -> impl Iterator<Item = u8> {
+    0..=SNAPSHOT_LEVEL
+}
+
+/// Builds the client for a resolved replica target.
+pub fn open_client(url: &str, target: &ReplicaTarget) -> Result<Arc<dyn ReplicaClient>> {
+    match target {
+        ReplicaTarget::File { root } => Ok(Arc::new(file::FileReplicaClient::new(url, root))),
+        ReplicaTarget::S3(_) => {
+            anyhow::bail!("{url}: S3 replicas are not available in this build yet")
+        }
+    }
+}

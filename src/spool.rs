@@ -1,0 +1,97 @@
+//! The local spool: LTX files written beside the database (`.<db>-litestream/ltx/0/`) before
+//! they are uploaded. It holds every file the replica has not confirmed, plus the newest one,
+//! whose header records the WAL position a restarted daemon resumes from.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::durable;
+use crate::ltx::{self, TxId};
+
+/// One spooled LTX file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpoolFile {
+    pub min: TxId,
+    pub max: TxId,
+    pub path: PathBuf,
+}
+
+/// The spool directory of one database.
+pub struct Spool {
+    dir: PathBuf,
+}
+
+/// The default metadata directory of a database: `.<name>-litestream` beside it.
+pub fn default_meta_dir(db: &Path) -> PathBuf {
+    let name = db
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    db.with_file_name(format!(".{name}-litestream"))
+}
+
+impl Spool {
+    /// Opens (creating) `<meta_dir>/ltx/0` and removes temporary files a crash left behind.
+    pub fn open(meta_dir: &Path) -> io::Result<Spool> {
+        let dir = meta_dir.join("ltx").join("0");
+        durable::create_dir_all(&dir)?;
+        for entry in fs::read_dir(&dir)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+        Ok(Spool { dir })
+    }
+
+    /// The directory holding the files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Where the file for `min..=max` lives.
+    pub fn path(&self, min: TxId, max: TxId) -> PathBuf {
+        self.dir.join(ltx::file_name(min, max))
+    }
+
+    /// Every spooled file, oldest first.
+    pub fn files(&self) -> io::Result<Vec<SpoolFile>> {
+        let mut files = vec![];
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if let Some((min, max)) = ltx::parse_file_name(&entry.file_name().to_string_lossy()) {
+                files.push(SpoolFile {
+                    min,
+                    max,
+                    path: entry.path(),
+                });
+            }
+        }
+        files.sort_by_key(|f| (f.max, f.min));
+        Ok(files)
+    }
+
+    /// Deletes files whose transactions the replica confirmed (`max <= confirmed`), except the
+    /// newest file of all, which the next restart resumes from.
+    pub fn prune(&self, confirmed: TxId) -> io::Result<()> {
+        let files = self.files()?;
+        let newest = files.last().map(|f| f.max);
+        for f in &files {
+            if f.max <= confirmed && Some(f.max) != newest {
+                fs::remove_file(&f.path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes every spooled file (`litestream reset`, or a replica that is ahead of us).
+    pub fn clear(&self) -> io::Result<()> {
+        for f in self.files()? {
+            fs::remove_file(&f.path)?;
+        }
+        durable::sync_dir(&self.dir)
+    }
+}

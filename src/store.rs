@@ -1,0 +1,171 @@
+//! The store: every database of a running daemon, the uploader pool they share, the registry
+//! and the event hub. `replicate` builds one; the IPC server adds and removes databases
+//! through it.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context, Result};
+use crossbeam_channel::bounded;
+
+use crate::db::{self, DbCommand, DbOptions, Shared};
+use crate::events::EventHub;
+use crate::ltx::TxId;
+use crate::registry::{DbStatus, DbView, Registry};
+use crate::replica::uploader::UploaderPool;
+use crate::replica::ReplicaClient;
+
+/// All databases of one daemon.
+pub struct Store {
+    registry: Arc<Registry>,
+    events: Arc<EventHub>,
+    /// Kept for the life of the store: its threads serve every database.
+    _pool: UploaderPool,
+    shared: Shared,
+    threads: Mutex<HashMap<PathBuf, JoinHandle<()>>>,
+}
+
+/// Outcome of [`Store::add`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Added {
+    Registered,
+    AlreadyRegistered,
+}
+
+impl Store {
+    /// A store with an uploader pool of `upload_threads` threads.
+    pub fn new(upload_threads: usize) -> Result<Store> {
+        let registry = Arc::new(Registry::default());
+        let events = Arc::new(EventHub::default());
+        // Each database keeps at most one upload in flight, so a small queue per thread suffices;
+        // a full queue only delays a database's next attempt by a few milliseconds.
+        let pool = UploaderPool::start(upload_threads, upload_threads * 16)
+            .context("start uploader threads")?;
+        let shared = Shared {
+            registry: registry.clone(),
+            events: events.clone(),
+            uploads: pool.queue(),
+        };
+        Ok(Store {
+            registry,
+            events,
+            _pool: pool,
+            shared,
+            threads: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The registry the IPC server answers from.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.registry
+    }
+
+    /// The hub `/events` subscribes to.
+    pub fn events(&self) -> &Arc<EventHub> {
+        &self.events
+    }
+
+    /// Starts replicating a database; a path already registered is left as it is.
+    pub fn add(
+        &self,
+        opts: DbOptions,
+        replica: Arc<dyn ReplicaClient>,
+        dynamic: bool,
+    ) -> Result<Added> {
+        let path = opts.path.clone();
+        let (tx, rx) = db::channel();
+        let view = DbView {
+            path: path.clone(),
+            replica_url: replica.url().to_string(),
+            status: DbStatus::Open,
+            txid: TxId(0),
+            replicated_txid: TxId(0),
+            last_sync_at: None,
+            last_error: None,
+            replica_error: None,
+            dynamic,
+        };
+        if !self.registry.insert(view, tx.clone()) {
+            return Ok(Added::AlreadyRegistered);
+        }
+        match db::spawn(opts, replica, self.shared.clone(), (tx, rx)) {
+            Ok(handle) => {
+                self.lock_threads().insert(path, handle.thread);
+                Ok(Added::Registered)
+            }
+            Err(e) => {
+                self.registry.remove(&path);
+                Err(e).with_context(|| format!("{}: start thread", path.display()))
+            }
+        }
+    }
+
+    /// Stops replicating a database (a last sync, uploads bounded by `timeout`) and forgets it.
+    /// Returns its last TXID, or `None` when it was not registered.
+    pub fn remove(&self, path: &Path, timeout: Duration) -> Option<(DbView, TxId)> {
+        let (view, ctl) = self.registry.remove(path)?;
+        let (tx, rx) = bounded(1);
+        let deadline = Instant::now() + timeout;
+        if ctl
+            .send(DbCommand::Shutdown {
+                deadline,
+                reply: tx,
+            })
+            .is_ok()
+        {
+            let _ = rx.recv_timeout(timeout + Duration::from_secs(5));
+        }
+        if let Some(t) = self.lock_threads().remove(path) {
+            if t.is_finished() {
+                let _ = t.join();
+            }
+        }
+        let txid = view.txid;
+        Some((view, txid))
+    }
+
+    /// Stops every database (each syncs once more and waits for its uploads until the
+    /// deadline), then the uploader pool.
+    pub fn shutdown(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut replies = vec![];
+        for view in self.registry.list() {
+            if let Some((_, ctl)) = self.registry.remove(&view.path) {
+                let (tx, rx) = bounded(1);
+                if ctl
+                    .send(DbCommand::Shutdown {
+                        deadline,
+                        reply: tx,
+                    })
+                    .is_ok()
+                {
+                    replies.push(rx);
+                }
+            }
+        }
+        for rx in replies {
+            let _ = rx.recv_timeout(
+                deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(5),
+            );
+        }
+        let threads: Vec<_> = self.lock_threads().drain().collect();
+        for (_, t) in threads {
+            let _ = t.join();
+        }
+        self.events.close_all();
+        // Uploader threads are idle once every database thread has finished; an upload still
+        // running past the deadline is abandoned with the process (its file stays spooled).
+    }
+
+    fn lock_threads(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, JoinHandle<()>>> {
+        self.threads.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Uptime-related facts for `/info`.
+    pub fn started_at(&self) -> SystemTime {
+        self.registry.started_at()
+    }
+}
