@@ -273,10 +273,15 @@ mod tests {
 
     #[test]
     fn thread_list_includes_named_threads() {
+        let (started_tx, started_rx) = crossbeam_channel::bounded(1);
         let h = std::thread::Builder::new()
             .name("db:probe.db".into())
-            .spawn(|| std::thread::park_timeout(Duration::from_secs(5)))
+            .spawn(move || {
+                started_tx.send(()).unwrap();
+                std::thread::park_timeout(Duration::from_secs(5))
+            })
             .unwrap();
+        started_rx.recv().unwrap();
         let names: Vec<String> = read_threads().into_iter().map(|t| t.name).collect();
         assert!(names.iter().any(|n| n == "db:probe.db"), "{names:?}");
         h.thread().unpark();
