@@ -237,7 +237,7 @@ mod tests {
         let fast = hub.subscribe(None);
         for i in 0..SUBSCRIBER_QUEUE as u64 + 10 {
             hub.publish(&tx("/a.db", i + 1));
-            assert_eq!(fast.rx.recv().unwrap().contains("txID"), true);
+            assert!(fast.rx.recv().unwrap().contains("txID"));
         }
         assert_eq!(hub.subscriber_count(), 1);
         // The slow one gets what was queued, then a disconnect.

@@ -92,10 +92,8 @@ pub fn normalize_args(args: &[String]) -> Vec<String> {
             format!("--{name}")
         };
         match value {
-            Some(v) if SWITCHES.contains(&name) => match v {
-                "false" | "0" | "f" | "F" | "FALSE" | "False" => {}
-                _ => out.push(flag),
-            },
+            Some("false" | "0" | "f" | "F" | "FALSE" | "False") if SWITCHES.contains(&name) => {}
+            Some(_) if SWITCHES.contains(&name) => out.push(flag),
             Some(v) => {
                 out.push(flag);
                 out.push(v.to_string());

@@ -212,9 +212,7 @@ fn percent_decode(s: &str) -> String {
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() + 0 && i + 2 <= bytes.len() - 1
-                || (b'%' == bytes[i] && i + 2 < bytes.len()) =>
-            {
+            b'%' if i + 2 < bytes.len() => {
                 match u8::from_str_radix(
                     std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
                     16,
