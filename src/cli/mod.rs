@@ -128,6 +128,15 @@ pub fn main() -> i32 {
             };
         }
     };
+    if !matches!(cli.command, Command::Replicate(_)) {
+        // One-shot commands log to stderr so their stdout stays parseable; the daemon
+        // configures its own logging from the config.
+        crate::logging::init(
+            crate::config::LogLevel::Info,
+            crate::config::LogFormat::Text,
+            true,
+        );
+    }
     let result = match cli.command {
         Command::Databases(a) => databases::run(a),
         Command::Events(a) => events::run(a),
