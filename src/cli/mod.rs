@@ -78,6 +78,10 @@ pub fn normalize_args(args: &[String]) -> Vec<String> {
             continue;
         }
         let body = arg.trim_start_matches('-');
+        if arg == "-h" {
+            out.push("--help".to_string());
+            continue;
+        }
         if body.is_empty() || (arg.len() == 2 && !arg.starts_with("--")) {
             out.push(arg.clone());
             continue;
