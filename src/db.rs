@@ -168,6 +168,8 @@ struct ResumePoint {
 /// Which pages a full scan writes.
 #[derive(Clone, Copy, Debug)]
 enum Include {
+    /// Every page, written as a snapshot (min TXID 1) even when files came before it.
+    Snapshot,
     /// Every page (a snapshot, or a state we cannot relate to the last file).
     All,
     /// Pages whose checksum differs from the known state.
@@ -190,6 +192,18 @@ struct PendingUpload {
     max: TxId,
     timestamp_ms: i64,
     path: PathBuf,
+}
+
+impl PendingUpload {
+    /// Where the file goes: a snapshot taken to bridge a gap (min 1, max > 1) is a level-9
+    /// snapshot, as Litestream stores them; everything else, including the first file, L0.
+    fn level(&self) -> u8 {
+        if self.min == TxId(1) && self.max > TxId(1) {
+            replica::SNAPSHOT_LEVEL
+        } else {
+            0
+        }
+    }
 }
 
 struct Waiter {
@@ -229,6 +243,9 @@ struct SyncState {
     synced_since_checkpoint: bool,
     /// Set once the local spool and the replica position have been reconciled.
     initialized: bool,
+    /// The replica misses files the spool no longer has: the next pass writes a snapshot
+    /// (min TXID 1) that restores can start from, uploaded to level 9.
+    needs_snapshot: bool,
 }
 
 struct DbThread {
@@ -279,6 +296,7 @@ impl DbThread {
                 last_checkpoint: Instant::now(),
                 synced_since_checkpoint: false,
                 initialized: false,
+                needs_snapshot: false,
             },
             ctl_rx,
             paused: false,
@@ -630,15 +648,17 @@ impl SyncState {
                     path: f.path.clone(),
                 });
             }
-            if let Some(first) = self.uploads.queue.front() {
-                if first.min.0 > remote_max.0 + 1 {
-                    log::error!(
-                        "db={display}: replica {} lacks txids {}..{} and the spool no longer has them; a restore stops at {remote_max} until the next snapshot",
-                        self.replica.url(),
-                        TxId(remote_max.0 + 1),
-                        TxId(first.min.0 - 1)
-                    );
-                }
+            let gap = match self.uploads.queue.front() {
+                Some(first) => first.min.0 > remote_max.0 + 1,
+                None => remote.is_some() && remote_max < local,
+            };
+            if gap {
+                log::warn!(
+                    "db={display}: replica {} is at txid {remote_max} and the spool no longer has the files after it; writing a snapshot to bridge the gap",
+                    self.replica.url()
+                );
+                self.uploads.queue.clear();
+                self.needs_snapshot = true;
             }
         }
         let (txid, replicated) = (self.txid, self.uploads.replicated);
@@ -664,6 +684,9 @@ impl SyncState {
             None => None,
         };
         let current = wal.as_ref().zip(header);
+        if self.needs_snapshot {
+            return self.full_scan(current, Include::Snapshot, page_count);
+        }
         if self.table.is_none() {
             let include = match (self.resume.take(), header) {
                 _ if self.txid == TxId(0) => Include::All,
@@ -772,7 +795,7 @@ impl SyncState {
         let txid = TxId(self.txid.0 + 1);
         let ltx_header =
             self.ltx_header(txid, txid, commit, from, end_offset - from, &header, post);
-        let path = self.spool().path(txid, txid);
+        let path = self.spool().path(txid, txid).context("spool directory")?;
         durable::write_file(&path, |w| {
             let mut enc = Encoder::new(w, &ltx_header).map_err(io::Error::other)?;
             for (&pgno, frame) in &dirty {
@@ -858,7 +881,7 @@ impl SyncState {
         let post = table.checksum();
         let old = self.table.take();
         let selected = |pgno: u32| match include {
-            Include::All => true,
+            Include::All | Include::Snapshot => true,
             Include::Changed => old.as_ref().and_then(|t| t.get(pgno)) != table.get(pgno),
             Include::FramesFrom(off) => overlay.get(&pgno).is_some_and(|f| f.offset >= off),
         };
@@ -875,7 +898,10 @@ impl SyncState {
             },
             (None, _) => WalPos::Empty,
         };
-        let unchanged = self.txid > TxId(0) && self.post == Some(post) && self.commit == commit;
+        let unchanged = !matches!(include, Include::Snapshot)
+            && self.txid > TxId(0)
+            && self.post == Some(post)
+            && self.commit == commit;
         if unchanged || commit == 0 {
             self.table = Some(table);
             self.pos = Some(new_pos);
@@ -887,7 +913,11 @@ impl SyncState {
             return Ok(false);
         }
         let txid = TxId(self.txid.0 + 1);
-        let min = if self.txid == TxId(0) { TxId(1) } else { txid };
+        let min = if self.txid == TxId(0) || matches!(include, Include::Snapshot) {
+            TxId(1)
+        } else {
+            txid
+        };
         let (wal_offset, wal_size, wal_header) = match new_pos {
             WalPos::At { header, offset, .. } => (offset, 0, Some(header)),
             WalPos::Empty => (0, 0, None),
@@ -904,7 +934,7 @@ impl SyncState {
         if wal_header.is_none() {
             (ltx_header.wal_salt1, ltx_header.wal_salt2) = (0, 0);
         }
-        let path = self.spool().path(min, txid);
+        let path = self.spool().path(min, txid).context("spool directory")?;
         let mut written = 0usize;
         durable::write_file(&path, |w| {
             let mut enc = Encoder::new(w, &ltx_header).map_err(io::Error::other)?;
@@ -919,6 +949,7 @@ impl SyncState {
         .with_context(|| format!("write {}", path.display()))?;
         self.table = Some(table);
         self.pos = Some(new_pos);
+        self.needs_snapshot = false;
         log::info!(
             "db={db_display} full scan: txid={txid} mode={include:?} pages={written}/{commit} elapsed={:?}",
             started.elapsed()
@@ -1022,11 +1053,23 @@ impl SyncState {
             return;
         }
         let Some(next) = u.queue.front() else { return };
+        if !next.path.exists() {
+            // Removed behind our back (`litestream reset` while running): the replica would
+            // get a gap. Drop what is gone and bridge it with a snapshot on the next pass.
+            log::warn!(
+                "db={}: spooled {} disappeared before upload; the next sync writes a snapshot",
+                self.opts.path.display(),
+                next.path.display()
+            );
+            u.queue.retain(|f| f.path.exists());
+            self.needs_snapshot = true;
+            return;
+        }
         let ctl = self.ctl_tx.clone();
         let max = next.max;
         let job = UploadJob {
             replica: self.replica.clone(),
-            level: 0,
+            level: next.level(),
             min: next.min,
             max,
             timestamp_ms: next.timestamp_ms,

@@ -52,9 +52,11 @@ impl Spool {
         &self.dir
     }
 
-    /// Where the file for `min..=max` lives.
-    pub fn path(&self, min: TxId, max: TxId) -> PathBuf {
-        self.dir.join(ltx::file_name(min, max))
+    /// Where the file for `min..=max` lives. Recreates the directory if someone removed it
+    /// (`litestream reset` while the daemon runs), so the next write still lands.
+    pub fn path(&self, min: TxId, max: TxId) -> io::Result<PathBuf> {
+        durable::create_dir_all(&self.dir)?;
+        Ok(self.dir.join(ltx::file_name(min, max)))
     }
 
     /// Every spooled file, oldest first.

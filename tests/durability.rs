@@ -125,3 +125,87 @@ fn reference_workload_loses_nothing() {
     assert_eq!(ids(&out), source, "our restore differs from the source");
     assert_eq!(daemon.terminate(), 0);
 }
+
+/// The replica lost its newest files (restored from an older backup, say) while the spool no
+/// longer has them: the daemon bridges the gap with a level-9 snapshot, and both restores
+/// (ours and Litestream's) get every row.
+#[test]
+fn replica_missing_files_is_bridged_by_a_snapshot() {
+    let dir = TestDir::new();
+    let db = dir.path("app.db");
+    let conn = create_db(&db);
+    let replica_dir = dir.path("replica");
+    let replica = format!("file://{}", replica_dir.display());
+    let config = write_config(dir.dir.path(), &[(&db, &replica)], "", "");
+    let daemon = Daemon::start(&config);
+    for _ in 0..4 {
+        conn.execute("INSERT INTO t(v) VALUES ('a')", []).unwrap();
+        daemon.sync_wait(&db);
+    }
+    assert_eq!(daemon.terminate(), 0);
+    // Remove the two newest L0 files from the replica.
+    let l0 = replica_dir.join("ltx/0");
+    let mut files: Vec<_> = std::fs::read_dir(&l0)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    for f in &files[files.len() - 2..] {
+        std::fs::remove_file(f).unwrap();
+    }
+    let daemon = Daemon::start(&config);
+    conn.execute("INSERT INTO t(v) VALUES ('after')", [])
+        .unwrap();
+    daemon.sync_wait(&db);
+    assert!(
+        daemon
+            .log_text()
+            .contains("writing a snapshot to bridge the gap"),
+        "{}",
+        daemon.log_text()
+    );
+    let snapshots: Vec<_> = std::fs::read_dir(replica_dir.join("ltx/9"))
+        .unwrap()
+        .collect();
+    assert_eq!(snapshots.len(), 1);
+    let out = dir.path("ours.db");
+    restore(&replica, &out, &[]);
+    assert_eq!(ids(&out), ids(&db));
+    let theirs = dir.path("theirs.db");
+    let o = std::process::Command::new(reference_bin())
+        .args(["restore", "-o", theirs.to_str().unwrap(), &replica])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(ids(&theirs), ids(&db));
+    assert_eq!(daemon.terminate(), 0);
+}
+
+/// `litestream reset` while the daemon replicates (Litestream then stops replicating until
+/// a restart): ours recreates the spool and carries on without losing a row.
+#[test]
+fn reset_while_running_keeps_replicating() {
+    let dir = TestDir::new();
+    let db = dir.path("app.db");
+    let conn = create_db(&db);
+    let replica = format!("file://{}", dir.path("replica").display());
+    let config = write_config(dir.dir.path(), &[(&db, &replica)], "", "");
+    let daemon = Daemon::start(&config);
+    conn.execute("INSERT INTO t(v) VALUES ('a')", []).unwrap();
+    daemon.sync_wait(&db);
+    // Stop uploads from completing before the reset by writing and resetting in one go.
+    conn.execute("INSERT INTO t(v) VALUES ('b')", []).unwrap();
+    let o = run(&[
+        "reset",
+        "-config",
+        config.to_str().unwrap(),
+        db.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    conn.execute("INSERT INTO t(v) VALUES ('c')", []).unwrap();
+    daemon.sync_wait(&db);
+    let out = dir.path("out.db");
+    restore(&replica, &out, &[]);
+    assert_eq!(ids(&out), ids(&db));
+    assert_eq!(daemon.terminate(), 0);
+}
