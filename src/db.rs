@@ -241,6 +241,8 @@ struct SyncState {
     waiters: Vec<Waiter>,
     last_checkpoint: Instant,
     synced_since_checkpoint: bool,
+    /// The last checkpoint could not backfill everything (application readers).
+    checkpoint_incomplete: bool,
     /// Set once the local spool and the replica position have been reconciled.
     initialized: bool,
     /// The replica misses files the spool no longer has: the next pass writes a snapshot
@@ -295,6 +297,7 @@ impl DbThread {
                 waiters: vec![],
                 last_checkpoint: Instant::now(),
                 synced_since_checkpoint: false,
+                checkpoint_incomplete: false,
                 initialized: false,
                 needs_snapshot: false,
             },
@@ -437,14 +440,20 @@ impl DbThread {
         let Some(WalPos::At { header, offset, .. }) = self.st.pos else {
             return Ok(());
         };
+        // Only after new transactions: a checkpoint of an unchanged log (idle database, or one
+        // a reader kept us from finishing) would take the write lock every pass for nothing;
+        // an unfinished one is retried with the next write or after `checkpoint-interval`.
         let frames = offset.saturating_sub(WAL_HEADER_SIZE) / header.frame_size();
         let opts = &self.st.opts;
+        let since = self.st.last_checkpoint.elapsed();
+        let due = self.st.synced_since_checkpoint
+            || (self.st.checkpoint_incomplete && since >= opts.checkpoint_interval);
+        if !due {
+            return Ok(());
+        }
         let mode = if frames >= opts.truncate_page_n {
             CheckpointMode::Truncate
-        } else if frames >= opts.min_checkpoint_page_count
-            || (self.st.synced_since_checkpoint
-                && self.st.last_checkpoint.elapsed() >= opts.checkpoint_interval)
-        {
+        } else if frames >= opts.min_checkpoint_page_count || since >= opts.checkpoint_interval {
             CheckpointMode::Passive
         } else {
             return Ok(());
@@ -461,6 +470,7 @@ impl DbThread {
             Ok(Some(r)) => {
                 st.last_checkpoint = Instant::now();
                 st.synced_since_checkpoint = false;
+                st.checkpoint_incomplete = r.busy || r.checkpointed_frames < r.log_frames;
                 log::debug!(
                     "db={} checkpoint mode={mode:?} frames={frames} log={} backfilled={} busy={} elapsed={:?}",
                     st.opts.path.display(),

@@ -343,11 +343,21 @@ pub struct Writer {
 
 impl Writer {
     pub fn start(db: &Path, rate: u32) -> Writer {
+        Self::start_with(db, rate, |_| {})
+    }
+
+    /// Like [`Writer::start`], with `setup` run on the writer's connection first (pragmas).
+    pub fn start_with(
+        db: &Path,
+        rate: u32,
+        setup: impl FnOnce(&Connection) + Send + 'static,
+    ) -> Writer {
         let stop = Arc::new(AtomicBool::new(false));
         let last_id = Arc::new(AtomicI64::new(0));
         let (s, l, path) = (stop.clone(), last_id.clone(), db.to_path_buf());
         let handle = std::thread::spawn(move || {
             let conn = create_db(&path);
+            setup(&conn);
             let interval = Duration::from_secs_f64(1.0 / f64::from(rate));
             let started = Instant::now();
             let mut n: u32 = 0;
