@@ -11,7 +11,7 @@
 //! whole database through its read lock instead and writes what differs from the known state:
 //! a snapshot when nothing is known, only the changed pages otherwise.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -31,7 +31,7 @@ use crate::replica::uploader::{UploadJob, UploadQueue};
 use crate::replica::{self, ReplicaClient};
 use crate::spool::{Spool, SpoolFile};
 use crate::sqlite::conn::{self, CheckpointMode, ReadLocks};
-use crate::sqlite::wal::{self, Frame, FrameScanner, WalChecksum, WalHeader, WAL_HEADER_SIZE};
+use crate::sqlite::wal::{self, CommitEnd, Frame, WalChecksum, WalHeader, WAL_HEADER_SIZE};
 use crate::sqlite::{self as sq};
 use crate::timefmt;
 
@@ -745,23 +745,15 @@ impl SyncState {
         seed: WalChecksum,
     ) -> Result<bool> {
         let wal_display = self.wal_path.display().to_string();
-        let mut scanner = FrameScanner::new(wal, header, from, seed);
-        let mut txn: Vec<Frame> = vec![];
-        let mut dirty: BTreeMap<u32, Frame> = BTreeMap::new();
-        let mut end: Option<(u64, WalChecksum, u32)> = None;
-        while let Some(f) = scanner
-            .next_frame()
-            .with_context(|| format!("read {wal_display}"))?
-        {
-            txn.push(f);
-            if f.commit > 0 {
-                for t in txn.drain(..) {
-                    dirty.insert(t.pgno, t);
-                }
-                end = Some((f.offset + header.frame_size(), f.checksum, f.commit));
-            }
-        }
-        let Some((end_offset, end_checksum, commit)) = end else {
+        let scanned = wal::scan_committed(wal, header, from, seed)
+            .with_context(|| format!("read {wal_display}"))?;
+        let mut dirty = scanned.pages;
+        let Some(CommitEnd {
+            offset: end_offset,
+            checksum: end_checksum,
+            commit,
+        }) = scanned.end
+        else {
             if from == WAL_HEADER_SIZE {
                 // A new generation with nothing committed yet: start reading it from here on.
                 self.pos = Some(WalPos::At {
@@ -845,30 +837,18 @@ impl SyncState {
         let wal_display = self.wal_path.display().to_string();
         let db_display = self.opts.path.display().to_string();
         // The committed frames of the current generation: newest frame of each page.
-        let mut overlay: BTreeMap<u32, Frame> = BTreeMap::new();
-        let mut end: Option<(u64, WalChecksum, u32)> = None;
-        if let Some((f, h)) = current {
-            let mut scanner = FrameScanner::from_start(f, h);
-            let mut txn = vec![];
-            while let Some(fr) = scanner
-                .next_frame()
-                .with_context(|| format!("read {wal_display}"))?
-            {
-                txn.push(fr);
-                if fr.commit > 0 {
-                    for t in txn.drain(..) {
-                        overlay.insert(t.pgno, t);
-                    }
-                    end = Some((fr.offset + h.frame_size(), fr.checksum, fr.commit));
-                }
-            }
-        }
+        let scanned = match current {
+            Some((f, h)) => wal::scan_committed(f, h, WAL_HEADER_SIZE, h.checksum)
+                .with_context(|| format!("read {wal_display}"))?,
+            None => wal::Committed::default(),
+        };
+        let (overlay, end) = (scanned.pages, scanned.end);
         let include = match include {
-            Include::FramesFrom(off) if end.is_none_or(|(e, _, _)| off > e) => Include::All,
+            Include::FramesFrom(off) if end.is_none_or(|e| off > e.offset) => Include::All,
             other => other,
         };
         let commit = match end {
-            Some((_, _, c)) => c,
+            Some(e) => e.commit,
             None => page_count()?,
         };
         let db = self.db_file.as_ref().context("database file not open")?;
@@ -896,10 +876,10 @@ impl SyncState {
             Include::FramesFrom(off) => overlay.get(&pgno).is_some_and(|f| f.offset >= off),
         };
         let new_pos = match (current, end) {
-            (Some((_, h)), Some((offset, checksum, _))) => WalPos::At {
+            (Some((_, h)), Some(e)) => WalPos::At {
                 header: h,
-                offset,
-                checksum,
+                offset: e.offset,
+                checksum: e.checksum,
             },
             (Some((_, h)), None) => WalPos::At {
                 header: h,

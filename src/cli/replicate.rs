@@ -81,6 +81,9 @@ pub fn run(args: Args) -> Result<i32> {
         bail!("cannot specify -once flag with -exec");
     }
     let config = load(&args)?;
+    // Before anything a supervisor could see (the socket): a SIGTERM from then on is a clean
+    // shutdown, never the default kill.
+    let signals = signal_channel()?;
     let level = match args.log_level.as_deref() {
         Some(l) => LogLevel::parse(l).with_context(|| {
             format!("invalid -log-level {l:?}: want trace, debug, info, warn or error")
@@ -98,9 +101,8 @@ pub fn run(args: Args) -> Result<i32> {
     }
 
     let store = Store::new(config.upload_concurrency)?;
-    let socket_path = config
-        .socket
-        .enabled
+    // `-once` exits right after one sync: nobody could use a socket.
+    let socket_path = (config.socket.enabled && !args.once)
         .then(|| server::daemon_socket_path(config.socket.path.as_deref()));
     // Bind before starting anything: a live daemon on the socket is an error, not a takeover.
     let unix_listener = match &socket_path {
@@ -150,7 +152,6 @@ pub fn run(args: Args) -> Result<i32> {
             }
             None => (None, crossbeam_channel::never()),
         };
-        let signals = signal_channel()?;
         let stop = select! {
             recv(signals) -> sig => Stop::Signal(sig.unwrap_or(libc::SIGTERM)),
             recv(child_exit) -> code => Stop::ChildExited(code.ok().flatten()),

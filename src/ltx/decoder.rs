@@ -3,7 +3,7 @@
 use std::io::{self, BufReader, Read};
 
 use super::checksum::{lock_pgno, page_checksum, Checksum, CHECKSUM_FLAG, CRC64};
-use super::encoder::{next_snapshot_pgno, put_index_entry};
+use super::encoder::{check_page_sequence, next_snapshot_pgno, put_index_entry};
 use super::header::{Header, HEADER_SIZE};
 use super::{read_exact, Error, Result, PAGE_FLAG_SIZE, PAGE_FRAME_HEADER_SIZE, TRAILER_SIZE};
 
@@ -228,27 +228,7 @@ impl<R: Read> Decoder<R> {
             );
             return Err(Error::InvalidPageFrame { offset, reason });
         }
-        let commit = self.header.commit;
-        if pgno == 0 || pgno > commit {
-            return Err(Error::PageBeyondCommit { pgno, commit });
-        }
-        if pgno == self.lock_pgno {
-            return Err(Error::LockPage { pgno });
-        }
-        if pgno <= self.prev_pgno {
-            return Err(Error::PageOutOfOrder {
-                prev: self.prev_pgno,
-                pgno,
-            });
-        }
-        let next = next_snapshot_pgno(self.prev_pgno, self.lock_pgno);
-        if self.header.is_snapshot() && pgno != next {
-            return Err(Error::SnapshotMissingPage {
-                expected: next,
-                found: Some(pgno),
-            });
-        }
-        Ok(())
+        check_page_sequence(&self.header, self.lock_pgno, self.prev_pgno, pgno)
     }
 
     /// Streams what follows the end marker. Everything but the last 24 bytes is page index:

@@ -162,29 +162,7 @@ impl<W: Write> Encoder<W> {
                 found: page.len(),
             });
         }
-        if pgno == 0 || pgno > self.header.commit {
-            return Err(Error::PageBeyondCommit {
-                pgno,
-                commit: self.header.commit,
-            });
-        }
-        if pgno == self.lock_pgno {
-            return Err(Error::LockPage { pgno });
-        }
-        if pgno <= self.prev_pgno {
-            return Err(Error::PageOutOfOrder {
-                prev: self.prev_pgno,
-                pgno,
-            });
-        }
-        let next = next_snapshot_pgno(self.prev_pgno, self.lock_pgno);
-        if self.header.is_snapshot() && pgno != next {
-            return Err(Error::SnapshotMissingPage {
-                expected: next,
-                found: Some(pgno),
-            });
-        }
-        Ok(())
+        check_page_sequence(&self.header, self.lock_pgno, self.prev_pgno, pgno)
     }
 
     /// A snapshot must have reached its commit.
@@ -242,6 +220,37 @@ impl<W: Write> Encoder<W> {
         self.offset += b.len() as u64;
         Ok(())
     }
+}
+
+/// The ordering rules every page frame obeys, shared by the encoder and the decoder: within
+/// 1..=commit, never the lock page, strictly ascending, and in a snapshot the very next page.
+pub(crate) fn check_page_sequence(
+    header: &Header,
+    lock_pgno: u32,
+    prev_pgno: u32,
+    pgno: u32,
+) -> Result<()> {
+    let commit = header.commit;
+    if pgno == 0 || pgno > commit {
+        return Err(Error::PageBeyondCommit { pgno, commit });
+    }
+    if pgno == lock_pgno {
+        return Err(Error::LockPage { pgno });
+    }
+    if pgno <= prev_pgno {
+        return Err(Error::PageOutOfOrder {
+            prev: prev_pgno,
+            pgno,
+        });
+    }
+    let next = next_snapshot_pgno(prev_pgno, lock_pgno);
+    if header.is_snapshot() && pgno != next {
+        return Err(Error::SnapshotMissingPage {
+            expected: next,
+            found: Some(pgno),
+        });
+    }
+    Ok(())
 }
 
 /// The page a snapshot must hold after `prev` (0 = none yet): the next one, skipping the

@@ -6,6 +6,7 @@
 //! salts equal the header's and its checksum continues the chain that starts at the header
 //! checksum; the first frame that fails either test ends the log, whatever follows it.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
@@ -167,6 +168,54 @@ impl<'a> FrameScanner<'a> {
             }
         }
     }
+}
+
+/// Where the last committed transaction of a scan ends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommitEnd {
+    /// Offset just past the commit frame: where the next read starts.
+    pub offset: u64,
+    /// The chain checksum after the commit frame.
+    pub checksum: WalChecksum,
+    /// Database size in pages after the commit.
+    pub commit: u32,
+}
+
+/// The committed frames of a generation from a position on.
+#[derive(Debug, Default)]
+pub struct Committed {
+    /// The newest committed frame of each page.
+    pub pages: BTreeMap<u32, Frame>,
+    /// `None` when no transaction committed after the start position.
+    pub end: Option<CommitEnd>,
+}
+
+/// Reads the valid frames from `offset` (with the chain checksum `seed` of the frame before)
+/// and keeps those of committed transactions: frames after the last commit frame belong to a
+/// transaction still being written (or rolled back) and are left for a later read.
+pub fn scan_committed(
+    file: &File,
+    header: WalHeader,
+    offset: u64,
+    seed: WalChecksum,
+) -> io::Result<Committed> {
+    let mut scanner = FrameScanner::new(file, header, offset, seed);
+    let mut txn: Vec<Frame> = vec![];
+    let mut out = Committed::default();
+    while let Some(f) = scanner.next_frame()? {
+        txn.push(f);
+        if f.commit > 0 {
+            for t in txn.drain(..) {
+                out.pages.insert(t.pgno, t);
+            }
+            out.end = Some(CommitEnd {
+                offset: f.offset + header.frame_size(),
+                checksum: f.checksum,
+                commit: f.commit,
+            });
+        }
+    }
+    Ok(out)
 }
 
 /// Re-reads the page of a frame found earlier and proves it is still the same bytes (salts,
@@ -377,6 +426,38 @@ mod tests {
         // A short file has no header.
         std::fs::write(&copy, &bytes[..10]).unwrap();
         assert_eq!(WalHeader::read(&File::open(&copy).unwrap()).unwrap(), None);
+    }
+
+    #[test]
+    fn scan_committed_ignores_an_open_transaction() {
+        let tmp = tempfile::tempdir().unwrap();
+        let conn = wal_db(tmp.path());
+        conn.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+        let file = File::open(tmp.path().join("t.db-wal")).unwrap();
+        let header = WalHeader::read(&file).unwrap().unwrap();
+        let done = scan_committed(&file, header, WAL_HEADER_SIZE, header.checksum).unwrap();
+        let end = done.end.unwrap();
+        assert_eq!(end.offset, file.metadata().unwrap().len());
+        // A big transaction spills frames into the log before it commits: they are not taken.
+        conn.execute_batch("PRAGMA cache_size = 1; BEGIN;").unwrap();
+        for _ in 0..50 {
+            conn.execute("INSERT INTO t(v) VALUES (randomblob(3000))", [])
+                .unwrap();
+        }
+        assert!(
+            file.metadata().unwrap().len() > end.offset,
+            "the open transaction spilled frames"
+        );
+        let again = scan_committed(&file, header, WAL_HEADER_SIZE, header.checksum).unwrap();
+        assert_eq!(again.end, Some(end));
+        assert_eq!(again.pages, done.pages);
+        // From the last position: nothing committed yet.
+        let tail = scan_committed(&file, header, end.offset, end.checksum).unwrap();
+        assert!(tail.end.is_none() && tail.pages.is_empty());
+        conn.execute_batch("COMMIT").unwrap();
+        let tail = scan_committed(&file, header, end.offset, end.checksum).unwrap();
+        assert!(tail.pages.len() > 50, "{}", tail.pages.len());
     }
 
     #[test]
