@@ -31,6 +31,7 @@ use crate::replica::uploader::{UploadJob, UploadQueue};
 use crate::replica::{self, ReplicaClient};
 use crate::spool::{Spool, SpoolFile};
 use crate::sqlite::conn::{self, CheckpointMode, ReadLocks};
+use crate::sqlite::shm::{self, WalIndexHeader};
 use crate::sqlite::wal::{self, CommitEnd, Frame, WalChecksum, WalHeader, WAL_HEADER_SIZE};
 use crate::sqlite::{self as sq};
 use crate::timefmt;
@@ -225,6 +226,8 @@ struct SyncState {
     /// descriptor of it would release SQLite's POSIX locks (and let another process delete
     /// the WAL under us). Read with pread for snapshots.
     db_file: Option<File>,
+    /// The WAL index (`-shm`), kept open for the same reason as `db_file`.
+    shm_file: Option<File>,
     page_size: u32,
     txid: TxId,
     /// Database checksum after `txid`; `None` when the replica's last file carried none.
@@ -279,6 +282,7 @@ impl DbThread {
                 ctl_tx,
                 spool: None,
                 db_file: None,
+                shm_file: None,
                 page_size: 0,
                 txid: TxId(0),
                 post: None,
@@ -556,6 +560,7 @@ impl SyncState {
         };
         let header = sq::read_db_header_from(&file).with_context(|| format!("{display}"))?;
         self.db_file = Some(file);
+        self.shm_file = None;
         let locks = ReadLocks::open(&path, self.opts.busy_timeout)
             .with_context(|| format!("{display}: open"))?;
         let mode = conn::journal_mode(locks.idle())
@@ -693,7 +698,22 @@ impl SyncState {
             }
             None => None,
         };
-        let current = wal.as_ref().zip(header);
+        let current = match (&wal, header) {
+            (Some(file), Some(header)) => {
+                let index = self.wal_index()?;
+                if index.salt != header.salt_bytes() {
+                    // The log was restarted and SQLite has not published a commit in the new
+                    // generation yet: nothing is committed that we could read.
+                    return Ok(false);
+                }
+                Some(Log {
+                    file,
+                    header,
+                    limit: header.frame_end(index.max_frame),
+                })
+            }
+            _ => None,
+        };
         if self.needs_snapshot {
             return self.full_scan(current, Include::Snapshot, page_count);
         }
@@ -716,36 +736,59 @@ impl SyncState {
                     offset,
                     checksum,
                 }),
-                Some((f, h)),
-            ) if (h0.salt1, h0.salt2) == (h.salt1, h.salt2) => {
-                self.sync_frames(f, h, offset, checksum)
+                Some(log),
+            ) if h0.salt_bytes() == log.header.salt_bytes() && offset <= log.limit => {
+                self.sync_frames(log, offset, checksum)
             }
             // A new generation while our lock was held throughout: the old one ended where we
             // stopped reading (see sqlite::conn), so its frames are all recorded.
-            (_, Some((f, h))) if self.continuous => {
-                self.sync_frames(f, h, WAL_HEADER_SIZE, h.checksum)
+            (Some(WalPos::At { header: h0, .. }), Some(log))
+                if self.continuous && h0.salt_bytes() != log.header.salt_bytes() =>
+            {
+                self.sync_frames(log, WAL_HEADER_SIZE, log.header.checksum)
+            }
+            (Some(WalPos::Empty), Some(log)) if self.continuous => {
+                self.sync_frames(log, WAL_HEADER_SIZE, log.header.checksum)
             }
             (_, None) if self.continuous => {
                 self.pos = Some(WalPos::Empty);
                 Ok(false)
             }
             _ => {
-                log::info!("db={}: WAL position lost (new generation after a gap); comparing the whole database", self.opts.path.display());
+                log::info!(
+                    "db={}: WAL position lost (new generation after a gap, or the log is shorter than what was read); comparing the whole database",
+                    self.opts.path.display()
+                );
                 self.full_scan(current, Include::Changed, page_count)
             }
         }
     }
 
+    /// The WAL index header, retried while a writer is publishing a commit.
+    fn wal_index(&mut self) -> Result<WalIndexHeader> {
+        let shm_path = sq::shm_path(&self.opts.path);
+        if self.shm_file.is_none() {
+            let f =
+                File::open(&shm_path).with_context(|| format!("open {}", shm_path.display()))?;
+            self.shm_file = Some(f);
+        }
+        let shm = self.shm_file.as_ref().expect("opened above");
+        for _ in 0..1000 {
+            if let Some(h) =
+                shm::read_header(shm).with_context(|| format!("read {}", shm_path.display()))?
+            {
+                return Ok(h);
+            }
+            std::thread::yield_now();
+        }
+        bail!("{}: the WAL index header stays unreadable (is the database open in exclusive locking mode?)", shm_path.display())
+    }
+
     /// Turns the committed frames after `from` into one LTX file.
-    fn sync_frames(
-        &mut self,
-        wal: &File,
-        header: WalHeader,
-        from: u64,
-        seed: WalChecksum,
-    ) -> Result<bool> {
+    fn sync_frames(&mut self, log: Log<'_>, from: u64, seed: WalChecksum) -> Result<bool> {
+        let (wal, header) = (log.file, log.header);
         let wal_display = self.wal_path.display().to_string();
-        let scanned = wal::scan_committed(wal, header, from, seed)
+        let scanned = wal::scan_committed(wal, header, from, seed, log.limit)
             .with_context(|| format!("read {wal_display}"))?;
         let mut dirty = scanned.pages;
         let Some(CommitEnd {
@@ -829,7 +872,7 @@ impl SyncState {
     /// `include` selects as one LTX file (none if nothing changed).
     fn full_scan(
         &mut self,
-        current: Option<(&File, WalHeader)>,
+        current: Option<Log<'_>>,
         include: Include,
         page_count: &dyn Fn() -> Result<u32>,
     ) -> Result<bool> {
@@ -838,8 +881,14 @@ impl SyncState {
         let db_display = self.opts.path.display().to_string();
         // The committed frames of the current generation: newest frame of each page.
         let scanned = match current {
-            Some((f, h)) => wal::scan_committed(f, h, WAL_HEADER_SIZE, h.checksum)
-                .with_context(|| format!("read {wal_display}"))?,
+            Some(log) => wal::scan_committed(
+                log.file,
+                log.header,
+                WAL_HEADER_SIZE,
+                log.header.checksum,
+                log.limit,
+            )
+            .with_context(|| format!("read {wal_display}"))?,
             None => wal::Committed::default(),
         };
         let (overlay, end) = (scanned.pages, scanned.end);
@@ -856,7 +905,9 @@ impl SyncState {
         let mut page = vec![0u8; self.page_size as usize];
         let read_page = |pgno: u32, page: &mut [u8]| -> Result<()> {
             match (overlay.get(&pgno), current) {
-                (Some(frame), Some((f, h))) => read_wal_page(f, &h, frame, page, &wal_display),
+                (Some(frame), Some(log)) => {
+                    read_wal_page(log.file, &log.header, frame, page, &wal_display)
+                }
                 _ => db
                     .read_exact_at(page, u64::from(pgno - 1) * u64::from(self.page_size))
                     .with_context(|| format!("read page {pgno} of {db_display}")),
@@ -876,15 +927,15 @@ impl SyncState {
             Include::FramesFrom(off) => overlay.get(&pgno).is_some_and(|f| f.offset >= off),
         };
         let new_pos = match (current, end) {
-            (Some((_, h)), Some(e)) => WalPos::At {
-                header: h,
+            (Some(log), Some(e)) => WalPos::At {
+                header: log.header,
                 offset: e.offset,
                 checksum: e.checksum,
             },
-            (Some((_, h)), None) => WalPos::At {
-                header: h,
+            (Some(log), None) => WalPos::At {
+                header: log.header,
                 offset: WAL_HEADER_SIZE,
-                checksum: h.checksum,
+                checksum: log.header.checksum,
             },
             (None, _) => WalPos::Empty,
         };
@@ -1177,6 +1228,15 @@ impl SyncState {
             });
         }
     }
+}
+
+/// The current WAL generation as a pass reads it: the file, its header, and the end of what
+/// SQLite has published as committed (from the WAL index).
+#[derive(Clone, Copy)]
+struct Log<'a> {
+    file: &'a File,
+    header: WalHeader,
+    limit: u64,
 }
 
 /// A WAL header standing in when the WAL has no generation (salts are zeroed by the caller).

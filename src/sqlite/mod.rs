@@ -2,6 +2,7 @@
 //! daemon holds on each database ([`conn`]) to pin the log and run checkpoints.
 
 pub mod conn;
+pub mod shm;
 pub mod wal;
 
 use std::fs::File;
@@ -11,6 +12,13 @@ use std::path::{Path, PathBuf};
 
 /// The first 16 bytes of every SQLite database file.
 pub const SQLITE_MAGIC: &[u8; 16] = b"SQLite format 3\0";
+
+/// Path of the WAL index (shared memory) beside a database.
+pub fn shm_path(db: &Path) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push("-shm");
+    PathBuf::from(s)
+}
 
 /// Path of the WAL beside a database.
 pub fn wal_path(db: &Path) -> PathBuf {

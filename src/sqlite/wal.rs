@@ -82,6 +82,19 @@ impl WalHeader {
         })
     }
 
+    /// The salts as stored on disk (header bytes 16..24), as the WAL index copies them.
+    pub fn salt_bytes(&self) -> [u8; 8] {
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&self.salt1.to_be_bytes());
+        b[4..].copy_from_slice(&self.salt2.to_be_bytes());
+        b
+    }
+
+    /// Offset just past frame number `frames` (a count from the start of the log).
+    pub fn frame_end(&self, frames: u32) -> u64 {
+        WAL_HEADER_SIZE + u64::from(frames) * self.frame_size()
+    }
+
     /// Size of one frame (header and page) in this log.
     pub fn frame_size(&self) -> u64 {
         FRAME_HEADER_SIZE + u64::from(self.page_size)
@@ -108,6 +121,8 @@ pub struct Frame {
 /// checksum test, a zero page number, or a short read ends the iteration (`Ok(None)`).
 pub struct FrameScanner<'a> {
     header: WalHeader,
+    /// Offset past which no frame is read (the committed end SQLite published).
+    limit: u64,
     reader: io::BufReader<OffsetReader<'a>>,
     offset: u64,
     checksum: WalChecksum,
@@ -121,6 +136,7 @@ impl<'a> FrameScanner<'a> {
     pub fn new(file: &'a File, header: WalHeader, offset: u64, checksum: WalChecksum) -> Self {
         FrameScanner {
             header,
+            limit: u64::MAX,
             reader: io::BufReader::with_capacity(256 * 1024, OffsetReader { file, offset }),
             offset,
             checksum,
@@ -134,6 +150,12 @@ impl<'a> FrameScanner<'a> {
         Self::new(file, header, WAL_HEADER_SIZE, header.checksum)
     }
 
+    /// Stops the scan at `limit` (an offset): frames at or past it are not read.
+    pub fn with_limit(mut self, limit: u64) -> Self {
+        self.limit = limit;
+        self
+    }
+
     /// The page data of the frame last returned by [`FrameScanner::next_frame`].
     pub fn page(&self) -> &[u8] {
         &self.page
@@ -141,7 +163,7 @@ impl<'a> FrameScanner<'a> {
 
     /// The next valid frame, or `None` at the end of the generation.
     pub fn next_frame(&mut self) -> io::Result<Option<Frame>> {
-        if self.done {
+        if self.done || self.offset + self.header.frame_size() > self.limit {
             return Ok(None);
         }
         let mut fh = [0u8; FRAME_HEADER_SIZE as usize];
@@ -191,15 +213,16 @@ pub struct Committed {
 }
 
 /// Reads the valid frames from `offset` (with the chain checksum `seed` of the frame before)
-/// and keeps those of committed transactions: frames after the last commit frame belong to a
-/// transaction still being written (or rolled back) and are left for a later read.
+/// up to `limit` and keeps those of committed transactions: frames after the last commit frame
+/// belong to a transaction still being written (or rolled back) and are left for a later read.
 pub fn scan_committed(
     file: &File,
     header: WalHeader,
     offset: u64,
     seed: WalChecksum,
+    limit: u64,
 ) -> io::Result<Committed> {
-    let mut scanner = FrameScanner::new(file, header, offset, seed);
+    let mut scanner = FrameScanner::new(file, header, offset, seed).with_limit(limit);
     let mut txn: Vec<Frame> = vec![];
     let mut out = Committed::default();
     while let Some(f) = scanner.next_frame()? {
@@ -436,7 +459,8 @@ mod tests {
             .unwrap();
         let file = File::open(tmp.path().join("t.db-wal")).unwrap();
         let header = WalHeader::read(&file).unwrap().unwrap();
-        let done = scan_committed(&file, header, WAL_HEADER_SIZE, header.checksum).unwrap();
+        let done =
+            scan_committed(&file, header, WAL_HEADER_SIZE, header.checksum, u64::MAX).unwrap();
         let end = done.end.unwrap();
         assert_eq!(end.offset, file.metadata().unwrap().len());
         // A big transaction spills frames into the log before it commits: they are not taken.
@@ -449,14 +473,15 @@ mod tests {
             file.metadata().unwrap().len() > end.offset,
             "the open transaction spilled frames"
         );
-        let again = scan_committed(&file, header, WAL_HEADER_SIZE, header.checksum).unwrap();
+        let again =
+            scan_committed(&file, header, WAL_HEADER_SIZE, header.checksum, u64::MAX).unwrap();
         assert_eq!(again.end, Some(end));
         assert_eq!(again.pages, done.pages);
         // From the last position: nothing committed yet.
-        let tail = scan_committed(&file, header, end.offset, end.checksum).unwrap();
+        let tail = scan_committed(&file, header, end.offset, end.checksum, u64::MAX).unwrap();
         assert!(tail.end.is_none() && tail.pages.is_empty());
         conn.execute_batch("COMMIT").unwrap();
-        let tail = scan_committed(&file, header, end.offset, end.checksum).unwrap();
+        let tail = scan_committed(&file, header, end.offset, end.checksum, u64::MAX).unwrap();
         assert!(tail.pages.len() > 50, "{}", tail.pages.len());
     }
 

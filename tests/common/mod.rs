@@ -462,3 +462,20 @@ impl LineStream {
         self.reader.into_inner()
     }
 }
+
+/// Asserts two id lists are equal, reporting sizes and the first differences only (the lists
+/// can hold thousands of ids).
+pub fn assert_same_ids(got: &[i64], want: &[i64], what: &str) {
+    if got == want {
+        return;
+    }
+    let g: std::collections::BTreeSet<_> = got.iter().collect();
+    let w: std::collections::BTreeSet<_> = want.iter().collect();
+    let missing: Vec<_> = w.difference(&g).take(10).collect();
+    let extra: Vec<_> = g.difference(&w).take(10).collect();
+    panic!(
+        "{what}: got {} ids, want {}; missing {missing:?}, extra {extra:?}",
+        got.len(),
+        want.len()
+    );
+}
