@@ -635,11 +635,11 @@ impl SyncState {
                 None
             }
         };
-        let remote_max = remote.as_ref().map_or(TxId(0), |r| r.0);
+        let remote_max = remote.as_ref().map_or(TxId(0), |r| r.txid);
         if remote_max > local {
             // The replica is ahead of this spool (spool deleted, or restored elsewhere): continue
             // its TXID sequence; the first pass writes the whole database unless it matches.
-            let post = remote.and_then(|r| r.1);
+            let (post, commit) = remote.map_or((None, 0), |r| (r.post, r.commit));
             log::warn!(
                 "db={display}: replica {} is at txid {remote_max}, ahead of the local spool ({local}); continuing from the replica",
                 self.replica.url()
@@ -649,6 +649,7 @@ impl SyncState {
                 .with_context(|| format!("{display}: clear spool"))?;
             self.txid = remote_max;
             self.post = post;
+            self.commit = commit;
             self.resume = None;
             self.uploads.replicated = remote_max;
         } else {
@@ -1281,7 +1282,7 @@ fn read_verified_header(path: &Path) -> Result<Header> {
 
 /// The highest TXID in a replica at any level, and the database checksum after it when the
 /// file carries our extension.
-fn replica_position(client: &dyn ReplicaClient) -> Result<(TxId, Option<Checksum>)> {
+fn replica_position(client: &dyn ReplicaClient) -> Result<ReplicaPosition> {
     let mut best: Option<replica::LtxFileInfo> = None;
     for level in replica::all_levels() {
         for f in client.ltx_files(level)? {
@@ -1291,11 +1292,28 @@ fn replica_position(client: &dyn ReplicaClient) -> Result<(TxId, Option<Checksum
         }
     }
     let Some(best) = best else {
-        return Ok((TxId(0), None));
+        return Ok(ReplicaPosition {
+            txid: TxId(0),
+            post: None,
+            commit: 0,
+        });
     };
     let reader = client.open_ltx(best.level, best.min, best.max)?;
     let header = ltx::read_header(reader)?;
-    Ok((best.max, header.ext_checksums.map(|(_, post)| post)))
+    Ok(ReplicaPosition {
+        txid: best.max,
+        post: header.ext_checksums.map(|(_, post)| post),
+        commit: header.commit,
+    })
+}
+
+/// The newest state a replica holds.
+struct ReplicaPosition {
+    txid: TxId,
+    /// The database checksum after it, when the file carries our extension.
+    post: Option<Checksum>,
+    /// The database size in pages after it.
+    commit: u32,
 }
 
 /// Capped exponential backoff with jitter: 1s, 2s, 4s ... 60s, each ±20%.

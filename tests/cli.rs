@@ -139,6 +139,7 @@ fn restore_if_db_not_exists_before_replicating() {
         let _ = std::fs::remove_file(dir.path(f));
     }
     std::fs::remove_dir_all(dir.path(".app.db-litestream")).unwrap();
+    let before = stdout(&run(&["ltx", "-level", "all", &replica]));
     let o = run(&[
         "replicate",
         "-once",
@@ -149,6 +150,9 @@ fn restore_if_db_not_exists_before_replicating() {
     assert!(o.status.success(), "{}{}", stdout(&o), stderr(&o));
     assert!(stdout(&o).contains("restore completed"), "{}", stdout(&o));
     assert_eq!(ids(&db).len(), 10);
+    // The restored database is exactly the replica's newest state (its checksum says so): the
+    // daemon recognises it and writes nothing new.
+    assert_eq!(stdout(&run(&["ltx", "-level", "all", &replica])), before);
     // The daemon continued the replica's TXIDs instead of starting over at 1.
     let o = run(&["ltx", "-json", &replica]);
     let files: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
