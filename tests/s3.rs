@@ -119,6 +119,23 @@ fn client_round_trip_immutability_multipart_and_paging() {
         .unwrap();
     assert_eq!(back, b"small file bytes");
 
+    // Against a server that ignores If-None-Match the client checks with HEAD first: same
+    // bytes succeed, other bytes fail, a new key goes up.
+    let fallback = client(&server, "lib/app.db", SECRET_KEY);
+    fallback.assume_no_conditional_put();
+    fallback.put_ltx(0, TxId(1), TxId(2), ts, &small).unwrap();
+    let e = format!(
+        "{:#}",
+        fallback
+            .put_ltx(0, TxId(1), TxId(2), ts, &other)
+            .unwrap_err()
+    );
+    assert!(e.contains("already exists with different content"), "{e}");
+    fallback.put_ltx(0, TxId(3), TxId(3), ts, &other).unwrap();
+    assert_eq!(fallback.ltx_files(0).unwrap().len(), 2);
+    fallback.delete_ltx(0, &[(TxId(3), TxId(3))]).unwrap();
+    assert_eq!(fallback.conditional_put(), Some(false));
+
     // A missing object: an error from open_ltx that names the replica and the key.
     let e = format!("{:#}", c.open_ltx(0, TxId(7), TxId(7)).err().unwrap());
     assert!(
@@ -260,7 +277,7 @@ fn litestream_restores_our_s3_replica() {
         "    min-checkpoint-page-count: 20\n",
     );
     let daemon = Daemon::start(&config);
-    let mut mid_txid = 0;
+    let (mut mid_txid, mut mid_ms) = (0, 0);
     for round in 0..12 {
         for _ in 0..50 {
             conn.execute("INSERT INTO t(v) VALUES (hex(randomblob(200)))", [])
@@ -272,8 +289,20 @@ fn litestream_restores_our_s3_replica() {
         let v = daemon.sync_wait(&db);
         if round == 5 {
             mid_txid = v["txid"].as_u64().unwrap();
+            mid_ms = litestream::timefmt::now_ms();
+            // The next round's files must carry a later timestamp.
+            wait_until(Duration::from_secs(1), "the clock to move", || {
+                litestream::timefmt::now_ms() > mid_ms
+            });
         }
     }
+    // `litestream ltx` on the S3 URL lists what the daemon uploaded.
+    let mut cmd = Command::new(bin());
+    cmd.args(["ltx", &url]);
+    let o = with_credentials(&mut cmd).output().unwrap();
+    let listing = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(listing.contains(&format!("{mid_txid:016x}")), "{listing}");
     let theirs = dir.path("theirs.db");
     let mut cmd = Command::new(&reference);
     cmd.args(["restore", "-o", theirs.to_str().unwrap(), &url]);
@@ -301,6 +330,22 @@ fn litestream_restores_our_s3_replica() {
     restore_s3(&url, &ours_mid, &["-txid", &format!("{mid_txid:x}")]);
     assert!(std::fs::read(&theirs_mid).unwrap() == std::fs::read(&ours_mid).unwrap());
     assert_eq!(integrity(&theirs_mid), "ok");
+    // Point in time through S3: both tools pick the same state for the same timestamp.
+    let at = litestream::timefmt::rfc3339_ms(mid_ms);
+    let theirs_at = dir.path("theirs-at.db");
+    let mut cmd = Command::new(&reference);
+    cmd.args(["restore", "-timestamp", &at, "-o"])
+        .arg(&theirs_at)
+        .arg(&url);
+    let o = with_credentials(&mut cmd).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ours_at = dir.path("ours-at.db");
+    restore_s3(&url, &ours_at, &["-timestamp", &at]);
+    assert!(
+        std::fs::read(&ours_at).unwrap() == std::fs::read(&ours_mid).unwrap(),
+        "our restore at {at} is the state at txid {mid_txid:x}"
+    );
+    assert!(std::fs::read(&theirs_at).unwrap() == std::fs::read(&ours_at).unwrap());
     assert_eq!(daemon.terminate(), 0);
 }
 
@@ -441,8 +486,17 @@ fn s3_outage_of_30s_under_load() {
     );
     let last = writer.stop();
     daemon.sync_wait(&db);
+    // Credentials from LITESTREAM_* alone work too.
     let out = dir.path("restored.db");
-    restore_s3(&url, &out, &[]);
+    let o = Command::new(bin())
+        .args(["restore", "-o", out.to_str().unwrap(), &url])
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
+        .env("LITESTREAM_ACCESS_KEY_ID", ACCESS_KEY)
+        .env("LITESTREAM_SECRET_ACCESS_KEY", SECRET_KEY)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(integrity(&out), "ok");
     let got = ids(&out);
     assert_eq!(got.len() as i64, last, "every row the writer committed");

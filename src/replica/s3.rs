@@ -91,9 +91,16 @@ impl S3ReplicaClient {
     /// requests are unsigned. No request is made here.
     pub fn new(url: &str, target: &S3Target) -> Result<S3ReplicaClient> {
         let target = target.clone().with_env_credentials(config::process_env);
+        // Without a configured region: the AWS SDK's variables, then us-east-1 (Litestream asks
+        // AWS for the bucket's region instead; a wrong one fails with a message naming it).
         let region_name = target
             .region
             .clone()
+            .or_else(|| {
+                ["AWS_REGION", "AWS_DEFAULT_REGION"]
+                    .iter()
+                    .find_map(|v| config::process_env(v).filter(|r| !r.is_empty()))
+            })
             .unwrap_or_else(|| DEFAULT_S3_REGION.to_string());
         let region = match &target.endpoint {
             Some(endpoint) => Region::Custom {
@@ -171,6 +178,14 @@ impl S3ReplicaClient {
             CONDITIONAL_NO => Some(false),
             _ => None,
         }
+    }
+
+    /// Makes the client behave as with a server that ignores `If-None-Match` (HEAD before each
+    /// PUT), so tests can exercise that path against a server that honours it.
+    #[doc(hidden)]
+    pub fn assume_no_conditional_put(&self) {
+        self.conditional_put
+            .store(CONDITIONAL_NO, Ordering::Relaxed);
     }
 
     /// `<prefix>/<level as %04x>/`, the LIST prefix of one level.
