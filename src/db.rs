@@ -359,6 +359,11 @@ impl DbThread {
                     let _ = reply.send(Err("database is stopped; start it first".into()));
                     return;
                 }
+                if wait && self.st.uploads.retry_at.is_some() {
+                    // Someone waits for the replica: try it now rather than at the end of a
+                    // backoff that may have grown to a minute while it was unreachable.
+                    self.st.uploads.retry_at = Some(Instant::now());
+                }
                 match self.pass() {
                     Ok(changed) => self.st.answer_sync(changed, wait, reply),
                     Err(e) => {
