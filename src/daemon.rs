@@ -3,19 +3,21 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::bounded;
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{DbConfig, ReplicaConfig, ReplicaDefaults, ReplicaTarget};
-use crate::db::DbOptions;
+use crate::db::{DbCommand, DbOptions};
 use crate::durable;
 use crate::ltx::TxId;
 use crate::replica::{self, ReplicaClient};
 use crate::store::{Added, Store};
 
-/// How long `/unregister` waits for the database's last sync and uploads.
+/// How long `/unregister` waits for the database's last sync and uploads by default.
 pub const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why a registration was refused.
@@ -117,14 +119,22 @@ impl Daemon {
         if self.store.registry().contains(path) {
             return Ok(Added::AlreadyRegistered);
         }
+        let bad = |why: String| {
+            Err(RegisterError::BadRequest(
+                "invalid database".into(),
+                format!("{}: {why}", path.display()),
+            ))
+        };
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => return bad("not a regular file".into()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return bad("database file does not exist".into())
+            }
+            Err(e) => return bad(e.to_string()),
+        }
         match crate::sqlite::read_db_header(path) {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(RegisterError::BadRequest(
-                    "database not found".into(),
-                    format!("{}: no such file", path.display()),
-                ))
-            }
             Err(e) => {
                 return Err(RegisterError::BadRequest(
                     "invalid database".into(),
@@ -149,15 +159,47 @@ impl Daemon {
         Ok(added)
     }
 
-    /// `/unregister`: a last sync, then forget the database. `None` if it was not registered.
-    pub fn unregister(&self, path: &Path) -> Result<Option<TxId>> {
+    /// `/unregister`: a last sync whose uploads are waited for (bounded by `timeout`), then
+    /// forget the database. Returns its final TXID, `None` if it was not registered.
+    pub fn unregister(&self, path: &Path, timeout: Duration) -> Result<Option<TxId>> {
+        let deadline = Instant::now() + timeout;
+        // The final sync runs before the registration lock is taken, so a slow replica does
+        // not hold up other registrations.
+        let synced = self.final_sync(path, timeout);
         let _guard = self.registrations.lock().unwrap_or_else(|e| e.into_inner());
-        let Some((_, txid)) = self.store.remove(path, UNREGISTER_TIMEOUT) else {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let Some((_, txid)) = self.store.remove(path, remaining) else {
             return Ok(None);
         };
+        let txid = synced.map_or(txid, |s| s.max(txid));
         self.save_locked()?;
         log::info!("db={}: unregistered at txid {txid}", path.display());
         Ok(Some(txid))
+    }
+
+    /// A waited sync of a database about to be removed; its TXID, if it completed in time.
+    fn final_sync(&self, path: &Path, timeout: Duration) -> Option<TxId> {
+        let ctl = self.store.registry().ctl(path)?;
+        let (tx, rx) = bounded(1);
+        ctl.send(DbCommand::Sync {
+            wait: true,
+            reply: tx,
+        })
+        .ok()?;
+        match rx.recv_timeout(timeout) {
+            Ok(Ok(r)) => Some(r.txid),
+            Ok(Err(e)) => {
+                log::warn!("db={}: final sync before unregister: {e}", path.display());
+                None
+            }
+            Err(_) => {
+                log::warn!(
+                    "db={}: final sync before unregister did not finish within {timeout:?}",
+                    path.display()
+                );
+                None
+            }
+        }
     }
 
     /// Writes the runtime registrations file (after `/register`, `/unregister`).

@@ -1,12 +1,13 @@
 //! The commands that talk to a running daemon over the control socket: `list`, `info`,
 //! `register`, `unregister`, `sync`, `start`, `stop`, and our `txid`. Output as Litestream's.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{bail, Result};
 use argh::FromArgs;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
 
 use crate::ipc::client::{Client, JsonResponse};
 use crate::ipc::server::client_socket_path;
@@ -49,6 +50,81 @@ fn ok(resp: JsonResponse, cmd: &str) -> Result<Value> {
     } else {
         bail!("{cmd} failed: {}", resp.error_message())
     }
+}
+
+/// Pretty-prints a `-json` answer with its fields in the order of the type (Litestream's).
+fn print_ordered<T: Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("output types serialise")
+    );
+}
+
+/// A `/list` entry: Litestream's fields in its order, then ours.
+#[derive(Deserialize, Serialize)]
+struct DbEntry {
+    path: String,
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_sync_at: Option<String>,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct ListOutput {
+    databases: Vec<DbEntry>,
+}
+
+#[derive(Deserialize, Serialize)]
+struct InfoOutput {
+    version: String,
+    pid: u64,
+    uptime_seconds: u64,
+    started_at: String,
+    database_count: u64,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
+}
+
+/// Decodes an answer into its output type.
+fn decode<T: for<'de> Deserialize<'de>>(body: Value, cmd: &str) -> Result<T> {
+    serde_json::from_value(body)
+        .map_err(|e| anyhow::anyhow!("{cmd}: unexpected answer from the daemon: {e}"))
+}
+
+#[derive(Serialize)]
+struct RegisterOutput<'a> {
+    status: &'a str,
+    db_path: &'a Path,
+    replica: &'a str,
+    socket: &'a Path,
+}
+
+#[derive(Serialize)]
+struct UnregisterOutput<'a> {
+    status: &'a str,
+    db_path: &'a Path,
+    final_txid: u64,
+    socket: &'a Path,
+}
+
+#[derive(Serialize)]
+struct SyncOutput<'a> {
+    db_path: &'a Path,
+    txid: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica_txid: Option<u64>,
+    duration_ms: u64,
+}
+
+#[derive(Serialize)]
+struct StartStopOutput<'a> {
+    status: &'a str,
+    db_path: &'a Path,
+    state: &'a str,
+    txid: u64,
+    socket: &'a Path,
 }
 
 fn str_field<'a>(v: &'a Value, k: &str) -> &'a str {
@@ -218,31 +294,26 @@ pub fn list(a: ListArgs) -> Result<i32> {
         bail!("too many arguments");
     }
     let body = ok(client(a.socket, a.timeout)?.get("/list")?, "list")?;
+    let list: ListOutput = decode(body, "list")?;
     if a.json {
-        super::print_json(&body);
+        print_ordered(&list);
         return Ok(0);
     }
-    let dbs = body
-        .get("databases")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    if dbs.is_empty() {
+    if list.databases.is_empty() {
         println!("No databases configured");
     }
-    for db in dbs {
-        let last = match db.get("last_sync_at").and_then(Value::as_str) {
+    for db in &list.databases {
+        let last = match &db.last_sync_at {
             Some(t) => crate::timefmt::parse_rfc3339(t)
                 .map_or_else(|_| t.to_string(), crate::timefmt::rfc3339_secs),
             None => "never".to_string(),
         };
-        println!(
-            "{} [{}] (last sync: {last})",
-            str_field(&db, "path"),
-            str_field(&db, "status")
-        );
-        if let Some(e) = db.get("error").and_then(Value::as_str) {
-            println!("  error: {e}");
+        println!("{} [{}] (last sync: {last})", db.path, db.status);
+        // Ours: why a database is not replicating.
+        for key in ["error", "replica_error"] {
+            if let Some(e) = db.rest.get(key).and_then(Value::as_str) {
+                println!("  {}: {e}", key.replace('_', " "));
+            }
         }
     }
     Ok(0)
@@ -264,21 +335,18 @@ pub fn info(a: InfoArgs) -> Result<i32> {
         bail!("too many arguments");
     }
     let body = ok(client(a.socket, a.timeout)?.get("/info")?, "info")?;
+    let info: InfoOutput = decode(body, "info")?;
     if a.json {
-        super::print_json(&body);
+        print_ordered(&info);
         return Ok(0);
     }
-    let started = str_field(&body, "started_at");
-    let started = crate::timefmt::parse_rfc3339(started)
-        .map_or_else(|_| started.to_string(), crate::timefmt::rfc3339_secs);
-    println!("Litestream {}", str_field(&body, "version"));
-    println!("  PID:        {}", u64_field(&body, "pid"));
-    println!(
-        "  Uptime:     {}",
-        go_duration(u64_field(&body, "uptime_seconds"))
-    );
+    let started = crate::timefmt::parse_rfc3339(&info.started_at)
+        .map_or_else(|_| info.started_at.clone(), crate::timefmt::rfc3339_secs);
+    println!("Litestream {}", info.version);
+    println!("  PID:        {}", info.pid);
+    println!("  Uptime:     {}", go_duration(info.uptime_seconds));
     println!("  Started at: {started}");
-    println!("  Databases:  {}", u64_field(&body, "database_count"));
+    println!("  Databases:  {}", info.database_count);
     Ok(0)
 }
 
@@ -294,9 +362,13 @@ pub fn register(a: RegisterArgs) -> Result<i32> {
         "register",
     )?;
     let status = str_field(&body, "status").to_string();
-    let out = json!({"status": status, "db_path": path, "replica": url, "socket": c.socket()});
     if a.json {
-        super::print_json(&out);
+        print_ordered(&RegisterOutput {
+            status: &status,
+            db_path: &path,
+            replica: &url,
+            socket: c.socket(),
+        });
     } else {
         println!(
             "status: {}",
@@ -314,18 +386,28 @@ pub fn unregister(a: UnregisterArgs) -> Result<i32> {
     let path = one_path(&a.path, "unregister", "")?;
     let c = client(a.socket, a.timeout)?;
     if a.dry_run {
+        // As Litestream, except that the path shown is the absolute one a real request sends.
         println!("Dry run: unregister request preview");
         println!("  database: {}", path.display());
         println!("  socket: {}", c.socket().display());
-        println!("  final sync: the daemon syncs the database and waits for its replica before forgetting it");
+        println!("  replicas: daemon-managed replica for this database");
+        println!("  final sync: daemon close will sync the database and replica before the command completes");
         println!("  timeout: {}", go_duration(a.timeout as u64));
         println!("No unregister request was sent.");
         return Ok(0);
     }
-    let body = ok(c.post("/unregister", &json!({"path": path}))?, "unregister")?;
-    let out = json!({"status": str_field(&body, "status"), "db_path": path, "final_txid": u64_field(&body, "txid"), "socket": c.socket()});
+    let c = Client::new(c.socket(), Some(Duration::from_secs_f64(a.timeout + 1.0)));
+    let body = ok(
+        c.post("/unregister", &json!({"path": path, "timeout": a.timeout}))?,
+        "unregister",
+    )?;
     if a.json {
-        super::print_json(&out);
+        print_ordered(&UnregisterOutput {
+            status: str_field(&body, "status"),
+            db_path: &path,
+            final_txid: u64_field(&body, "txid"),
+            socket: c.socket(),
+        });
     } else {
         println!("status: {}", str_field(&body, "status"));
         println!("db_path: {}", path.display());
@@ -338,7 +420,9 @@ pub fn unregister(a: UnregisterArgs) -> Result<i32> {
 /// `litestream sync [-wait] DB_PATH`.
 pub fn sync(a: SyncArgs) -> Result<i32> {
     let path = one_path(&a.path, "sync", "")?;
-    let c = client(a.socket, a.timeout + 1.0)?;
+    let c = client(a.socket, a.timeout)?;
+    // The daemon bounds the sync by `timeout`; the connection waits a little longer.
+    let c = Client::new(c.socket(), Some(Duration::from_secs_f64(a.timeout + 1.0)));
     let body = ok(
         c.post(
             "/sync",
@@ -346,13 +430,13 @@ pub fn sync(a: SyncArgs) -> Result<i32> {
         )?,
         "sync",
     )?;
-    let mut out = json!({"db_path": path, "txid": u64_field(&body, "txid")});
-    if a.wait {
-        out["replica_txid"] = json!(u64_field(&body, "replicated_txid"));
-    }
-    out["duration_ms"] = json!(u64_field(&body, "duration_ms"));
     if a.json {
-        super::print_json(&out);
+        print_ordered(&SyncOutput {
+            db_path: &path,
+            txid: u64_field(&body, "txid"),
+            replica_txid: a.wait.then(|| u64_field(&body, "replicated_txid")),
+            duration_ms: u64_field(&body, "duration_ms"),
+        });
     } else {
         println!("db_path: {}", path.display());
         println!("txid: {}", u64_field(&body, "txid"));
@@ -374,11 +458,24 @@ fn start_stop(
     let cmd = if start { "start" } else { "stop" };
     let path = one_path(path, cmd, "")?;
     let c = client(socket, timeout)?;
-    let body = ok(c.post(&format!("/{cmd}"), &json!({"path": path}))?, cmd)?;
+    // The daemon bounds its work by `timeout`; the connection waits a little longer.
+    let c = Client::new(c.socket(), Some(Duration::from_secs_f64(timeout + 1.0)));
+    let body = ok(
+        c.post(
+            &format!("/{cmd}"),
+            &json!({"path": path, "timeout": timeout}),
+        )?,
+        cmd,
+    )?;
     let state = if start { "running" } else { "stopped" };
-    let out = json!({"status": str_field(&body, "status"), "db_path": path, "state": state, "txid": u64_field(&body, "txid"), "socket": c.socket()});
     if json_out {
-        super::print_json(&out);
+        print_ordered(&StartStopOutput {
+            status: str_field(&body, "status"),
+            db_path: &path,
+            state,
+            txid: u64_field(&body, "txid"),
+            socket: c.socket(),
+        });
     } else {
         println!("status: {}", str_field(&body, "status"));
         println!("db_path: {}", path.display());

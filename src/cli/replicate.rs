@@ -138,8 +138,12 @@ pub fn run(args: Args) -> Result<i32> {
             long_requests,
             control: false,
         });
-        listeners.push(Listener::tcp(addr, ctx)?);
-        log::info!("msg=\"http server listening\" addr={addr}");
+        let l = Listener::tcp(addr, ctx)?;
+        let bound = l
+            .local_addr()
+            .map_or_else(|| addr.clone(), |a| a.to_string());
+        log::info!("msg=\"http server listening\" addr={bound}");
+        listeners.push(l);
     }
 
     let code = if args.once {
@@ -179,10 +183,15 @@ pub fn run(args: Args) -> Result<i32> {
             }
         }
     };
+    // Stop taking requests, sync and close every database (event streams see the last
+    // events), then let the listeners finish: streams end with their final chunk.
+    for l in &listeners {
+        l.stop_accepting();
+    }
+    daemon.store.shutdown(config.shutdown_sync_timeout);
     for l in listeners {
         l.shutdown();
     }
-    daemon.store.shutdown(config.shutdown_sync_timeout);
     log::info!("msg=\"litestream shut down\"");
     Ok(code)
 }

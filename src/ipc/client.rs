@@ -52,9 +52,12 @@ impl Client {
 
     fn connect(&self, method: &str, path: &str, body: Option<&[u8]>) -> Result<UnixStream> {
         let mut stream = UnixStream::connect(&self.socket).map_err(|e| {
+            // Litestream's words (Go's net/http error), so scripts that match them keep working.
+            let go_method = if method == "GET" { "Get" } else { "Post" };
             anyhow!(
-                "failed to connect to control socket {}: {e} (is `litestream replicate` running?)",
-                self.socket.display()
+                "failed to connect to control socket: {go_method} \"http://localhost{path}\": dial unix {}: connect: {}",
+                self.socket.display(),
+                go_os_error(&e)
             )
         })?;
         stream.set_read_timeout(self.timeout)?;
@@ -123,6 +126,22 @@ impl Client {
             Box::new(reader)
         };
         Ok((head.status, body))
+    }
+}
+
+/// An OS error as Go prints it: `no such file or directory`, `connection refused`.
+fn go_os_error(e: &std::io::Error) -> String {
+    let text = match e.raw_os_error() {
+        Some(code) => {
+            let t = std::io::Error::from_raw_os_error(code).to_string();
+            t.split(" (os error").next().unwrap_or(&t).to_string()
+        }
+        None => e.to_string(),
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => text,
     }
 }
 

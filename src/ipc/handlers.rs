@@ -8,13 +8,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{bounded, RecvTimeoutError};
-use serde::Deserialize;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
 use crate::daemon::{Daemon, RegisterError};
-use crate::db::{DbCommand, SyncStatus};
+use crate::db::{DbCommand, SyncReply};
 use crate::events::Event;
+use crate::registry::DbStatus;
 use crate::store::Added;
 use crate::timefmt;
 
@@ -57,10 +57,44 @@ impl ApiError {
     }
 }
 
-type Answer = Result<(u16, Value), ApiError>;
+/// A successful answer: status and JSON text (fields in the seed's order).
+type Answer = Result<(u16, String), ApiError>;
+
+/// JSON text of an answer body; these types cannot fail to serialise.
+fn body<T: Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("answer types serialise")
+}
+
+fn ok<T: Serialize>(value: &T) -> Answer {
+    Ok((200, body(value)))
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    details: Option<&'a str>,
+}
+
+/// Largest declared body that is still answered (with 413 when over [`MAX_BODY`]). Past it,
+/// the request is abandoned unanswered: tiny_http 0.12 drains a declared body when a request
+/// is dropped by allocating one buffer of the declared size, so a request claiming a huge
+/// `Content-Length` would abort the whole process on that allocation. Forgetting the request
+/// skips that drop; it leaks the connection until the client closes it.
+const MAX_DECLARED_BODY: usize = 64 * 1024 * 1024;
 
 /// Handles one request on its own thread.
 pub fn handle(mut rq: Request, ctx: &Ctx) {
+    if rq.body_length().is_some_and(|n| n > MAX_DECLARED_BODY) {
+        log::warn!(
+            "ipc: {} {}: declared body of {} bytes is absurd; dropping the request unanswered",
+            rq.method(),
+            rq.url(),
+            rq.body_length().unwrap_or(0)
+        );
+        std::mem::forget(rq);
+        return;
+    }
     let url = rq.url().to_string();
     let (path, query) = url.split_once('?').unwrap_or((&url, ""));
     let path = path.to_string();
@@ -88,8 +122,8 @@ fn route(rq: &mut Request, method: &Method, path: &str, query: &str, ctx: &Ctx) 
             .details(format!("{path} is only served on the control socket")));
     }
     match (path, method) {
-        ("/list", Method::Get) => Ok((200, list(ctx))),
-        ("/info", Method::Get) => Ok((200, info(ctx))),
+        ("/list", Method::Get) => ok(&list(ctx)),
+        ("/info", Method::Get) => ok(&info(ctx)),
         ("/txid", Method::Get) => txid(query, ctx),
         ("/register", Method::Post) => register(read_json(rq)?, ctx),
         ("/unregister", Method::Post) => unregister(read_json(rq)?, ctx),
@@ -103,17 +137,17 @@ fn route(rq: &mut Request, method: &Method, path: &str, query: &str, ctx: &Ctx) 
 }
 
 fn respond(rq: Request, answer: Answer) {
-    let (status, body, allow) = match answer {
-        Ok((status, body)) => (status, body, None),
+    let (status, mut text, allow) = match answer {
+        Ok((status, text)) => (status, text, None),
         Err(e) => {
-            let mut body = json!({ "error": e.error });
-            if let Some(d) = e.details {
-                body["details"] = json!(d);
-            }
-            (e.status, body, e.allow)
+            let text = body(&ErrorBody {
+                error: &e.error,
+                details: e.details.as_deref(),
+            });
+            (e.status, text, e.allow)
         }
     };
-    let mut text = body.to_string();
+    // A newline after the JSON, as Go's json.Encoder writes it.
     text.push('\n');
     let mut response = Response::from_string(text)
         .with_status_code(StatusCode(status))
@@ -123,6 +157,14 @@ fn respond(rq: Request, answer: Answer) {
     }
     // The client may have gone away; nothing to do about it.
     let _ = rq.respond(response);
+}
+
+/// Answers a request that arrived while the daemon shuts down.
+pub fn unavailable(rq: Request) {
+    respond(
+        rq,
+        Err(ApiError::new(503, "shutting down").details("the daemon is stopping")),
+    );
 }
 
 fn json_header() -> Header {
@@ -148,53 +190,70 @@ fn read_json<T: for<'de> Deserialize<'de>>(rq: &mut Request) -> Result<T, ApiErr
         .map_err(|e| ApiError::new(400, "invalid request body").details(e.to_string()))
 }
 
-fn txid_json(t: crate::ltx::TxId) -> Value {
-    json!(t.0)
+/// One database in `/list`: the seed's fields first, then ours.
+#[derive(Serialize)]
+struct DbSummary {
+    path: String,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_sync_at: Option<String>,
+    replica_url: String,
+    txid: u64,
+    replicated_txid: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica_error: Option<String>,
 }
 
-fn list(ctx: &Ctx) -> Value {
-    let dbs: Vec<Value> = ctx
+#[derive(Serialize)]
+struct ListBody {
+    databases: Vec<DbSummary>,
+}
+
+fn list(ctx: &Ctx) -> ListBody {
+    let databases = ctx
         .daemon
         .store
         .registry()
         .list()
         .into_iter()
-        .map(|v| {
-            let mut o = json!({
-                "path": v.path.display().to_string(),
-                "status": v.status.as_str(),
-                "replica_url": v.replica_url,
-                "txid": txid_json(v.txid),
-                "replicated_txid": txid_json(v.replicated_txid),
-            });
-            if let Some(t) = v.last_sync_at {
-                o["last_sync_at"] = json!(timefmt::rfc3339_nanos(t));
-            }
-            if let Some(e) = v.last_error {
-                o["error"] = json!(e);
-            }
-            if let Some(e) = v.replica_error {
-                o["replica_error"] = json!(e);
-            }
-            o
+        .map(|v| DbSummary {
+            path: v.path.display().to_string(),
+            status: v.status.as_str(),
+            last_sync_at: v.last_sync_at.map(timefmt::rfc3339_nanos),
+            replica_url: v.replica_url,
+            txid: v.txid.0,
+            replicated_txid: v.replicated_txid.0,
+            error: v.last_error,
+            replica_error: v.replica_error,
         })
         .collect();
-    json!({ "databases": dbs })
+    ListBody { databases }
 }
 
-fn info(ctx: &Ctx) -> Value {
+#[derive(Serialize)]
+struct InfoBody {
+    version: &'static str,
+    pid: u32,
+    uptime_seconds: u64,
+    started_at: String,
+    database_count: usize,
+}
+
+fn info(ctx: &Ctx) -> InfoBody {
     let started = ctx.daemon.store.started_at();
     let uptime = SystemTime::now()
         .duration_since(started)
         .unwrap_or_default()
         .as_secs();
-    json!({
-        "version": crate::VERSION,
-        "pid": std::process::id(),
-        "uptime_seconds": uptime,
-        "started_at": timefmt::rfc3339_nanos(started),
-        "database_count": ctx.daemon.store.registry().len(),
-    })
+    InfoBody {
+        version: crate::VERSION,
+        pid: std::process::id(),
+        uptime_seconds: uptime,
+        started_at: timefmt::rfc3339_nanos(started),
+        database_count: ctx.daemon.store.registry().len(),
+    }
 }
 
 fn query_param(query: &str, name: &str) -> Option<String> {
@@ -205,26 +264,23 @@ fn query_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, v)| percent_decode(v))
 }
 
-/// Decodes `%XX` escapes and `+` in a query value.
+/// Decodes `%XX` escapes and `+` in a query value; a `%` not followed by two hex digits is
+/// kept as it is.
 fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
+    let hex = |b: u8| char::from(b).to_digit(16);
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                match u8::from_str_radix(
-                    std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"),
-                    16,
-                ) {
-                    Ok(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 3;
+                    continue;
                 }
-            }
+                _ => out.push(b'%'),
+            },
             b'+' => out.push(b' '),
             b => out.push(b),
         }
@@ -250,6 +306,28 @@ fn not_found(path: &Path) -> ApiError {
     ApiError::new(404, "database not found").details(path.display().to_string())
 }
 
+fn not_open(path: &Path) -> ApiError {
+    ApiError::new(409, "database not open")
+        .details(format!("{} is stopped; start it first", path.display()))
+}
+
+/// A `timeout` field: seconds, more than 0; `default` when absent.
+fn timeout_field(t: Option<f64>, default: f64) -> Result<Duration, ApiError> {
+    let t = t.unwrap_or(default);
+    if !(t.is_finite() && t > 0.0) {
+        return Err(
+            ApiError::new(400, "invalid timeout").details(format!("{t} (want seconds > 0)"))
+        );
+    }
+    Ok(Duration::from_secs_f64(t.min(86_400.0)))
+}
+
+#[derive(Serialize)]
+struct TxidBody {
+    txid: u64,
+    replicated_txid: u64,
+}
+
 fn txid(query: &str, ctx: &Ctx) -> Answer {
     let path = db_path(query_param(query, "path"))?;
     let view = ctx
@@ -258,10 +336,10 @@ fn txid(query: &str, ctx: &Ctx) -> Answer {
         .registry()
         .get(&path)
         .ok_or_else(|| not_found(&path))?;
-    Ok((
-        200,
-        json!({ "txid": txid_json(view.txid), "replicated_txid": txid_json(view.replicated_txid) }),
-    ))
+    ok(&TxidBody {
+        txid: view.txid.0,
+        replicated_txid: view.replicated_txid.0,
+    })
 }
 
 #[derive(Deserialize)]
@@ -270,44 +348,57 @@ struct RegisterRequest {
     replica_url: Option<String>,
 }
 
+#[derive(Serialize)]
+struct StatusBody<'a> {
+    status: &'a str,
+    path: &'a Path,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    txid: Option<u64>,
+}
+
 fn register(rq: RegisterRequest, ctx: &Ctx) -> Answer {
     let path = db_path(rq.path)?;
     let url = rq
         .replica_url
         .filter(|u| !u.is_empty())
         .ok_or_else(|| ApiError::new(400, "replica_url required"))?;
-    match ctx.daemon.register(&path, &url) {
-        Ok(Added::Registered) => Ok((200, json!({"status": "registered", "path": path}))),
-        Ok(Added::AlreadyRegistered) => {
-            Ok((200, json!({"status": "already_registered", "path": path})))
-        }
+    let status = match ctx.daemon.register(&path, &url) {
+        Ok(Added::Registered) => "registered",
+        Ok(Added::AlreadyRegistered) => "already_registered",
         Err(RegisterError::BadRequest(msg, details)) => {
-            Err(ApiError::new(400, msg).details(details))
+            return Err(ApiError::new(400, msg).details(details))
         }
         Err(RegisterError::Internal(e)) => {
-            Err(ApiError::new(500, "register failed").details(format!("{e:#}")))
+            return Err(ApiError::new(500, "register failed").details(format!("{e:#}")))
         }
-    }
+    };
+    ok(&StatusBody {
+        status,
+        path: &path,
+        txid: None,
+    })
 }
 
 #[derive(Deserialize)]
 struct PathRequest {
     path: Option<String>,
+    timeout: Option<f64>,
 }
 
 fn unregister(rq: PathRequest, ctx: &Ctx) -> Answer {
     let path = db_path(rq.path)?;
-    match ctx.daemon.unregister(&path) {
-        Ok(Some(txid)) => Ok((
-            200,
-            json!({"status": "unregistered", "path": path, "txid": txid_json(txid)}),
-        )),
-        Ok(None) => Ok((
-            200,
-            json!({"status": "already_unregistered", "path": path, "txid": 0}),
-        )),
-        Err(e) => Err(ApiError::new(500, "unregister failed").details(format!("{e:#}"))),
-    }
+    let timeout = timeout_field(rq.timeout, crate::daemon::UNREGISTER_TIMEOUT.as_secs_f64())?;
+    let _long = LongRequest::new(&ctx.long_requests);
+    let (status, txid) = match ctx.daemon.unregister(&path, timeout) {
+        Ok(Some(txid)) => ("unregistered", txid.0),
+        Ok(None) => ("already_unregistered", 0),
+        Err(e) => return Err(ApiError::new(500, "unregister failed").details(format!("{e:#}"))),
+    };
+    ok(&StatusBody {
+        status,
+        path: &path,
+        txid: Some(txid),
+    })
 }
 
 #[derive(Deserialize)]
@@ -316,6 +407,15 @@ struct SyncRequest {
     #[serde(default)]
     wait: bool,
     timeout: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct SyncBody<'a> {
+    status: &'static str,
+    path: &'a Path,
+    txid: u64,
+    replicated_txid: u64,
+    duration_ms: u64,
 }
 
 /// Counts a long request for as long as it lives (see `server.rs`).
@@ -334,62 +434,81 @@ impl Drop for LongRequest<'_> {
     }
 }
 
-fn sync(rq: SyncRequest, ctx: &Ctx) -> Answer {
-    let path = db_path(rq.path)?;
-    let timeout = rq.timeout.unwrap_or(DEFAULT_SYNC_TIMEOUT);
-    if !(timeout.is_finite() && timeout > 0.0) {
-        return Err(
-            ApiError::new(400, "invalid timeout").details(format!("{timeout} (want seconds > 0)"))
-        );
+/// The database thread's message for a sync of a stopped database (db.rs).
+const STOPPED_MESSAGE: &str = "database is stopped; start it first";
+
+/// Asks the database thread for a sync pass and waits for its answer (bounded by `timeout`).
+fn run_sync(ctx: &Ctx, path: &Path, wait: bool, timeout: Duration) -> Result<SyncReply, ApiError> {
+    let registry = ctx.daemon.store.registry();
+    let view = registry.get(path).ok_or_else(|| not_found(path))?;
+    if view.status == DbStatus::Stopped {
+        return Err(not_open(path));
     }
-    let timeout = Duration::from_secs_f64(timeout.min(86_400.0));
-    let ctl = ctx
-        .daemon
-        .store
-        .registry()
-        .ctl(&path)
-        .ok_or_else(|| not_found(&path))?;
-    let _long = rq.wait.then(|| LongRequest::new(&ctx.long_requests));
+    let ctl = registry.ctl(path).ok_or_else(|| not_found(path))?;
     let (tx, rx) = bounded(1);
-    let started = Instant::now();
-    ctl.send(DbCommand::Sync {
-        wait: rq.wait,
-        reply: tx,
-    })
-    .map_err(|_| not_found(&path))?;
+    ctl.send(DbCommand::Sync { wait, reply: tx })
+        .map_err(|_| not_found(path))?;
     match rx.recv_timeout(timeout) {
-        Ok(Ok(r)) => {
-            let mut body = json!({
-                "status": r.status.as_str(),
-                "path": path,
-                "txid": txid_json(r.txid),
-                "replicated_txid": txid_json(r.replicated_txid),
-            });
-            body["duration_ms"] = json!(started.elapsed().as_millis() as u64);
-            debug_assert!(rq.wait || r.status != SyncStatus::Synced);
-            Ok((200, body))
-        }
-        Ok(Err(msg)) => Err(ApiError::new(500, "sync failed").details(msg)),
+        Ok(Ok(r)) => Ok(r),
+        Ok(Err(msg)) if msg == STOPPED_MESSAGE => Err(not_open(path)),
+        Ok(Err(msg)) => Err(ApiError::new(500, "sync database").details(msg)),
         Err(RecvTimeoutError::Timeout) => {
-            let view = ctx.daemon.store.registry().get(&path);
+            let view = registry.get(path);
             let (t, r) = view.map_or((0, 0), |v| (v.txid.0, v.replicated_txid.0));
+            let what = if wait {
+                format!("the replica has not confirmed txid {t} (replicated_txid {r})")
+            } else {
+                "the database thread has not finished its sync pass".to_string()
+            };
             Err(ApiError::new(503, "sync timed out").details(format!(
-                "the replica has not confirmed txid {t} within {:?} (replicated_txid {r})",
-                timeout
+                "{what} within {}",
+                humantime::format_duration(timeout)
             )))
         }
-        Err(RecvTimeoutError::Disconnected) => Err(not_found(&path)),
+        Err(RecvTimeoutError::Disconnected) => Err(not_found(path)),
     }
 }
 
+fn sync(rq: SyncRequest, ctx: &Ctx) -> Answer {
+    let path = db_path(rq.path)?;
+    let timeout = timeout_field(rq.timeout, DEFAULT_SYNC_TIMEOUT)?;
+    let _long = rq.wait.then(|| LongRequest::new(&ctx.long_requests));
+    let started = Instant::now();
+    let r = run_sync(ctx, &path, rq.wait, timeout)?;
+    ok(&SyncBody {
+        status: r.status.as_str(),
+        path: &path,
+        txid: r.txid.0,
+        replicated_txid: r.replicated_txid.0,
+        duration_ms: started.elapsed().as_millis() as u64,
+    })
+}
+
+/// `/start` resumes a stopped database. `/stop` syncs once more and waits for the replica
+/// (bounded by `timeout`, default 30 s, as Litestream's "stop always waits for shutdown and
+/// final sync"), then releases the database; it stays registered.
 fn start_stop(rq: PathRequest, ctx: &Ctx, start: bool) -> Answer {
     let path = db_path(rq.path)?;
-    let ctl = ctx
-        .daemon
-        .store
-        .registry()
-        .ctl(&path)
-        .ok_or_else(|| not_found(&path))?;
+    let timeout = timeout_field(rq.timeout, 30.0)?;
+    let deadline = Instant::now() + timeout;
+    let registry = ctx.daemon.store.registry();
+    let view = registry.get(&path).ok_or_else(|| not_found(&path))?;
+    let _long = LongRequest::new(&ctx.long_requests);
+    if !start && view.status != DbStatus::Stopped {
+        match run_sync(ctx, &path, true, timeout) {
+            Ok(_) => {}
+            Err(e) if e.status == 404 => return Err(e),
+            // Stop anyway: the spool keeps what the replica has not confirmed, and a later
+            // start uploads it.
+            Err(e) => log::warn!(
+                "db={}: stop: final sync did not complete: {}: {}",
+                path.display(),
+                e.error,
+                e.details.as_deref().unwrap_or("")
+            ),
+        }
+    }
+    let ctl = registry.ctl(&path).ok_or_else(|| not_found(&path))?;
     let (tx, rx) = bounded(1);
     let cmd = if start {
         DbCommand::Resume { reply: tx }
@@ -397,25 +516,25 @@ fn start_stop(rq: PathRequest, ctx: &Ctx, start: bool) -> Answer {
         DbCommand::Pause { reply: tx }
     };
     ctl.send(cmd).map_err(|_| not_found(&path))?;
-    let changed = rx
-        .recv_timeout(Duration::from_secs(30))
-        .map_err(|_| ApiError::new(503, "database thread did not answer"))?;
+    let wait = deadline
+        .saturating_duration_since(Instant::now())
+        .max(Duration::from_secs(1));
+    let changed = rx.recv_timeout(wait).map_err(|_| {
+        ApiError::new(503, "database thread did not answer")
+            .details(format!("within {}", humantime::format_duration(timeout)))
+    })?;
     let status = match (start, changed) {
         (true, true) => "started",
         (true, false) => "already_running",
         (false, true) => "stopped",
         (false, false) => "already_stopped",
     };
-    if let Err(e) = ctx.daemon.save_registrations() {
-        log::warn!("ipc: {e:#}");
-    }
-    let txid = ctx
-        .daemon
-        .store
-        .registry()
-        .get(&path)
-        .map_or(0, |v| v.txid.0);
-    Ok((200, json!({"status": status, "path": path, "txid": txid})))
+    let txid = registry.get(&path).map_or(0, |v| v.txid.0);
+    ok(&StatusBody {
+        status,
+        path: &path,
+        txid: Some(txid),
+    })
 }
 
 /// `GET /events`: newline-delimited JSON, one chunk per event, flushed as it happens.

@@ -3,13 +3,14 @@
 //! never holds up the others.
 
 use std::io;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
@@ -116,7 +117,12 @@ pub struct Listener {
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
     socket_path: Option<PathBuf>,
+    local_addr: Option<SocketAddr>,
+    in_flight: Arc<AtomicUsize>,
 }
+
+/// How long shutdown waits for open requests (event streams ending, waited syncs answering).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl Listener {
     /// Serves on a bound Unix socket at `path`.
@@ -124,53 +130,91 @@ impl Listener {
         let server = tiny_http::Server::from_listener(listener, None)
             .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
         let kick = Kick::Unix(path.to_path_buf());
-        Self::start(server, Some(path.to_path_buf()), kick, ctx)
+        Self::start(server, Some(path.to_path_buf()), None, kick, ctx)
     }
 
-    /// Serves on a TCP address (`addr:` in the config).
+    /// Serves on a TCP address (`addr:` in the config). Go's `:PORT` form means every
+    /// interface, as in Litestream.
     pub fn tcp(addr: &str, ctx: Arc<Ctx>) -> Result<Listener> {
+        let bind = if addr.starts_with(':') {
+            format!("0.0.0.0{addr}")
+        } else {
+            addr.to_string()
+        };
         let listener =
-            std::net::TcpListener::bind(addr).with_context(|| format!("listen on {addr}"))?;
+            std::net::TcpListener::bind(&bind).with_context(|| format!("listen on {addr}"))?;
         let local = listener.local_addr()?;
         let server = tiny_http::Server::from_listener(listener, None)
             .map_err(|e| anyhow::anyhow!("{addr}: {e}"))?;
-        Self::start(server, None, Kick::Tcp(local), ctx)
+        // Kicks go to the loopback address when the listener is on every interface.
+        let mut target = local;
+        if target.ip().is_unspecified() {
+            target.set_ip(match target {
+                SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+                SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+            });
+        }
+        Self::start(server, None, Some(local), Kick::Tcp(target), ctx)
     }
 
     fn start(
         server: tiny_http::Server,
         socket_path: Option<PathBuf>,
+        local_addr: Option<SocketAddr>,
         kick: Kick,
         ctx: Arc<Ctx>,
     ) -> Result<Listener> {
         let server = Arc::new(server);
         let stop = Arc::new(AtomicBool::new(false));
+        let in_flight = Arc::new(AtomicUsize::new(0));
         let accept = {
-            let (server, stop, ctx) = (server.clone(), stop.clone(), ctx.clone());
+            let (server, stop, ctx, in_flight) =
+                (server.clone(), stop.clone(), ctx.clone(), in_flight.clone());
             thread::Builder::new()
                 .name("ipc".into())
-                .spawn(move || serve(&server, &stop, ctx))?
+                .spawn(move || serve(&server, &stop, ctx, &in_flight))?
         };
         let kicker = {
             let (stop, busy) = (stop.clone(), ctx.long_requests.clone());
             thread::Builder::new()
                 .name("ipc-kick".into())
-                .spawn(move || kick_while_busy(&kick, &stop, &busy))?
+                .spawn(move || kick_forever(&kick, &stop, &busy))?
         };
         Ok(Listener {
             server,
             stop,
             threads: vec![accept, kicker],
             socket_path,
+            local_addr,
+            in_flight,
         })
     }
 
-    /// Stops accepting, and removes the socket file.
-    pub fn shutdown(self) {
+    /// The bound TCP address (for `addr: 127.0.0.1:0`), `None` for the Unix socket.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        self.local_addr
+    }
+
+    /// Stops taking new requests; those already running go on (see [`Listener::shutdown`]).
+    pub fn stop_accepting(&self) {
         self.stop.store(true, Ordering::SeqCst);
         self.server.unblock();
+    }
+
+    /// Stops accepting, waits (bounded) for running requests to finish, such as event streams
+    /// writing their final chunk once the event hub is closed, and removes the socket file.
+    pub fn shutdown(self) {
+        self.stop_accepting();
         for t in self.threads {
             let _ = t.join();
+        }
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        while self.in_flight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(5));
+        }
+        let left = self.in_flight.load(Ordering::SeqCst);
+        if left > 0 {
+            log::warn!("ipc: {left} request(s) still running at shutdown; abandoning them");
         }
         if let Some(p) = &self.socket_path {
             let _ = std::fs::remove_file(p);
@@ -178,14 +222,44 @@ impl Listener {
     }
 }
 
-fn serve(server: &tiny_http::Server, stop: &AtomicBool, ctx: Arc<Ctx>) {
+/// Counts a running request thread for as long as it lives.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(counter: &Arc<AtomicUsize>) -> InFlight {
+        counter.fetch_add(1, Ordering::SeqCst);
+        InFlight(counter.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+fn serve(
+    server: &tiny_http::Server,
+    stop: &AtomicBool,
+    ctx: Arc<Ctx>,
+    in_flight: &Arc<AtomicUsize>,
+) {
     while !stop.load(Ordering::SeqCst) {
         match server.recv() {
             Ok(rq) => {
+                if stop.load(Ordering::SeqCst) {
+                    // Shutting down: answer rather than start something new.
+                    handlers::unavailable(rq);
+                    return;
+                }
                 let ctx = ctx.clone();
+                let guard = InFlight::new(in_flight);
                 if let Err(e) = thread::Builder::new()
                     .name("ipc-req".into())
-                    .spawn(move || handlers::handle(rq, &ctx))
+                    .spawn(move || {
+                        let _guard = guard;
+                        handlers::handle(rq, &ctx)
+                    })
                 {
                     log::error!("ipc: cannot start a request thread: {e}");
                 }
@@ -203,22 +277,31 @@ fn serve(server: &tiny_http::Server, stop: &AtomicBool, ctx: Arc<Ctx>) {
 /// How to open a throwaway connection to our own listener.
 enum Kick {
     Unix(PathBuf),
-    Tcp(std::net::SocketAddr),
+    Tcp(SocketAddr),
 }
 
-/// Works around tiny_http 0.12's connection pool, which can leave accepted connections queued
-/// with no thread to run them when several arrive at once while its threads are busy with
-/// long-lived connections (`/events` streams, waited `/sync`s): its idle-thread count is
-/// stale until the woken thread runs. Each extra connection that finds no idle thread makes
-/// the pool spawn one, and that thread drains the queue after its own (empty) connection. So
-/// while long requests are open, a throwaway connection every 50 ms rescues stuck ones; when
-/// none are open every connection is short and the pool drains on its own, so nothing runs.
-fn kick_while_busy(kick: &Kick, stop: &AtomicBool, busy: &AtomicUsize) {
+/// Works around tiny_http 0.12's connection pool, which can leave an accepted connection
+/// queued with no thread to run it. Its pool counts a thread woken for a connection as idle
+/// until that thread actually runs, so when several connections arrive at once, some are
+/// queued for threads that then pick up connections that last: `/events` streams, waited
+/// `/sync`s, CPU profiles, or a client that stalls halfway through its request (the pool
+/// thread reading it blocks; tiny_http has no read timeout and gives no access to the socket).
+/// The queued connection then waits for the next connection to arrive: a new connection that
+/// finds no idle thread makes the pool spawn one, which drains the queue after its own.
+///
+/// So a throwaway connection is opened periodically: every 50 ms while long requests are
+/// open, every 200 ms otherwise (a stalled client cannot be seen from here). It costs a
+/// connect and an accept, and bounds how long any connection can be stranded.
+fn kick_forever(kick: &Kick, stop: &AtomicBool, busy: &AtomicUsize) {
+    let mut since_last = Duration::ZERO;
     while !stop.load(Ordering::SeqCst) {
-        thread::sleep(Duration::from_millis(50));
-        if busy.load(Ordering::SeqCst) == 0 {
+        let tick = Duration::from_millis(50);
+        thread::sleep(tick);
+        since_last += tick;
+        if busy.load(Ordering::SeqCst) == 0 && since_last < Duration::from_millis(200) {
             continue;
         }
+        since_last = Duration::ZERO;
         let _ = match kick {
             Kick::Unix(p) => UnixStream::connect(p).map(drop),
             Kick::Tcp(a) => {
