@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::ltx::{Checksum, TxId};
 use crate::timefmt;
@@ -49,27 +49,33 @@ impl Event {
         }
     }
 
-    /// The event as one line of JSON, without the newline. Field names as the seed: `txID`,
-    /// `postApplyChecksum`, `pageSize`, `isPrimary`; `db` is the file name, `path` ours.
+    /// The event as one line of JSON, without the newline, with the seed's field names in the
+    /// seed's order: `type`, `db`, `data` (`txID`, `postApplyChecksum`, `pageSize`, `commit`,
+    /// `timestamp`); `path` (and the `replicated` event) are ours.
     pub fn to_json(&self) -> String {
-        let role = |is_primary: bool, hostname: &Option<String>| {
-            let mut data = json!({ "isPrimary": is_primary });
-            if let Some(h) = hostname {
-                data["hostname"] = json!(h);
-            }
-            data
-        };
-        let value = match self {
+        let line = match self {
             Event::Init {
                 is_primary,
                 hostname,
-            } => json!({"type": "init", "data": role(*is_primary, hostname)}),
+            } => Line {
+                kind: "init",
+                db: None,
+                data: Data::Role {
+                    is_primary: *is_primary,
+                    hostname: hostname.as_deref(),
+                },
+            },
             Event::PrimaryChange {
                 is_primary,
                 hostname,
-            } => {
-                json!({"type": "primaryChange", "data": role(*is_primary, hostname)})
-            }
+            } => Line {
+                kind: "primaryChange",
+                db: None,
+                data: Data::Role {
+                    is_primary: *is_primary,
+                    hostname: hostname.as_deref(),
+                },
+            },
             Event::Tx {
                 path,
                 txid,
@@ -77,26 +83,66 @@ impl Event {
                 page_size,
                 commit,
                 timestamp_ms,
-            } => json!({
-                "type": "tx",
-                "db": file_name(path),
-                "data": {
-                    "txID": txid.to_string(),
-                    "postApplyChecksum": post_apply_checksum.to_string(),
-                    "pageSize": page_size,
-                    "commit": commit,
-                    "timestamp": timefmt::rfc3339_ms(*timestamp_ms),
-                    "path": path.display().to_string(),
-                }
-            }),
-            Event::Replicated { path, txid } => json!({
-                "type": "replicated",
-                "db": file_name(path),
-                "data": { "txID": txid.to_string(), "path": path.display().to_string() }
-            }),
+            } => Line {
+                kind: "tx",
+                db: Some(file_name(path)),
+                data: Data::Tx {
+                    tx_id: txid.to_string(),
+                    post_apply_checksum: post_apply_checksum.to_string(),
+                    page_size: *page_size,
+                    commit: *commit,
+                    timestamp: timefmt::rfc3339_ms(*timestamp_ms),
+                    path: path.display().to_string(),
+                },
+            },
+            Event::Replicated { path, txid } => Line {
+                kind: "replicated",
+                db: Some(file_name(path)),
+                data: Data::Replicated {
+                    tx_id: txid.to_string(),
+                    path: path.display().to_string(),
+                },
+            },
         };
-        value.to_string()
+        serde_json::to_string(&line).expect("event lines serialise")
     }
+}
+
+/// One line of the stream, in the seed's field order.
+#[derive(Serialize)]
+struct Line<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    db: Option<String>,
+    data: Data<'a>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Data<'a> {
+    Role {
+        #[serde(rename = "isPrimary")]
+        is_primary: bool,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        hostname: Option<&'a str>,
+    },
+    Tx {
+        #[serde(rename = "txID")]
+        tx_id: String,
+        #[serde(rename = "postApplyChecksum")]
+        post_apply_checksum: String,
+        #[serde(rename = "pageSize")]
+        page_size: u32,
+        commit: u32,
+        timestamp: String,
+        path: String,
+    },
+    Replicated {
+        #[serde(rename = "txID")]
+        tx_id: String,
+        path: String,
+    },
 }
 
 fn file_name(path: &Path) -> String {
@@ -188,6 +234,7 @@ impl EventHub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn tx(path: &str, txid: u64) -> Event {
         Event::Tx {
@@ -208,7 +255,12 @@ mod tests {
                 hostname: None
             }
             .to_json(),
-            r#"{"data":{"isPrimary":true},"type":"init"}"#
+            r#"{"type":"init","data":{"isPrimary":true}}"#
+        );
+        // The seed's example line, byte for byte (plus our `path`).
+        assert_eq!(
+            tx("/data/db", 0x27).to_json(),
+            r#"{"type":"tx","db":"db","data":{"txID":"0000000000000027","postApplyChecksum":"83b05248774ce767","pageSize":4096,"commit":2,"timestamp":"2023-09-06T19:12:34.985Z","path":"/data/db"}}"#
         );
         let v: serde_json::Value = serde_json::from_str(&tx("/data/db", 0x27).to_json()).unwrap();
         assert_eq!(

@@ -119,6 +119,12 @@ struct SyncOutput<'a> {
 }
 
 #[derive(Serialize)]
+struct TxidOutput {
+    txid: u64,
+    replicated_txid: u64,
+}
+
+#[derive(Serialize)]
 struct StartStopOutput<'a> {
     status: &'a str,
     db_path: &'a Path,
@@ -508,7 +514,10 @@ pub fn txid(a: TxidArgs) -> Result<i32> {
         "txid",
     )?;
     if a.json {
-        super::print_json(&body);
+        print_ordered(&TxidOutput {
+            txid: u64_field(&body, "txid"),
+            replicated_txid: u64_field(&body, "replicated_txid"),
+        });
     } else {
         println!("txid: {}", u64_field(&body, "txid"));
         println!("replicated_txid: {}", u64_field(&body, "replicated_txid"));

@@ -479,3 +479,176 @@ pub fn assert_same_ids(got: &[i64], want: &[i64], what: &str) {
         want.len()
     );
 }
+
+/// A byte stream an event stream can be read from (Unix socket or TCP).
+pub trait Conn: Read + Write + Send {
+    fn set_timeout(&self, t: Option<Duration>);
+}
+
+impl Conn for UnixStream {
+    fn set_timeout(&self, t: Option<Duration>) {
+        self.set_read_timeout(t).unwrap();
+    }
+}
+
+impl Conn for std::net::TcpStream {
+    fn set_timeout(&self, t: Option<Duration>) {
+        self.set_read_timeout(t).unwrap();
+    }
+}
+
+/// How an event stream ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamEnd {
+    /// The chunked terminator (`0\r\n\r\n`) arrived: the server ended the stream properly.
+    Terminated,
+    /// The connection closed without the terminator.
+    Closed,
+}
+
+/// `GET /events` read chunk by chunk (each chunk holds one event line, or a blank heartbeat),
+/// telling a proper end of stream from a dropped connection.
+pub struct EventStream {
+    reader: BufReader<Box<dyn Conn>>,
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pending: std::collections::VecDeque<String>,
+    pub end: Option<StreamEnd>,
+}
+
+impl EventStream {
+    /// Opens `path` (e.g. `/events?db=...`) on a Unix socket.
+    pub fn unix(socket: &Path, path: &str) -> EventStream {
+        Self::open(Box::new(UnixStream::connect(socket).unwrap()), path)
+    }
+
+    /// Opens `path` on a TCP address.
+    pub fn tcp(addr: &str, path: &str) -> EventStream {
+        Self::open(Box::new(std::net::TcpStream::connect(addr).unwrap()), path)
+    }
+
+    fn open(mut conn: Box<dyn Conn>, path: &str) -> EventStream {
+        conn.set_timeout(Some(Duration::from_secs(30)));
+        write!(conn, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+        let mut reader = BufReader::new(conn);
+        let mut status = 0;
+        let mut headers = vec![];
+        loop {
+            let mut line = String::new();
+            reader.read_line(&mut line).unwrap();
+            let line = line.trim_end().to_string();
+            if status == 0 {
+                status = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+            } else if line.is_empty() {
+                break;
+            } else if let Some((k, v)) = line.split_once(':') {
+                headers.push((k.trim().to_string(), v.trim().to_string()));
+            }
+        }
+        EventStream {
+            reader,
+            status,
+            headers,
+            pending: Default::default(),
+            end: None,
+        }
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Sets how long one read may block (panicking past it).
+    pub fn set_timeout(&self, t: Duration) {
+        self.reader.get_ref().set_timeout(Some(t));
+    }
+
+    /// The next event line (`None` once the stream ended; `end` says how). Panics when no
+    /// byte arrives within the read timeout.
+    pub fn next_line(&mut self) -> Option<String> {
+        loop {
+            if let Some(l) = self.pending.pop_front() {
+                return Some(l);
+            }
+            if self.end.is_some() {
+                return None;
+            }
+            let mut size = String::new();
+            match self.reader.read_line(&mut size) {
+                Ok(0) => {
+                    self.end = Some(StreamEnd::Closed);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    self.end = Some(StreamEnd::Closed);
+                    continue;
+                }
+                Err(e) => panic!("event stream read failed: {e}"),
+            }
+            let n = usize::from_str_radix(size.trim(), 16)
+                .unwrap_or_else(|_| panic!("bad chunk size line {size:?}"));
+            let mut data = vec![0u8; n + 2];
+            if self.reader.read_exact(&mut data).is_err() {
+                self.end = Some(StreamEnd::Closed);
+                continue;
+            }
+            assert_eq!(&data[n..], b"\r\n", "chunk not followed by CRLF");
+            if n == 0 {
+                self.end = Some(StreamEnd::Terminated);
+                continue;
+            }
+            let text = String::from_utf8(data[..n].to_vec()).unwrap();
+            assert!(text.ends_with('\n'), "chunk is not whole lines: {text:?}");
+            self.pending.extend(
+                text.lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(str::to_string),
+            );
+        }
+    }
+
+    /// The next event as JSON.
+    pub fn next_event(&mut self) -> Option<Value> {
+        self.next_line().map(|l| {
+            serde_json::from_str(&l).unwrap_or_else(|e| panic!("event is not JSON ({e}): {l:?}"))
+        })
+    }
+
+    /// Reads events until `pred` matches one (returned) or the stream ends (panics).
+    pub fn until(&mut self, what: &str, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        loop {
+            match self.next_event() {
+                Some(e) if pred(&e) => return e,
+                Some(_) => {}
+                None => panic!("stream ended ({:?}) before {what}", self.end),
+            }
+        }
+    }
+}
+
+/// The daemon's pid.
+pub fn pid_of(d: &Daemon) -> u32 {
+    d.child.id()
+}
+
+/// A daemon with its stdout/stderr, started from a config without waiting for the socket
+/// (for daemons that are expected to fail or to run without a socket).
+pub fn spawn_daemon(config: &Path) -> (Child, PathBuf) {
+    let log = config
+        .parent()
+        .unwrap()
+        .join(format!("daemon-{:016x}.log", rand_u64()));
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(bin())
+        .args(["replicate", "-config"])
+        .arg(config)
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .spawn()
+        .unwrap();
+    (child, log)
+}
