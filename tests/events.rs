@@ -179,8 +179,10 @@ fn tx_events_match_txid_the_replica_and_restored_checksums() {
     );
     let d = Daemon::start(&config);
     let addr = tcp_addr(&d);
+    // The first sync and its upload are over before anyone subscribes: every stream then
+    // sees the same events.
     for db in [&app, &other] {
-        wait_until(WAIT, "the first sync", || txid_of(&d, db) >= 1);
+        d.sync_wait(db);
     }
 
     let app_path = app.display().to_string();
@@ -322,7 +324,7 @@ fn a_subscriber_that_never_reads_is_cut_off_while_replication_and_others_go_on()
         "",
     );
     let d = Daemon::start(&config);
-    wait_until(WAIT, "the first sync", || txid_of(&d, &db) >= 1);
+    d.sync_wait(&db);
 
     let slow = subscribe(|| EventStream::unix(&d.socket, "/events"));
     let fast = subscribe(|| EventStream::unix(&d.socket, "/events"));
@@ -395,7 +397,7 @@ fn a_hundred_subscribers_at_once_all_get_init_and_events() {
         "",
     );
     let d = Daemon::start(&config);
-    wait_until(WAIT, "the first sync", || txid_of(&d, &db) >= 1);
+    d.sync_wait(&db);
     let n = 100;
     let barrier = Arc::new(Barrier::new(n + 1));
     let (init_tx, init_rx) = crossbeam_channel::unbounded();
@@ -451,7 +453,7 @@ fn shutdown_ends_every_stream_cleanly() {
     );
     let d = Daemon::start(&config);
     let addr = tcp_addr(&d);
-    wait_until(WAIT, "the first sync", || txid_of(&d, &db) >= 1);
+    d.sync_wait(&db);
     let filter = format!("/events?db={}", db.display());
     let mut streams = vec![
         subscribe(|| EventStream::unix(&d.socket, "/events")),
@@ -505,7 +507,8 @@ fn events_cli_prints_the_stream_and_exits_when_the_daemon_stops() {
         "",
     );
     let d = Daemon::start(&config);
-    wait_until(WAIT, "the first sync", || txid_of(&d, &db) >= 1);
+    d.sync_wait(&db);
+    d.sync_wait(&other);
     let mut child = Command::new(bin())
         .current_dir(dir.dir.path())
         .args(["events", "-socket"])

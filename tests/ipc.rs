@@ -428,8 +428,18 @@ fn bodies_over_one_mib_are_refused_and_absurd_lengths_do_not_crash() {
         sent += chunk.len();
     }
     let _ = s.write_all(b"0\r\n\r\n");
+    // The daemon answers without reading the rest, and closes: the answer may be followed by
+    // a reset rather than an end of file (the unread body), as curl would see it too.
     let mut raw = vec![];
-    s.read_to_end(&mut raw).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
+            Err(e) => panic!("{e}"),
+        }
+    }
     assert_answer(&parse_response(&raw), 413, too_large);
     // Exactly at the limit is read (and then refused for what it says, not for its size).
     let pad = (1 << 20) - r#"{"path":"/nope.db","pad":""}"#.len();
