@@ -706,12 +706,14 @@ fn socket_permissions_and_a_disabled_socket() {
     assert_eq!(get(&d, "/list").status, 200);
     assert_eq!(d.terminate(), 0);
 
-    // Off: the daemon replicates, and no socket appears.
-    let config = write_config(dir.dir.path(), &[(&db, &url)], "", "  enabled: false\n");
+    // Off: the daemon replicates (to a new replica, so its first file tells it is up and
+    // its signal handlers are installed), and no socket appears.
+    let fresh = file_url(&dir.path("replica-fresh"));
+    let config = write_config(dir.dir.path(), &[(&db, &fresh)], "", "  enabled: false\n");
     let (mut child, log) = spawn_daemon(&config);
     insert(&db);
     wait_until(WAIT, "replication without a socket", || {
-        dir.path("replica/ltx/0")
+        dir.path("replica-fresh/ltx/0")
             .read_dir()
             .is_ok_and(|mut d| d.next().is_some())
     });
