@@ -455,14 +455,16 @@ impl DbThread {
         let frames = offset.saturating_sub(WAL_HEADER_SIZE) / header.frame_size();
         let opts = &self.st.opts;
         let since = self.st.last_checkpoint.elapsed();
-        let due = self.st.synced_since_checkpoint
-            || (self.st.checkpoint_incomplete && since >= opts.checkpoint_interval);
+        // `checkpoint-interval: 0` turns the time-based checkpoint off.
+        let interval_due = !opts.checkpoint_interval.is_zero() && since >= opts.checkpoint_interval;
+        let due =
+            self.st.synced_since_checkpoint || (self.st.checkpoint_incomplete && interval_due);
         if !due {
             return Ok(());
         }
         let mode = if frames >= opts.truncate_page_n {
             CheckpointMode::Truncate
-        } else if frames >= opts.min_checkpoint_page_count || since >= opts.checkpoint_interval {
+        } else if frames >= opts.min_checkpoint_page_count || interval_due {
             CheckpointMode::Passive
         } else {
             return Ok(());

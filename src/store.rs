@@ -151,9 +151,18 @@ impl Store {
                 deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(5),
             );
         }
+        // A thread that did not answer by now is stuck in I/O (a hung NFS mount, say): leave it
+        // to the process exit rather than hang the shutdown past the deadline.
         let threads: Vec<_> = self.lock_threads().drain().collect();
-        for (_, t) in threads {
-            let _ = t.join();
+        for (path, t) in threads {
+            if t.is_finished() {
+                let _ = t.join();
+            } else {
+                log::warn!(
+                    "db={}: did not stop within the shutdown timeout; abandoning it",
+                    path.display()
+                );
+            }
         }
         self.events.close_all();
         // Uploader threads are idle once every database thread has finished; an upload still

@@ -194,7 +194,7 @@ pub struct RegisterArgs {
     #[argh(option)]
     replica: Option<String>,
     /// database path
-    #[argh(positional, greedy)]
+    #[argh(positional, greedy, arg_name = "DB_PATH")]
     path: Vec<String>,
 }
 
@@ -215,7 +215,7 @@ pub struct UnregisterArgs {
     #[argh(switch)]
     dry_run: bool,
     /// database path
-    #[argh(positional, greedy)]
+    #[argh(positional, greedy, arg_name = "DB_PATH")]
     path: Vec<String>,
 }
 
@@ -236,7 +236,7 @@ pub struct SyncArgs {
     #[argh(switch)]
     wait: bool,
     /// database path
-    #[argh(positional, greedy)]
+    #[argh(positional, greedy, arg_name = "DB_PATH")]
     path: Vec<String>,
 }
 
@@ -254,7 +254,7 @@ pub struct StartArgs {
     #[argh(option, default = "30.0")]
     timeout: f64,
     /// database path
-    #[argh(positional, greedy)]
+    #[argh(positional, greedy, arg_name = "DB_PATH")]
     path: Vec<String>,
 }
 
@@ -272,7 +272,7 @@ pub struct StopArgs {
     #[argh(option, default = "30.0")]
     timeout: f64,
     /// database path
-    #[argh(positional, greedy)]
+    #[argh(positional, greedy, arg_name = "DB_PATH")]
     path: Vec<String>,
 }
 
@@ -290,7 +290,7 @@ pub struct TxidArgs {
     #[argh(option, default = "10.0")]
     timeout: f64,
     /// database path
-    #[argh(positional, greedy)]
+    #[argh(positional, greedy, arg_name = "DB_PATH")]
     path: Vec<String>,
 }
 

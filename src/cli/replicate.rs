@@ -43,7 +43,7 @@ pub struct Args {
     #[argh(switch)]
     restore_if_db_not_exists: bool,
     /// DB_PATH REPLICA_URL (instead of a config file)
-    #[argh(positional, greedy)]
+    #[argh(positional, greedy, arg_name = "DB_PATH REPLICA_URL")]
     args: Vec<String>,
 }
 
@@ -132,13 +132,23 @@ pub fn run(args: Args) -> Result<i32> {
         listeners.push(Listener::unix(l, p, ctx)?);
         log::info!("msg=\"control socket listening\" path={}", p.display());
     }
-    if let Some(addr) = &config.addr {
+    if let Some(addr) = config.addr.as_ref().filter(|_| !args.once) {
         let ctx = Arc::new(Ctx {
             daemon: daemon.clone(),
             long_requests,
             control: false,
         });
-        let l = Listener::tcp(addr, ctx)?;
+        let l = match Listener::tcp(addr, ctx) {
+            Ok(l) => l,
+            Err(e) => {
+                // Leave nothing behind: the socket file goes with its listener.
+                for l in listeners {
+                    l.shutdown();
+                }
+                daemon.store.shutdown(Duration::ZERO);
+                return Err(e);
+            }
+        };
         let bound = l
             .local_addr()
             .map_or_else(|| addr.clone(), |a| a.to_string());

@@ -20,7 +20,7 @@ pub struct Args {
     #[argh(switch)]
     dry_run: bool,
     /// database path
-    #[argh(positional, greedy)]
+    #[argh(positional, greedy, arg_name = "DB_PATH")]
     path: Vec<String>,
 }
 

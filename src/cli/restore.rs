@@ -49,7 +49,7 @@ pub struct Args {
     #[argh(switch)]
     json: bool,
     /// DB_PATH or REPLICA_URL
-    #[argh(positional, greedy)]
+    #[argh(positional, greedy, arg_name = "DB_PATH|REPLICA_URL")]
     target: Vec<String>,
 }
 

@@ -22,7 +22,7 @@ pub struct Args {
     #[argh(switch)]
     no_expand_env: bool,
     /// show only this database
-    #[argh(positional, greedy)]
+    #[argh(positional, greedy, arg_name = "DB_PATH")]
     path: Vec<String>,
 }
 

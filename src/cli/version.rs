@@ -7,7 +7,7 @@ use argh::FromArgs;
 /// Prints the version.
 #[argh(subcommand, name = "version")]
 pub struct Args {
-    /// print build details (target, profile) as well
+    /// also print the Litestream version this build is compatible with and the OS/arch
     #[argh(switch)]
     verbose: bool,
 }

@@ -104,6 +104,13 @@ pub fn handle(mut rq: Request, ctx: &Ctx) {
         return stream_events(rq, &query, ctx);
     }
     if let Some(rest) = path.strip_prefix("/debug/pprof") {
+        if !ctx.control {
+            // Profiles reveal the command line and cost CPU: only for the 0600 control socket,
+            // never for an `addr:` that may listen on every interface.
+            let e = ApiError::new(404, "not found")
+                .details(format!("{path} is only served on the control socket"));
+            return respond(rq, Err(e));
+        }
         return super::pprof::handle(rq, rest, &query, ctx);
     }
     let answer = route(&mut rq, &method, &path, &query, ctx);
