@@ -123,7 +123,11 @@ fn reference_workload_loses_nothing() {
     restore(&replica, &out, &[]);
     assert_eq!(integrity(&out), "ok");
     assert_same_ids(&ids(&out), &source, "our restore");
-    eprintln!("reference workload: {} rows written, {} restored, 0 missing", source.len(), ids(&out).len());
+    eprintln!(
+        "reference workload: {} rows written, {} restored, 0 missing",
+        source.len(),
+        ids(&out).len()
+    );
     assert_eq!(daemon.terminate(), 0);
 }
 

@@ -1,155 +1,35 @@
-//! One database being replicated: its thread, its sync loop and its position.
-//!
-//! Each pass (every `monitor-interval`, or on `/sync`) takes a new read lock before releasing
-//! the old one, reads the WAL from the last position to the last commit frame, and writes the
-//! pages those transactions changed as one L0 LTX file into the spool, which the uploader pool
-//! then copies to the replica. The running database checksum (8 bytes per page) goes into
-//! every file, so a restore can prove it rebuilt exactly this database.
-//!
-//! When the position cannot be trusted (first start, restart of the daemon with a WAL of
-//! another generation, an error between reading and recording frames) the pass reads the
-//! whole database through its read lock instead and writes what differs from the known state:
-//! a snapshot when nothing is known, only the changed pages otherwise.
+//! The sync pass: reading the WAL (or the whole database) under a read lock and writing the
+//! result as one LTX file into the spool; where the daemon stands (position, TXID, page
+//! checksums) and how it is recovered after a restart.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 use anyhow::{anyhow, bail, Context, Result};
-use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::Sender;
 
 use crate::durable;
-use crate::events::{Event, EventHub};
+use crate::events::Event;
 use crate::ltx::{self, Checksum, Encoder, Header, PageChecksums, TxId};
-use crate::registry::{DbStatus, Registry};
-use crate::replica::uploader::{UploadJob, UploadQueue};
+use crate::registry::DbStatus;
 use crate::replica::{self, ReplicaClient};
-use crate::spool::{Spool, SpoolFile};
-use crate::sqlite::conn::{self, CheckpointMode, ReadLocks};
+use crate::spool::Spool;
+use crate::sqlite::conn::{self, ReadLocks};
 use crate::sqlite::shm::{self, WalIndexHeader};
 use crate::sqlite::wal::{self, CommitEnd, Frame, WalChecksum, WalHeader, WAL_HEADER_SIZE};
 use crate::sqlite::{self as sq};
 use crate::timefmt;
 
-/// Settings of one database (from `dbs:` in the config, or `/register`).
-#[derive(Clone, Debug)]
-pub struct DbOptions {
-    pub path: PathBuf,
-    /// Where the spool lives: `.<name>-litestream` beside the database by default.
-    pub meta_dir: PathBuf,
-    pub monitor_interval: Duration,
-    pub checkpoint_interval: Duration,
-    pub busy_timeout: Duration,
-    pub min_checkpoint_page_count: u64,
-    pub truncate_page_n: u64,
-}
-
-/// Outcome of a sync request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SyncStatus {
-    /// New transactions were written to the spool (not waited for the replica).
-    SyncedLocal,
-    /// The replica confirmed every transaction up to `txid`.
-    Synced,
-    /// Nothing new since the last pass.
-    NoChange,
-}
-
-impl SyncStatus {
-    /// The word in `/sync` answers.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SyncStatus::SyncedLocal => "synced_local",
-            SyncStatus::Synced => "synced",
-            SyncStatus::NoChange => "no_change",
-        }
-    }
-}
-
-/// Answer to [`DbCommand::Sync`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SyncReply {
-    pub status: SyncStatus,
-    pub txid: TxId,
-    pub replicated_txid: TxId,
-}
-
-/// Messages to a database thread.
-pub enum DbCommand {
-    /// Run a pass now; with `wait`, answer only once the replica holds the result.
-    Sync {
-        wait: bool,
-        reply: Sender<Result<SyncReply, String>>,
-    },
-    /// An upload finished (sent by the uploader pool).
-    Uploaded {
-        max: TxId,
-        result: Result<(), String>,
-    },
-    /// Stop replicating (release the database) but stay registered; answers whether it was running.
-    Pause { reply: Sender<bool> },
-    /// Resume after `Pause`; answers whether it was stopped.
-    Resume { reply: Sender<bool> },
-    /// Final pass, then wait for uploads until `deadline`, then exit.
-    Shutdown {
-        deadline: Instant,
-        reply: Sender<()>,
-    },
-}
-
-/// A running database thread.
-pub struct DbHandle {
-    pub path: PathBuf,
-    pub ctl: Sender<DbCommand>,
-    pub thread: JoinHandle<()>,
-}
-
-/// What the thread shares with the rest of the daemon.
-#[derive(Clone)]
-pub struct Shared {
-    pub registry: Arc<Registry>,
-    pub events: Arc<EventHub>,
-    pub uploads: UploadQueue,
-}
-
-/// Starts the thread for one database. The caller has registered it in the registry with the
-/// returned channel's sender.
-pub fn spawn(
-    opts: DbOptions,
-    replica: Arc<dyn ReplicaClient>,
-    shared: Shared,
-    ctl: (Sender<DbCommand>, Receiver<DbCommand>),
-) -> io::Result<DbHandle> {
-    let path = opts.path.clone();
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let (tx, rx) = ctl;
-    let mut db = DbThread::new(opts, replica, shared, tx.clone(), rx);
-    let thread = thread::Builder::new()
-        .name(format!("db:{name}"))
-        .spawn(move || db.run())?;
-    Ok(DbHandle {
-        path,
-        ctl: tx,
-        thread,
-    })
-}
-
-/// A new command channel for a database thread.
-pub fn channel() -> (Sender<DbCommand>, Receiver<DbCommand>) {
-    unbounded()
-}
+use super::upload::{PendingUpload, Uploads, Waiter};
+use super::{DbCommand, DbOptions, Shared};
 
 /// Where we are in the WAL: the end of the last committed frame we turned into LTX.
 #[derive(Clone, Copy, Debug)]
-enum WalPos {
+pub(super) enum WalPos {
     /// The WAL had no generation (empty file); everything is in the database file.
     Empty,
     At {
@@ -161,14 +41,14 @@ enum WalPos {
 
 /// Where the newest spooled file says the WAL stood: used once after a restart.
 #[derive(Clone, Copy, Debug)]
-struct ResumePoint {
-    salts: (u32, u32),
-    offset: u64,
+pub(super) struct ResumePoint {
+    pub(super) salts: (u32, u32),
+    pub(super) offset: u64,
 }
 
 /// Which pages a full scan writes.
 #[derive(Clone, Copy, Debug)]
-enum Include {
+pub(super) enum Include {
     /// Every page, written as a snapshot (min TXID 1) even when files came before it.
     Snapshot,
     /// Every page (a snapshot, or a state we cannot relate to the last file).
@@ -179,382 +59,50 @@ enum Include {
     FramesFrom(u64),
 }
 
-struct Uploads {
-    /// Spooled files not yet confirmed, oldest first.
-    queue: VecDeque<PendingUpload>,
-    in_flight: bool,
-    retry_at: Option<Instant>,
-    failures: u32,
-    replicated: TxId,
-}
-
-struct PendingUpload {
-    min: TxId,
-    max: TxId,
-    timestamp_ms: i64,
-    path: PathBuf,
-}
-
-impl PendingUpload {
-    /// Where the file goes: a snapshot taken to bridge a gap (min 1, max > 1) is a level-9
-    /// snapshot, as Litestream stores them; everything else, including the first file, L0.
-    fn level(&self) -> u8 {
-        if self.min == TxId(1) && self.max > TxId(1) {
-            replica::SNAPSHOT_LEVEL
-        } else {
-            0
-        }
-    }
-}
-
-struct Waiter {
-    txid: TxId,
-    changed: bool,
-    reply: Sender<Result<SyncReply, String>>,
-}
-
 /// Everything a pass reads and updates, apart from the SQLite connections (kept separate so a
 /// checkpoint can borrow the connections while a tail read updates this).
-struct SyncState {
-    opts: DbOptions,
-    wal_path: PathBuf,
-    replica: Arc<dyn ReplicaClient>,
-    shared: Shared,
-    ctl_tx: Sender<DbCommand>,
-    spool: Option<Spool>,
+pub(super) struct SyncState {
+    pub(super) opts: DbOptions,
+    pub(super) wal_path: PathBuf,
+    pub(super) replica: Arc<dyn ReplicaClient>,
+    pub(super) shared: Shared,
+    pub(super) ctl_tx: Sender<DbCommand>,
+    pub(super) spool: Option<Spool>,
     /// The database file, opened once and kept open while SQLite has it open: closing any
     /// descriptor of it would release SQLite's POSIX locks (and let another process delete
     /// the WAL under us). Read with pread for snapshots.
-    db_file: Option<File>,
+    pub(super) db_file: Option<File>,
     /// The WAL index (`-shm`), kept open for the same reason as `db_file`.
-    shm_file: Option<File>,
-    page_size: u32,
-    txid: TxId,
+    pub(super) shm_file: Option<File>,
+    pub(super) page_size: u32,
+    pub(super) txid: TxId,
     /// Database checksum after `txid`; `None` when the replica's last file carried none.
-    post: Option<Checksum>,
-    commit: u32,
+    pub(super) post: Option<Checksum>,
+    pub(super) commit: u32,
     /// Checksum of every page at `txid`; `None` until the first full scan.
-    table: Option<PageChecksums>,
-    pos: Option<WalPos>,
+    pub(super) table: Option<PageChecksums>,
+    pub(super) pos: Option<WalPos>,
     /// Whether a read lock has been held without a gap since the last successful read, which
     /// proves that a new WAL generation cannot hide frames we did not read.
-    continuous: bool,
-    resume: Option<ResumePoint>,
-    uploads: Uploads,
-    waiters: Vec<Waiter>,
-    last_checkpoint: Instant,
-    synced_since_checkpoint: bool,
+    pub(super) continuous: bool,
+    pub(super) resume: Option<ResumePoint>,
+    pub(super) uploads: Uploads,
+    pub(super) waiters: Vec<Waiter>,
+    pub(super) last_checkpoint: Instant,
+    pub(super) synced_since_checkpoint: bool,
     /// The last checkpoint could not backfill everything (application readers).
-    checkpoint_incomplete: bool,
+    pub(super) checkpoint_incomplete: bool,
     /// Set once the local spool and the replica position have been reconciled.
-    initialized: bool,
+    pub(super) initialized: bool,
     /// The replica misses files the spool no longer has: the next pass writes a snapshot
     /// (min TXID 1) that restores can start from, uploaded to level 9.
-    needs_snapshot: bool,
-}
-
-struct DbThread {
-    /// Declared before `st` so the connections close before the kept database file handle.
-    locks: Option<ReadLocks>,
-    st: SyncState,
-    ctl_rx: Receiver<DbCommand>,
-    paused: bool,
-    next_pass: Instant,
-    last_error: Option<String>,
-}
-
-impl DbThread {
-    fn new(
-        opts: DbOptions,
-        replica: Arc<dyn ReplicaClient>,
-        shared: Shared,
-        ctl_tx: Sender<DbCommand>,
-        ctl_rx: Receiver<DbCommand>,
-    ) -> DbThread {
-        let wal_path = sq::wal_path(&opts.path);
-        DbThread {
-            locks: None,
-            st: SyncState {
-                opts,
-                wal_path,
-                replica,
-                shared,
-                ctl_tx,
-                spool: None,
-                db_file: None,
-                shm_file: None,
-                page_size: 0,
-                txid: TxId(0),
-                post: None,
-                commit: 0,
-                table: None,
-                pos: None,
-                continuous: false,
-                resume: None,
-                uploads: Uploads {
-                    queue: VecDeque::new(),
-                    in_flight: false,
-                    retry_at: None,
-                    failures: 0,
-                    replicated: TxId(0),
-                },
-                waiters: vec![],
-                last_checkpoint: Instant::now(),
-                synced_since_checkpoint: false,
-                checkpoint_incomplete: false,
-                initialized: false,
-                needs_snapshot: false,
-            },
-            ctl_rx,
-            paused: false,
-            next_pass: Instant::now(),
-            last_error: None,
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.st.opts.path
-    }
-
-    fn run(&mut self) {
-        log::info!(
-            "db={} replica={}: replicating",
-            self.path().display(),
-            self.st.replica.url()
-        );
-        loop {
-            let now = Instant::now();
-            let mut wake = if self.paused {
-                now + Duration::from_secs(3600)
-            } else {
-                self.next_pass
-            };
-            if let Some(t) = self.st.upload_wakeup() {
-                wake = wake.min(t);
-            }
-            match self
-                .ctl_rx
-                .recv_timeout(wake.saturating_duration_since(now))
-            {
-                Ok(DbCommand::Shutdown { deadline, reply }) => {
-                    self.shutdown(deadline);
-                    let _ = reply.send(());
-                    return;
-                }
-                Ok(cmd) => self.handle(cmd),
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => return,
-            }
-            if !self.paused && Instant::now() >= self.next_pass {
-                let _ = self.pass();
-            }
-            self.st.pump_uploads();
-        }
-    }
-
-    fn handle(&mut self, cmd: DbCommand) {
-        match cmd {
-            DbCommand::Sync { wait, reply } => {
-                if self.paused {
-                    let _ = reply.send(Err("database is stopped; start it first".into()));
-                    return;
-                }
-                if wait && self.st.uploads.retry_at.is_some() {
-                    // Someone waits for the replica: try it now rather than at the end of a
-                    // backoff that may have grown to a minute while it was unreachable.
-                    self.st.uploads.retry_at = Some(Instant::now());
-                }
-                match self.pass() {
-                    Ok(changed) => self.st.answer_sync(changed, wait, reply),
-                    Err(e) => {
-                        let _ = reply.send(Err(format!("{e:#}")));
-                    }
-                }
-            }
-            DbCommand::Uploaded { max, result } => self.st.on_uploaded(max, result),
-            DbCommand::Pause { reply } => {
-                let was_running = !self.paused;
-                if was_running {
-                    self.paused = true;
-                    self.locks = None;
-                    self.st.continuous = false;
-                    self.st.set_status(DbStatus::Stopped, None);
-                    log::info!("db={}: stopped", self.path().display());
-                }
-                let _ = reply.send(was_running);
-            }
-            DbCommand::Resume { reply } => {
-                let was_stopped = self.paused;
-                if was_stopped {
-                    self.paused = false;
-                    self.next_pass = Instant::now();
-                    self.st.set_status(DbStatus::Open, None);
-                    log::info!("db={}: started", self.path().display());
-                }
-                let _ = reply.send(was_stopped);
-            }
-            DbCommand::Shutdown { .. } => unreachable!("handled in run"),
-        }
-    }
-
-    /// One sync pass with its bookkeeping: registry status, error logging, checkpoints.
-    fn pass(&mut self) -> Result<bool> {
-        self.next_pass = Instant::now() + self.st.opts.monitor_interval;
-        let result = self.try_pass();
-        match &result {
-            Ok(_) => {
-                if self.last_error.take().is_some() {
-                    log::info!("db={}: sync recovered", self.path().display());
-                }
-                self.st.set_status(DbStatus::Replicating, None);
-            }
-            Err(e) => {
-                let msg = format!("{e:#}");
-                if self.last_error.as_deref() != Some(&msg) {
-                    log::error!("db={}: sync failed: {msg}", self.path().display());
-                }
-                self.st.set_status(DbStatus::Error, Some(msg.clone()));
-                self.last_error = Some(msg);
-            }
-        }
-        result
-    }
-
-    fn try_pass(&mut self) -> Result<bool> {
-        if self.locks.is_none() {
-            self.locks = Some(self.st.open_database()?);
-        }
-        if !self.st.initialized {
-            self.st.initialize()?;
-        }
-        let locks = self.locks.as_mut().expect("opened above");
-        locks
-            .acquire_next()
-            .with_context(|| format!("{}: begin read transaction", self.st.opts.path.display()))?;
-        let result = {
-            let locked = locks.locked().expect("lock just acquired");
-            self.st.sync_locked(&|| page_count(locked))
-        };
-        locks.release_previous();
-        self.st.continuous = result.is_ok();
-        let changed = result?;
-        if let Err(e) = self.maybe_checkpoint() {
-            log::warn!("db={}: checkpoint failed: {e:#}", self.path().display());
-        }
-        Ok(changed)
-    }
-
-    /// Runs our checkpoint policy after a successful pass.
-    fn maybe_checkpoint(&mut self) -> Result<()> {
-        let Some(WalPos::At { header, offset, .. }) = self.st.pos else {
-            return Ok(());
-        };
-        // Only after new transactions: a checkpoint of an unchanged log (idle database, or one
-        // a reader kept us from finishing) would take the write lock every pass for nothing;
-        // an unfinished one is retried with the next write or after `checkpoint-interval`.
-        let frames = offset.saturating_sub(WAL_HEADER_SIZE) / header.frame_size();
-        let opts = &self.st.opts;
-        let since = self.st.last_checkpoint.elapsed();
-        // `checkpoint-interval: 0` turns the time-based checkpoint off.
-        let interval_due = !opts.checkpoint_interval.is_zero() && since >= opts.checkpoint_interval;
-        let due =
-            self.st.synced_since_checkpoint || (self.st.checkpoint_incomplete && interval_due);
-        if !due {
-            return Ok(());
-        }
-        let mode = if frames >= opts.truncate_page_n {
-            CheckpointMode::Truncate
-        } else if frames >= opts.min_checkpoint_page_count || interval_due {
-            CheckpointMode::Passive
-        } else {
-            return Ok(());
-        };
-        let locks = self.locks.as_mut().expect("open after a pass");
-        let st = &mut self.st;
-        let started = Instant::now();
-        let result = locks.checkpoint_frozen::<anyhow::Error>(mode, || {
-            // Nothing can be appended now: record the tail so the backfill copies nothing unread.
-            st.sync_locked(&|| bail!("page count unavailable during a checkpoint"))
-                .map(|_| ())
-        });
-        match result {
-            Ok(Some(r)) => {
-                st.last_checkpoint = Instant::now();
-                st.synced_since_checkpoint = false;
-                st.checkpoint_incomplete = r.busy || r.checkpointed_frames < r.log_frames;
-                log::debug!(
-                    "db={} checkpoint mode={mode:?} frames={frames} log={} backfilled={} busy={} elapsed={:?}",
-                    st.opts.path.display(),
-                    r.log_frames,
-                    r.checkpointed_frames,
-                    r.busy,
-                    started.elapsed()
-                );
-                Ok(())
-            }
-            Ok(None) => {
-                log::debug!(
-                    "db={} checkpoint skipped: the application holds the write lock",
-                    st.opts.path.display()
-                );
-                Ok(())
-            }
-            Err(e) => {
-                st.continuous = locks.is_held() && st.continuous;
-                Err(e)
-            }
-        }
-    }
-
-    fn shutdown(&mut self, deadline: Instant) {
-        if !self.paused {
-            let _ = self.pass();
-        }
-        // Wait for the replica to confirm what is spooled, bounded by the deadline.
-        while !self.st.uploads.queue.is_empty() && Instant::now() < deadline {
-            self.st.pump_uploads();
-            let wait = deadline.saturating_duration_since(Instant::now());
-            let wait = self.st.upload_wakeup().map_or(wait, |t| {
-                wait.min(t.saturating_duration_since(Instant::now()))
-            });
-            match self.ctl_rx.recv_timeout(wait) {
-                Ok(DbCommand::Uploaded { max, result }) => self.st.on_uploaded(max, result),
-                Ok(DbCommand::Sync { reply, .. }) => {
-                    let _ = reply.send(Err("shutting down".into()));
-                }
-                Ok(DbCommand::Pause { reply }) | Ok(DbCommand::Resume { reply }) => {
-                    let _ = reply.send(false);
-                }
-                Ok(DbCommand::Shutdown { reply, .. }) => {
-                    let _ = reply.send(());
-                }
-                Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
-        if !self.st.uploads.queue.is_empty() {
-            log::warn!(
-                "db={}: shutting down with {} file(s) not yet replicated (kept in the spool for the next start)",
-                self.path().display(),
-                self.st.uploads.queue.len()
-            );
-        }
-        for w in self.st.waiters.drain(..) {
-            let _ = w.reply.send(Err("shutting down".into()));
-        }
-        self.locks = None;
-    }
-}
-
-/// `PRAGMA page_count` in the held read transaction: the database size at our read mark.
-fn page_count(conn: &rusqlite::Connection) -> Result<u32> {
-    Ok(conn.query_row("PRAGMA page_count", [], |r| r.get::<_, u32>(0))?)
+    pub(super) needs_snapshot: bool,
 }
 
 impl SyncState {
     /// Opens the connections after checking the file: it must exist, be a SQLite database,
     /// and be (or be switched to) WAL mode.
-    fn open_database(&mut self) -> Result<ReadLocks> {
+    pub(super) fn open_database(&mut self) -> Result<ReadLocks> {
         let path = self.opts.path.clone();
         let display = path.display();
         // No SQLite connection of ours is open here, so replacing the kept handle is safe.
@@ -602,12 +150,12 @@ impl SyncState {
         Ok(locks)
     }
 
-    fn spool(&self) -> &Spool {
+    pub(super) fn spool(&self) -> &Spool {
         self.spool.as_ref().expect("spool opened before use")
     }
 
     /// Reconciles the spool with the replica once: where to resume, what to upload.
-    fn initialize(&mut self) -> Result<()> {
+    pub(super) fn initialize(&mut self) -> Result<()> {
         let display = self.opts.path.display().to_string();
         let files = self
             .spool()
@@ -694,7 +242,7 @@ impl SyncState {
     }
 
     /// The body of a pass, under a freshly taken read lock. Returns whether an LTX file was written.
-    fn sync_locked(&mut self, page_count: &dyn Fn() -> Result<u32>) -> Result<bool> {
+    pub(super) fn sync_locked(&mut self, page_count: &dyn Fn() -> Result<u32>) -> Result<bool> {
         let wal = match File::open(&self.wal_path) {
             Ok(f) => Some(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -773,7 +321,7 @@ impl SyncState {
     }
 
     /// The WAL index header, retried while a writer is publishing a commit.
-    fn wal_index(&mut self) -> Result<WalIndexHeader> {
+    pub(super) fn wal_index(&mut self) -> Result<WalIndexHeader> {
         let shm_path = sq::shm_path(&self.opts.path);
         if self.shm_file.is_none() {
             let f =
@@ -793,7 +341,12 @@ impl SyncState {
     }
 
     /// Turns the committed frames after `from` into one LTX file.
-    fn sync_frames(&mut self, log: Log<'_>, from: u64, seed: WalChecksum) -> Result<bool> {
+    pub(super) fn sync_frames(
+        &mut self,
+        log: Log<'_>,
+        from: u64,
+        seed: WalChecksum,
+    ) -> Result<bool> {
         let (wal, header) = (log.file, log.header);
         let wal_display = self.wal_path.display().to_string();
         let scanned = wal::scan_committed(wal, header, from, seed, log.limit)
@@ -878,7 +431,7 @@ impl SyncState {
     /// Reads the whole database as of our read lock (the database file overlaid with the
     /// current generation's committed frames), rebuilds the page table, and writes the pages
     /// `include` selects as one LTX file (none if nothing changed).
-    fn full_scan(
+    pub(super) fn full_scan(
         &mut self,
         current: Option<Log<'_>>,
         include: Include,
@@ -1010,7 +563,7 @@ impl SyncState {
     /// The header of a file this daemon writes: NoChecksum (so Litestream restores it) with
     /// the database checksums in the reserved bytes.
     #[allow(clippy::too_many_arguments)]
-    fn ltx_header(
+    pub(super) fn ltx_header(
         &self,
         min: TxId,
         max: TxId,
@@ -1043,7 +596,13 @@ impl SyncState {
     }
 
     /// Bookkeeping after an LTX file is durable in the spool.
-    fn recorded(&mut self, header: &Header, post: Checksum, path: PathBuf, pages: usize) {
+    pub(super) fn recorded(
+        &mut self,
+        header: &Header,
+        post: Checksum,
+        path: PathBuf,
+        pages: usize,
+    ) {
         self.txid = header.max_txid;
         self.post = Some(post);
         self.commit = header.commit;
@@ -1076,7 +635,7 @@ impl SyncState {
         self.pump_uploads();
     }
 
-    fn set_status(&self, status: DbStatus, error: Option<String>) {
+    pub(super) fn set_status(&self, status: DbStatus, error: Option<String>) {
         let now = SystemTime::now();
         self.shared.registry.update(&self.opts.path, |v| {
             v.status = status;
@@ -1086,162 +645,12 @@ impl SyncState {
             v.last_error = error;
         });
     }
-
-    /// When the next upload attempt is due, if one is waiting.
-    fn upload_wakeup(&self) -> Option<Instant> {
-        if self.uploads.in_flight || self.uploads.queue.is_empty() {
-            return None;
-        }
-        Some(self.uploads.retry_at.unwrap_or_else(Instant::now))
-    }
-
-    /// Hands the oldest unconfirmed file to the pool if none is in flight and no backoff runs.
-    fn pump_uploads(&mut self) {
-        let u = &mut self.uploads;
-        if u.in_flight || u.retry_at.is_some_and(|t| Instant::now() < t) {
-            return;
-        }
-        let Some(next) = u.queue.front() else { return };
-        if !next.path.exists() {
-            // Removed behind our back (`litestream reset` while running): the replica would
-            // get a gap. Drop what is gone and bridge it with a snapshot on the next pass.
-            log::warn!(
-                "db={}: spooled {} disappeared before upload; the next sync writes a snapshot",
-                self.opts.path.display(),
-                next.path.display()
-            );
-            u.queue.retain(|f| f.path.exists());
-            self.needs_snapshot = true;
-            return;
-        }
-        let ctl = self.ctl_tx.clone();
-        let max = next.max;
-        let job = UploadJob {
-            replica: self.replica.clone(),
-            level: next.level(),
-            min: next.min,
-            max,
-            timestamp_ms: next.timestamp_ms,
-            path: next.path.clone(),
-            on_done: Box::new(move |result| {
-                let _ = ctl.send(DbCommand::Uploaded {
-                    max,
-                    result: result.map_err(|e| format!("{e:#}")),
-                });
-            }),
-        };
-        match self.shared.uploads.try_submit(job) {
-            Ok(()) => {
-                u.in_flight = true;
-                u.retry_at = None;
-            }
-            // The pool is saturated: try again shortly.
-            Err(_) => u.retry_at = Some(Instant::now() + Duration::from_millis(50)),
-        }
-    }
-
-    fn on_uploaded(&mut self, max: TxId, result: Result<(), String>) {
-        self.uploads.in_flight = false;
-        let url = self.replica.url().to_string();
-        let path = self.opts.path.clone();
-        match result {
-            Ok(()) => {
-                if self.uploads.queue.front().is_some_and(|f| f.max == max) {
-                    self.uploads.queue.pop_front();
-                }
-                if self.uploads.failures > 0 {
-                    log::info!(
-                        "db={} replica={url}: uploads resumed at txid {max}",
-                        path.display()
-                    );
-                }
-                self.uploads.failures = 0;
-                self.uploads.retry_at = None;
-                self.uploads.replicated = self.uploads.replicated.max(max);
-                let replicated = self.uploads.replicated;
-                self.shared.registry.update(&path, |v| {
-                    v.replicated_txid = replicated;
-                    v.replica_error = None;
-                });
-                self.shared.events.publish(&Event::Replicated {
-                    path: path.clone(),
-                    txid: replicated,
-                });
-                if let Err(e) = self.spool().prune(replicated) {
-                    log::warn!("db={}: prune spool: {e}", path.display());
-                }
-                let status_txid = self.txid;
-                let waiters = std::mem::take(&mut self.waiters);
-                for w in waiters {
-                    if replicated >= w.txid {
-                        let status = if w.changed {
-                            SyncStatus::Synced
-                        } else {
-                            SyncStatus::NoChange
-                        };
-                        let _ = w.reply.send(Ok(SyncReply {
-                            status,
-                            txid: status_txid,
-                            replicated_txid: replicated,
-                        }));
-                    } else {
-                        self.waiters.push(w);
-                    }
-                }
-            }
-            Err(e) => {
-                self.uploads.failures += 1;
-                let delay = backoff(self.uploads.failures);
-                self.uploads.retry_at = Some(Instant::now() + delay);
-                log::warn!(
-                    "db={} replica={url} txid={max}: upload failed (attempt {}), retrying in {delay:?}: {e}",
-                    path.display(),
-                    self.uploads.failures
-                );
-                self.shared
-                    .registry
-                    .update(&path, |v| v.replica_error = Some(e));
-            }
-        }
-        self.pump_uploads();
-    }
-
-    /// Answers a sync request after its pass: at once, or when the replica catches up.
-    fn answer_sync(&mut self, changed: bool, wait: bool, reply: Sender<Result<SyncReply, String>>) {
-        let replicated = self.uploads.replicated;
-        let reply_now = |status| SyncReply {
-            status,
-            txid: self.txid,
-            replicated_txid: replicated,
-        };
-        if !wait {
-            let status = if changed {
-                SyncStatus::SyncedLocal
-            } else {
-                SyncStatus::NoChange
-            };
-            let _ = reply.send(Ok(reply_now(status)));
-        } else if replicated >= self.txid {
-            let status = if changed {
-                SyncStatus::Synced
-            } else {
-                SyncStatus::NoChange
-            };
-            let _ = reply.send(Ok(reply_now(status)));
-        } else {
-            self.waiters.push(Waiter {
-                txid: self.txid,
-                changed: true,
-                reply,
-            });
-        }
-    }
 }
 
 /// The current WAL generation as a pass reads it: the file, its header, and the end of what
 /// SQLite has published as committed (from the WAL index).
 #[derive(Clone, Copy)]
-struct Log<'a> {
+pub(super) struct Log<'a> {
     file: &'a File,
     header: WalHeader,
     limit: u64,
@@ -1277,7 +686,7 @@ fn read_wal_page(
 }
 
 /// Reads and fully verifies a local LTX file, returning its header.
-fn read_verified_header(path: &Path) -> Result<Header> {
+pub(super) fn read_verified_header(path: &Path) -> Result<Header> {
     let file = File::open(path)?;
     let mut dec = ltx::Decoder::new(io::BufReader::new(file))?;
     let header = dec.header().clone();
@@ -1321,41 +730,4 @@ struct ReplicaPosition {
     post: Option<Checksum>,
     /// The database size in pages after it.
     commit: u32,
-}
-
-/// Capped exponential backoff with jitter: 1s, 2s, 4s ... 60s, each ±20%.
-fn backoff(failures: u32) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
-    let base = Duration::from_secs(1) * 2u32.saturating_pow(failures.saturating_sub(1).min(6));
-    let base = base.min(Duration::from_secs(60));
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u32(failures);
-    let jitter = (h.finish() % 400) as f64 / 1000.0 - 0.2;
-    base.mul_f64(1.0 + jitter)
-}
-
-/// Spooled files (for `litestream ltx` and reset), exposed for the CLI.
-pub fn spooled_files(meta_dir: &Path) -> io::Result<Vec<SpoolFile>> {
-    Spool::open(meta_dir)?.files()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_and_caps() {
-        let b1 = backoff(1);
-        assert!(
-            b1 >= Duration::from_millis(800) && b1 <= Duration::from_millis(1200),
-            "{b1:?}"
-        );
-        let b3 = backoff(3);
-        assert!(
-            b3 >= Duration::from_millis(3200) && b3 <= Duration::from_millis(4800),
-            "{b3:?}"
-        );
-        let b20 = backoff(20);
-        assert!(b20 <= Duration::from_secs(72), "{b20:?}");
-    }
 }

@@ -1,0 +1,241 @@
+//! The upload side of a database: the queue of spooled files not yet confirmed by the replica
+//! (one in flight at a time, so the replica only ever grows by the next TXID), retries with
+//! backoff, and the `/sync` callers waiting for the replica.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Result;
+use crossbeam_channel::Sender;
+
+use crate::events::Event;
+use crate::ltx::TxId;
+use crate::replica;
+use crate::replica::uploader::UploadJob;
+
+use super::sync::SyncState;
+use super::{DbCommand, SyncReply, SyncStatus};
+
+pub(super) struct Uploads {
+    /// Spooled files not yet confirmed, oldest first.
+    pub(super) queue: VecDeque<PendingUpload>,
+    pub(super) in_flight: bool,
+    pub(super) retry_at: Option<Instant>,
+    pub(super) failures: u32,
+    pub(super) replicated: TxId,
+}
+
+pub(super) struct PendingUpload {
+    pub(super) min: TxId,
+    pub(super) max: TxId,
+    pub(super) timestamp_ms: i64,
+    pub(super) path: PathBuf,
+}
+
+impl PendingUpload {
+    /// Where the file goes: a snapshot taken to bridge a gap (min 1, max > 1) is a level-9
+    /// snapshot, as Litestream stores them; everything else, including the first file, L0.
+    pub(super) fn level(&self) -> u8 {
+        if self.min == TxId(1) && self.max > TxId(1) {
+            replica::SNAPSHOT_LEVEL
+        } else {
+            0
+        }
+    }
+}
+
+pub(super) struct Waiter {
+    pub(super) txid: TxId,
+    pub(super) changed: bool,
+    pub(super) reply: Sender<Result<SyncReply, String>>,
+}
+
+impl SyncState {
+    /// When the next upload attempt is due, if one is waiting.
+    pub(super) fn upload_wakeup(&self) -> Option<Instant> {
+        if self.uploads.in_flight || self.uploads.queue.is_empty() {
+            return None;
+        }
+        Some(self.uploads.retry_at.unwrap_or_else(Instant::now))
+    }
+
+    /// Hands the oldest unconfirmed file to the pool if none is in flight and no backoff runs.
+    pub(super) fn pump_uploads(&mut self) {
+        let u = &mut self.uploads;
+        if u.in_flight || u.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let Some(next) = u.queue.front() else { return };
+        if !next.path.exists() {
+            // Removed behind our back (`litestream reset` while running): the replica would
+            // get a gap. Drop what is gone and bridge it with a snapshot on the next pass.
+            log::warn!(
+                "db={}: spooled {} disappeared before upload; the next sync writes a snapshot",
+                self.opts.path.display(),
+                next.path.display()
+            );
+            u.queue.retain(|f| f.path.exists());
+            self.needs_snapshot = true;
+            return;
+        }
+        let ctl = self.ctl_tx.clone();
+        let max = next.max;
+        let job = UploadJob {
+            replica: self.replica.clone(),
+            level: next.level(),
+            min: next.min,
+            max,
+            timestamp_ms: next.timestamp_ms,
+            path: next.path.clone(),
+            on_done: Box::new(move |result| {
+                let _ = ctl.send(DbCommand::Uploaded {
+                    max,
+                    result: result.map_err(|e| format!("{e:#}")),
+                });
+            }),
+        };
+        match self.shared.uploads.try_submit(job) {
+            Ok(()) => {
+                u.in_flight = true;
+                u.retry_at = None;
+            }
+            // The pool is saturated: try again shortly.
+            Err(_) => u.retry_at = Some(Instant::now() + Duration::from_millis(50)),
+        }
+    }
+
+    pub(super) fn on_uploaded(&mut self, max: TxId, result: Result<(), String>) {
+        self.uploads.in_flight = false;
+        let url = self.replica.url().to_string();
+        let path = self.opts.path.clone();
+        match result {
+            Ok(()) => {
+                if self.uploads.queue.front().is_some_and(|f| f.max == max) {
+                    self.uploads.queue.pop_front();
+                }
+                if self.uploads.failures > 0 {
+                    log::info!(
+                        "db={} replica={url}: uploads resumed at txid {max}",
+                        path.display()
+                    );
+                }
+                self.uploads.failures = 0;
+                self.uploads.retry_at = None;
+                self.uploads.replicated = self.uploads.replicated.max(max);
+                let replicated = self.uploads.replicated;
+                self.shared.registry.update(&path, |v| {
+                    v.replicated_txid = replicated;
+                    v.replica_error = None;
+                });
+                self.shared.events.publish(&Event::Replicated {
+                    path: path.clone(),
+                    txid: replicated,
+                });
+                if let Err(e) = self.spool().prune(replicated) {
+                    log::warn!("db={}: prune spool: {e}", path.display());
+                }
+                let status_txid = self.txid;
+                let waiters = std::mem::take(&mut self.waiters);
+                for w in waiters {
+                    if replicated >= w.txid {
+                        let status = if w.changed {
+                            SyncStatus::Synced
+                        } else {
+                            SyncStatus::NoChange
+                        };
+                        let _ = w.reply.send(Ok(SyncReply {
+                            status,
+                            txid: status_txid,
+                            replicated_txid: replicated,
+                        }));
+                    } else {
+                        self.waiters.push(w);
+                    }
+                }
+            }
+            Err(e) => {
+                self.uploads.failures += 1;
+                let delay = backoff(self.uploads.failures);
+                self.uploads.retry_at = Some(Instant::now() + delay);
+                log::warn!(
+                    "db={} replica={url} txid={max}: upload failed (attempt {}), retrying in {delay:?}: {e}",
+                    path.display(),
+                    self.uploads.failures
+                );
+                self.shared
+                    .registry
+                    .update(&path, |v| v.replica_error = Some(e));
+            }
+        }
+        self.pump_uploads();
+    }
+
+    /// Answers a sync request after its pass: at once, or when the replica catches up.
+    pub(super) fn answer_sync(
+        &mut self,
+        changed: bool,
+        wait: bool,
+        reply: Sender<Result<SyncReply, String>>,
+    ) {
+        let replicated = self.uploads.replicated;
+        let reply_now = |status| SyncReply {
+            status,
+            txid: self.txid,
+            replicated_txid: replicated,
+        };
+        if !wait {
+            let status = if changed {
+                SyncStatus::SyncedLocal
+            } else {
+                SyncStatus::NoChange
+            };
+            let _ = reply.send(Ok(reply_now(status)));
+        } else if replicated >= self.txid {
+            let status = if changed {
+                SyncStatus::Synced
+            } else {
+                SyncStatus::NoChange
+            };
+            let _ = reply.send(Ok(reply_now(status)));
+        } else {
+            self.waiters.push(Waiter {
+                txid: self.txid,
+                changed: true,
+                reply,
+            });
+        }
+    }
+}
+
+/// Capped exponential backoff with jitter: 1s, 2s, 4s ... 60s, each ±20%.
+fn backoff(failures: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    let base = Duration::from_secs(1) * 2u32.saturating_pow(failures.saturating_sub(1).min(6));
+    let base = base.min(Duration::from_secs(60));
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u32(failures);
+    let jitter = (h.finish() % 400) as f64 / 1000.0 - 0.2;
+    base.mul_f64(1.0 + jitter)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_caps() {
+        let b1 = backoff(1);
+        assert!(
+            b1 >= Duration::from_millis(800) && b1 <= Duration::from_millis(1200),
+            "{b1:?}"
+        );
+        let b3 = backoff(3);
+        assert!(
+            b3 >= Duration::from_millis(3200) && b3 <= Duration::from_millis(4800),
+            "{b3:?}"
+        );
+        let b20 = backoff(20);
+        assert!(b20 <= Duration::from_secs(72), "{b20:?}");
+    }
+}
