@@ -1,0 +1,964 @@
+//! Side by side: our `litestream` against the real Litestream 0.5.17, same machine, same
+//! workload, same process run. Prints absolute figures and ratios ours/theirs (this machine is
+//! noisy: the ratios are what count).
+//!
+//! ```sh
+//! CARGO_TARGET_DIR=/work/target-bench cargo bench --bench compare
+//! BENCH_SECONDS=5 BENCH_RESTORE_MB=50 BENCH_RESTORE_RUNS=1 BENCH_SETTLE=3 cargo bench --bench compare
+//! BENCH_ONLY=a,d cargo bench --bench compare
+//! ```
+//!
+//! Scenarios:
+//! - (a) one database, a writer at `BENCH_RATE` one-row transactions/s for `BENCH_SECONDS`,
+//!   file replica: the daemon's peak RSS (VmHWM) and its CPU time (utime+stime of every thread)
+//!   per replicated transaction;
+//! - (b) `BENCH_IDLE_DBS` idle databases from the config: RSS after they settle;
+//! - (c) restore of a `BENCH_RESTORE_MB` database from a file replica, wall time relative to
+//!   `cp` of the same file;
+//! - (d) binary sizes.
+//!
+//! Nothing here asserts speed; every scenario checks what it measured (rows restored equal the
+//! rows written, every database replicated, `integrity_check` ok) and panics otherwise, so a
+//! broken run cannot print numbers.
+//!
+//! `cargo test` builds this target without `--bench` and it then exits at once.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+use std::fmt::Write as _;
+use std::fs;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+/// Durations and sizes, from the environment.
+struct Settings {
+    seconds: u64,
+    rate: u32,
+    idle_dbs: usize,
+    settle: u64,
+    restore_mb: u64,
+    restore_runs: usize,
+    only: String,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+impl Settings {
+    fn from_env() -> Settings {
+        Settings {
+            seconds: env_or("BENCH_SECONDS", 20),
+            rate: env_or("BENCH_RATE", 1000),
+            idle_dbs: env_or("BENCH_IDLE_DBS", 100),
+            settle: env_or("BENCH_SETTLE", 10),
+            restore_mb: env_or("BENCH_RESTORE_MB", 200),
+            restore_runs: env_or::<usize>("BENCH_RESTORE_RUNS", 3).max(1),
+            only: env_or("BENCH_ONLY", "a,b,c,d".to_string()),
+        }
+    }
+
+    fn runs(&self, scenario: &str) -> bool {
+        self.only.split(',').any(|s| s.trim() == scenario)
+    }
+
+    fn command(&self) -> String {
+        format!(
+            "BENCH_SECONDS={} BENCH_RATE={} BENCH_IDLE_DBS={} BENCH_SETTLE={} BENCH_RESTORE_MB={} BENCH_RESTORE_RUNS={} BENCH_ONLY={} cargo bench --bench compare",
+            self.seconds,
+            self.rate,
+            self.idle_dbs,
+            self.settle,
+            self.restore_mb,
+            self.restore_runs,
+            self.only
+        )
+    }
+}
+
+/// One of the two implementations under test.
+#[derive(Clone)]
+struct Tool {
+    name: &'static str,
+    bin: PathBuf,
+}
+
+impl Tool {
+    fn ours() -> Tool {
+        Tool {
+            name: "ours",
+            bin: PathBuf::from(common::bin()),
+        }
+    }
+
+    fn theirs() -> Tool {
+        Tool {
+            name: "litestream-0.5.17",
+            bin: reference_elf(),
+        }
+    }
+}
+
+/// The real Litestream ELF: `tests/common::reference_bin()` finds the command; a pyenv shim is
+/// resolved to the file it runs, so the pid we measure is Litestream's and its size is the
+/// binary's.
+fn reference_elf() -> PathBuf {
+    let found = common::reference_bin();
+    let path = if found.components().count() > 1 {
+        found
+    } else {
+        std::env::var_os("PATH")
+            .and_then(|paths| {
+                std::env::split_paths(&paths)
+                    .map(|d| d.join(&found))
+                    .find(|p| p.is_file())
+            })
+            .unwrap_or_else(|| panic!("{} not found on PATH", found.display()))
+    };
+    if is_elf(&path) {
+        return path;
+    }
+    let out = Command::new("pyenv")
+        .args(["which", "litestream"])
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{} is not an ELF and `pyenv which` failed: {e}",
+                path.display()
+            )
+        });
+    let real = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    assert!(
+        is_elf(&real),
+        "cannot find Litestream's ELF behind {} (set LITESTREAM_REFERENCE_BIN)",
+        path.display()
+    );
+    real
+}
+
+fn is_elf(p: &Path) -> bool {
+    let mut magic = [0u8; 4];
+    fs::File::open(p)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && magic == *b"\x7fELF"
+}
+
+// ---------------------------------------------------------------------------------------------
+// /proc readings
+
+/// `VmRSS`, `VmHWM` (KiB) and `Threads` of a live process.
+#[derive(Clone, Copy, Debug, Default)]
+struct Mem {
+    rss_kb: u64,
+    hwm_kb: u64,
+    threads: u64,
+}
+
+fn mem(pid: u32) -> Mem {
+    let status = fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/status: {e}"));
+    let field = |name: &str| -> u64 {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in /proc/{pid}/status"))
+    };
+    Mem {
+        rss_kb: field("VmRSS:"),
+        hwm_kb: field("VmHWM:"),
+        threads: field("Threads:"),
+    }
+}
+
+/// The comm and utime+stime (clock ticks) of a `/proc/.../stat` line.
+fn parse_stat(stat: &str) -> (String, u64) {
+    let open = stat.find('(').expect("comm");
+    let close = stat.rfind(')').expect("comm");
+    let comm = stat[open + 1..close].to_string();
+    // Fields after the comm start at field 3 (state); utime and stime are fields 14 and 15.
+    let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    let utime: u64 = rest[11].parse().expect("utime");
+    let stime: u64 = rest[12].parse().expect("stime");
+    (comm, utime + stime)
+}
+
+fn clock_ticks_per_sec() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    (unsafe { libc::sysconf(libc::_SC_CLK_TCK) }) as f64
+}
+
+/// CPU seconds used so far by every thread of a process, dead ones included, at nanosecond
+/// resolution (the process CPU clock; `/proc/<pid>/stat` counts 10 ms ticks).
+fn cpu_seconds(pid: u32) -> f64 {
+    let mut clock: libc::clockid_t = 0;
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: out-parameters are valid; the pid is our own live child.
+    let ok = unsafe {
+        libc::clock_getcpuclockid(pid as libc::pid_t, &mut clock) == 0
+            && libc::clock_gettime(clock, &mut ts) == 0
+    };
+    if ok {
+        return ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9;
+    }
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
+    parse_stat(&stat).1 as f64 / clock_ticks_per_sec()
+}
+
+/// CPU seconds of each live thread by thread id, with its name.
+type ThreadTimes = std::collections::HashMap<String, (String, f64)>;
+
+fn thread_times(pid: u32) -> ThreadTimes {
+    let mut times = ThreadTimes::new();
+    let Ok(tasks) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return times;
+    };
+    for t in tasks.flatten() {
+        let Ok(stat) = fs::read_to_string(t.path().join("stat")) else {
+            continue;
+        };
+        let (comm, ticks) = parse_stat(&stat);
+        // schedstat's first field: nanoseconds on the CPU (finer than the ticks of stat).
+        let ns = fs::read_to_string(t.path().join("schedstat"))
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u64>().ok());
+        let secs = ns.map_or(ticks as f64 / clock_ticks_per_sec(), |n| n as f64 / 1e9);
+        times.insert(t.file_name().to_string_lossy().into_owned(), (comm, secs));
+    }
+    times
+}
+
+/// CPU seconds each thread used between two readings, grouped by name (`db:app.db` as
+/// `db:*`, `upload-2` as `upload-N`), biggest first: (group, threads, seconds).
+fn thread_delta(before: &ThreadTimes, after: &ThreadTimes) -> Vec<(String, usize, f64)> {
+    let mut by: std::collections::BTreeMap<String, (usize, f64)> = Default::default();
+    for (tid, (comm, secs)) in after {
+        let start = before.get(tid).map_or(0.0, |b| b.1);
+        let stem = comm.trim_end_matches(|c: char| c.is_ascii_digit());
+        let group = if comm.starts_with("db:") {
+            "db:*".to_string()
+        } else if stem.len() < comm.len() && stem.ends_with('-') {
+            format!("{stem}N")
+        } else {
+            comm.clone()
+        };
+        let e = by.entry(group).or_default();
+        e.0 += 1;
+        e.1 += secs - start;
+    }
+    let mut v: Vec<_> = by.into_iter().map(|(k, (n, t))| (k, n, t)).collect();
+    v.sort_by(|a, b| b.2.total_cmp(&a.2));
+    v
+}
+
+// ---------------------------------------------------------------------------------------------
+// Daemons and commands
+
+/// A `replicate` daemon of either tool, killed on drop.
+struct Daemon {
+    child: Child,
+    socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(tool: &Tool, config: &Path) -> Daemon {
+        let dir = config.parent().expect("config in a directory");
+        let log = dir.join(format!("{}.log", tool.name));
+        let out = fs::File::create(&log).expect("daemon log");
+        let child = Command::new(&tool.bin)
+            .args(["replicate", "-config"])
+            .arg(config)
+            .stdin(Stdio::null())
+            .stdout(out.try_clone().expect("log handle"))
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start {}: {e}", tool.bin.display()));
+        let mut d = Daemon {
+            child,
+            socket: dir.join("ls.sock"),
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while UnixStream::connect(&d.socket).is_err() {
+            if let Some(status) = d.child.try_wait().expect("try_wait") {
+                panic!("{} exited early ({status}): {}", tool.name, d.log_text());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{}: socket never appeared: {}",
+                tool.name,
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        d
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// `POST /sync` with wait: returns once the replica holds every committed transaction.
+    fn sync_wait(&self, db: &Path) {
+        let body = format!(r#"{{"path":"{}","wait":true,"timeout":120}}"#, db.display());
+        let r = common::http(&self.socket, "POST", "/sync", Some(&body));
+        assert_eq!(r.status, 200, "sync: {} {}", r.body, self.log_text());
+        let v = r.json();
+        assert!(
+            matches!(v["status"].as_str(), Some("synced" | "no_change")),
+            "sync answered {v}"
+        );
+    }
+
+    /// How many databases `/list` reports.
+    fn listed(&self) -> usize {
+        let r = common::http(&self.socket, "GET", "/list", None);
+        assert_eq!(r.status, 200, "list: {}", r.body);
+        r.json()["databases"].as_array().map_or(0, Vec::len)
+    }
+
+    /// SIGTERM, then SIGKILL if it does not exit within 30 s.
+    fn stop(mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.child.try_wait().expect("try_wait").is_none() {
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a finished command cost (from wait4).
+#[derive(Clone, Copy, Debug)]
+struct Timed {
+    wall: Duration,
+    cpu: Duration,
+    max_rss_kb: u64,
+}
+
+/// Runs a command to completion, measuring wall time, CPU and peak RSS; panics on failure.
+fn run_timed(cmd: &mut Command, what: &str) -> Timed {
+    let started = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    let pid = child.id() as libc::pid_t;
+    // Drain the pipes on threads so a chatty command cannot block on a full pipe.
+    let mut child = child;
+    let mut out = child.stdout.take().expect("piped");
+    let mut err = child.stderr.take().expect("piped");
+    let t_out = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut s);
+        s
+    });
+    let t_err = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    let mut status = 0;
+    // SAFETY: zeroed rusage is a valid out-parameter; the pid is our own unreaped child.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let wall = started.elapsed();
+    assert_eq!(r, pid, "{what}: wait4 failed");
+    let (stdout, stderr) = (t_out.join().unwrap(), t_err.join().unwrap());
+    // The child is reaped: forget it so its Drop does nothing more.
+    std::mem::forget(child);
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "{what} failed ({status}): {stdout}{stderr}"
+    );
+    let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+    Timed {
+        wall,
+        cpu: tv(ru.ru_utime) + tv(ru.ru_stime),
+        max_rss_kb: ru.ru_maxrss as u64,
+    }
+}
+
+/// A config both tools read: databases with a file replica each, and the control socket.
+fn write_config(dir: &Path, dbs: &[(PathBuf, PathBuf)]) -> PathBuf {
+    let mut yml = String::from("dbs:\n");
+    for (db, replica) in dbs {
+        let _ = write!(
+            yml,
+            "  - path: {}\n    replica:\n      url: file://{}\n",
+            db.display(),
+            replica.display()
+        );
+    }
+    let _ = write!(
+        yml,
+        "socket:\n  enabled: true\n  path: {}\n",
+        dir.join("ls.sock").display()
+    );
+    let path = dir.join("litestream.yml");
+    fs::write(&path, yml).expect("write config");
+    path
+}
+
+fn tempdir(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("ls-bench-{name}-"))
+        .tempdir()
+        .expect("tempdir")
+}
+
+fn row_count(db: &Path) -> i64 {
+    let conn = Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap_or_else(|e| panic!("open {}: {e}", db.display()));
+    conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap_or_else(|e| panic!("count rows of {}: {e}", db.display()))
+}
+
+/// Restores a file replica with `tool` into `out`; checks rows and integrity.
+fn restore_and_check(tool: &Tool, replica: &Path, out: &Path, rows: i64) -> Timed {
+    let t = run_timed(
+        Command::new(&tool.bin)
+            .args(["restore", "-o"])
+            .arg(out)
+            .arg(format!("file://{}", replica.display())),
+        &format!("{} restore", tool.name),
+    );
+    let got = row_count(out);
+    assert_eq!(
+        got, rows,
+        "{}: restored {got} rows, the source has {rows}",
+        tool.name
+    );
+    assert_eq!(
+        common::integrity(out),
+        "ok",
+        "{}: restored database fails integrity_check",
+        tool.name
+    );
+    t
+}
+
+fn remove_db(p: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut s = p.as_os_str().to_owned();
+        s.push(suffix);
+        let _ = fs::remove_file(PathBuf::from(s));
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scenarios
+
+/// (a) one database under a steady writer.
+struct Steady {
+    tx: i64,
+    seconds: f64,
+    hwm_mb: f64,
+    rss_mb: f64,
+    cpu_s: f64,
+    threads: Vec<(String, usize, f64)>,
+}
+
+fn steady(tool: &Tool, s: &Settings) -> Steady {
+    let tmp = tempdir("steady");
+    let dir = tmp.path();
+    let db = dir.join("app.db");
+    let replica = dir.join("replica");
+    drop(common::create_db(&db));
+    let config = write_config(dir, &[(db.clone(), replica.clone())]);
+    let d = Daemon::start(tool, &config);
+    d.sync_wait(&db);
+    let cpu0 = cpu_seconds(d.pid());
+    let threads0 = thread_times(d.pid());
+    let started = Instant::now();
+    let writer = common::Writer::start(&db, s.rate);
+    std::thread::sleep(Duration::from_secs(s.seconds));
+    let tx = writer.stop();
+    d.sync_wait(&db);
+    let seconds = started.elapsed().as_secs_f64();
+    let cpu_s = cpu_seconds(d.pid()) - cpu0;
+    let m = mem(d.pid());
+    let threads = thread_delta(&threads0, &thread_times(d.pid()));
+    d.stop();
+    let rows = row_count(&db);
+    assert_eq!(
+        rows, tx,
+        "{}: source has {rows} rows, the writer committed {tx}",
+        tool.name
+    );
+    assert!(tx > 0, "the writer committed nothing");
+    restore_and_check(tool, &replica, &dir.join("restored.db"), rows);
+    Steady {
+        tx,
+        seconds,
+        hwm_mb: m.hwm_kb as f64 / 1024.0,
+        rss_mb: m.rss_kb as f64 / 1024.0,
+        cpu_s,
+        threads,
+    }
+}
+
+/// (b) many idle databases.
+struct Idle {
+    rss_mb: f64,
+    hwm_mb: f64,
+    threads: u64,
+    idle_cpu_ms_per_s: f64,
+}
+
+fn idle(tool: &Tool, s: &Settings) -> Idle {
+    let tmp = tempdir("idle");
+    let dir = tmp.path();
+    let dbs: Vec<(PathBuf, PathBuf)> = (0..s.idle_dbs)
+        .map(|i| {
+            (
+                dir.join(format!("db{i:03}.db")),
+                dir.join(format!("replica{i:03}")),
+            )
+        })
+        .collect();
+    for (db, _) in &dbs {
+        let conn = common::create_db(db);
+        conn.execute("INSERT INTO t(v) VALUES ('x')", [])
+            .expect("insert");
+    }
+    let config = write_config(dir, &dbs);
+    let d = Daemon::start(tool, &config);
+    // Settled: every database has a file in its replica.
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let missing = dbs.iter().filter(|(_, r)| !has_ltx(r)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{}: {missing} of {} databases never reached their replica: {}",
+            tool.name,
+            dbs.len(),
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let listed = d.listed();
+    assert_eq!(
+        listed,
+        dbs.len(),
+        "{}: /list shows {listed} databases",
+        tool.name
+    );
+    let cpu0 = cpu_seconds(d.pid());
+    let started = Instant::now();
+    std::thread::sleep(Duration::from_secs(s.settle));
+    let cpu = cpu_seconds(d.pid()) - cpu0;
+    let m = mem(d.pid());
+    let idle_cpu_ms_per_s = cpu * 1000.0 / started.elapsed().as_secs_f64();
+    d.stop();
+    Idle {
+        rss_mb: m.rss_kb as f64 / 1024.0,
+        hwm_mb: m.hwm_kb as f64 / 1024.0,
+        threads: m.threads,
+        idle_cpu_ms_per_s,
+    }
+}
+
+/// Whether a file replica holds at least one LTX file, at any level.
+fn has_ltx(replica: &Path) -> bool {
+    let Ok(levels) = fs::read_dir(replica.join("ltx")) else {
+        return false;
+    };
+    levels.flatten().any(|l| {
+        fs::read_dir(l.path()).is_ok_and(|files| {
+            files
+                .flatten()
+                .any(|f| f.file_name().to_string_lossy().ends_with(".ltx"))
+        })
+    })
+}
+
+/// (c) restore of a large database.
+struct RestoreRun {
+    cp_s: f64,
+    ours: Timed,
+    ours_s: f64,
+    theirs: Timed,
+    theirs_s: f64,
+    db_mb: f64,
+    rows: i64,
+}
+
+/// Fills a WAL database with ~`mb` MB of rows (1000 hex characters each) and checkpoints it.
+fn make_big_db(path: &Path, mb: u64) -> i64 {
+    let conn = common::create_db(path);
+    let target = mb * 1024 * 1024;
+    loop {
+        conn.execute_batch(
+            "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 10000)
+             INSERT INTO t(v) SELECT hex(randomblob(500)) FROM c",
+        )
+        .expect("fill");
+        let pages: i64 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .expect("page_count");
+        let size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .expect("page_size");
+        if (pages * size) as u64 >= target {
+            break;
+        }
+    }
+    conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")
+        .expect("checkpoint");
+    conn.query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .expect("count")
+}
+
+fn restore_bench(ours: &Tool, theirs: &Tool, s: &Settings) -> RestoreRun {
+    let tmp = tempdir("restore");
+    let dir = tmp.path();
+    let src = dir.join("src.db");
+    let rows = make_big_db(&src, s.restore_mb);
+    let db_mb = fs::metadata(&src).expect("stat").len() as f64 / 1e6;
+    // Each tool replicates its own copy of the same file once.
+    let replicas: Vec<PathBuf> = [ours, theirs]
+        .iter()
+        .map(|tool| {
+            let tdir = dir.join(tool.name);
+            fs::create_dir_all(&tdir).expect("mkdir");
+            let db = tdir.join("app.db");
+            fs::copy(&src, &db).expect("copy source");
+            let replica = tdir.join("replica");
+            let config = write_config(&tdir, &[(db, replica.clone())]);
+            run_timed(
+                Command::new(&tool.bin)
+                    .args(["replicate", "-once", "-config"])
+                    .arg(&config),
+                &format!("{} replicate -once", tool.name),
+            );
+            assert!(
+                has_ltx(&replica),
+                "{}: replicate -once wrote nothing",
+                tool.name
+            );
+            replica
+        })
+        .collect();
+    let (mut cp, mut o, mut t) = (vec![], vec![], vec![]);
+    let out = dir.join("out.db");
+    // Interleaved, so a noisy neighbour hits all three alike.
+    for _ in 0..s.restore_runs {
+        remove_db(&out);
+        cp.push(run_timed(Command::new("cp").arg(&src).arg(&out), "cp"));
+        assert_eq!(row_count(&out), rows, "cp copied a different database");
+        remove_db(&out);
+        o.push(restore_and_check(ours, &replicas[0], &out, rows));
+        remove_db(&out);
+        t.push(restore_and_check(theirs, &replicas[1], &out, rows));
+    }
+    remove_db(&out);
+    let wall = |v: &[Timed]| median(v.iter().map(|x| x.wall.as_secs_f64()).collect());
+    let pick = |v: &[Timed]| *v.iter().max_by_key(|x| x.max_rss_kb).expect("a run");
+    RestoreRun {
+        cp_s: wall(&cp),
+        ours_s: wall(&o),
+        ours: pick(&o),
+        theirs_s: wall(&t),
+        theirs: pick(&t),
+        db_mb,
+        rows,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Output
+
+struct Table {
+    rows: Vec<[String; 6]>,
+}
+
+impl Table {
+    fn row(
+        &mut self,
+        scenario: &str,
+        metric: &str,
+        ours: f64,
+        theirs: f64,
+        unit: &str,
+        target: &str,
+    ) {
+        let ratio = if theirs > 0.0 {
+            format!("{:.3}", ours / theirs)
+        } else {
+            "-".into()
+        };
+        self.rows.push([
+            scenario.into(),
+            format!("{metric} ({unit})"),
+            fmt_num(ours),
+            fmt_num(theirs),
+            ratio,
+            target.into(),
+        ]);
+    }
+
+    fn print(&self) {
+        let head = [
+            "scenario",
+            "metric",
+            "ours",
+            "litestream 0.5.17",
+            "ours/theirs",
+            "target",
+        ];
+        let mut widths: Vec<usize> = head.iter().map(|h| h.len()).collect();
+        for r in &self.rows {
+            for (w, c) in widths.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |cells: Vec<&str>| {
+            let mut s = String::from("|");
+            for (c, w) in cells.iter().zip(&widths) {
+                let _ = write!(s, " {c:<w$} |");
+            }
+            println!("{s}");
+        };
+        line(head.to_vec());
+        line(
+            widths
+                .iter()
+                .map(|w| &"----------------------------------------------------------------"[..*w])
+                .collect(),
+        );
+        for r in &self.rows {
+            line(r.iter().map(String::as_str).collect());
+        }
+    }
+}
+
+fn fmt_num(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+fn machine() -> String {
+    let cpu = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_else(|| "unknown".into());
+    let n = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mem_kb = fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    format!(
+        "nproc={n} cpu=\"{cpu}\" mem={:.1}GiB kernel={}",
+        mem_kb as f64 / 1024.0 / 1024.0,
+        kernel.trim()
+    )
+}
+
+fn print_threads(name: &str, threads: &[(String, usize, f64)]) {
+    let parts: Vec<String> = threads
+        .iter()
+        .filter(|t| t.2 >= 0.0005)
+        .map(|(n, c, s)| format!("{n} x{c} {:.0} ms", s * 1000.0))
+        .collect();
+    println!("  {name} CPU by live thread: {}", parts.join(", "));
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "compare: run with `cargo bench --bench compare` (nothing to do under cargo test)"
+        );
+        return;
+    }
+    let s = Settings::from_env();
+    let ours = Tool::ours();
+    let theirs = Tool::theirs();
+    println!("# litestream (ours) vs Litestream 0.5.17");
+    println!("machine: {}", machine());
+    println!("ours:   {}", ours.bin.display());
+    println!("theirs: {}", theirs.bin.display());
+    println!("reproduce: {}", s.command());
+    println!();
+    let mut table = Table { rows: vec![] };
+
+    if s.runs("a") {
+        println!(
+            "(a) one database, {} one-row tx/s for {} s, file replica ...",
+            s.rate, s.seconds
+        );
+        let o = steady(&ours, &s);
+        let t = steady(&theirs, &s);
+        for (name, r) in [(ours.name, &o), (theirs.name, &t)] {
+            println!(
+                "  {name}: {} tx in {:.1} s, cpu {:.2} s, peak RSS {:.1} MiB, RSS at end {:.1} MiB (restore verified)",
+                r.tx, r.seconds, r.cpu_s, r.hwm_mb, r.rss_mb
+            );
+            print_threads(name, &r.threads);
+        }
+        let per_tx = |r: &Steady| r.cpu_s * 1e6 / r.tx as f64;
+        table.row(
+            "a: 1 db, writer",
+            "peak RSS (VmHWM)",
+            o.hwm_mb,
+            t.hwm_mb,
+            "MiB",
+            "<= 0.20",
+        );
+        table.row(
+            "a: 1 db, writer",
+            "daemon CPU per tx",
+            per_tx(&o),
+            per_tx(&t),
+            "µs",
+            "<= 0.25",
+        );
+        table.row(
+            "a: 1 db, writer",
+            "daemon CPU share",
+            o.cpu_s * 100.0 / o.seconds,
+            t.cpu_s * 100.0 / t.seconds,
+            "% of a core",
+            "",
+        );
+    }
+
+    if s.runs("b") {
+        println!(
+            "(b) {} idle databases, RSS after {} s settled ...",
+            s.idle_dbs, s.settle
+        );
+        let o = idle(&ours, &s);
+        let t = idle(&theirs, &s);
+        for (name, r) in [(ours.name, &o), (theirs.name, &t)] {
+            println!(
+                "  {name}: RSS {:.1} MiB, peak {:.1} MiB, {} threads, idle CPU {:.2} ms/s (every db replicated, /list complete)",
+                r.rss_mb, r.hwm_mb, r.threads, r.idle_cpu_ms_per_s
+            );
+        }
+        let sc = format!("b: {} idle dbs", s.idle_dbs);
+        table.row(&sc, "RSS settled", o.rss_mb, t.rss_mb, "MiB", "<= 0.20");
+        table.row(&sc, "peak RSS (VmHWM)", o.hwm_mb, t.hwm_mb, "MiB", "");
+        table.row(
+            &sc,
+            "idle CPU",
+            o.idle_cpu_ms_per_s,
+            t.idle_cpu_ms_per_s,
+            "ms/s",
+            "",
+        );
+    }
+
+    if s.runs("c") {
+        println!(
+            "(c) restore of a ~{} MB database from a file replica, median of {} run(s) ...",
+            s.restore_mb, s.restore_runs
+        );
+        let r = restore_bench(&ours, &theirs, &s);
+        println!(
+            "  database {:.1} MB, {} rows; cp {:.3} s; ours {:.3} s (cpu {:.2} s, max RSS {:.1} MiB); theirs {:.3} s (cpu {:.2} s, max RSS {:.1} MiB); every restore verified",
+            r.db_mb,
+            r.rows,
+            r.cp_s,
+            r.ours_s,
+            r.ours.cpu.as_secs_f64(),
+            r.ours.max_rss_kb as f64 / 1024.0,
+            r.theirs_s,
+            r.theirs.cpu.as_secs_f64(),
+            r.theirs.max_rss_kb as f64 / 1024.0
+        );
+        let sc = format!("c: restore {:.0} MB", r.db_mb);
+        table.row(
+            &sc,
+            "wall time / cp",
+            r.ours_s / r.cp_s,
+            r.theirs_s / r.cp_s,
+            "x",
+            "",
+        );
+        table.row(&sc, "wall time", r.ours_s, r.theirs_s, "s", "");
+        table.row(
+            &sc,
+            "restore max RSS",
+            r.ours.max_rss_kb as f64 / 1024.0,
+            r.theirs.max_rss_kb as f64 / 1024.0,
+            "MB",
+            "",
+        );
+    }
+
+    if s.runs("d") {
+        let size = |p: &Path| fs::metadata(p).expect("stat binary").len() as f64 / 1e6;
+        let (o, t) = (size(&ours.bin), size(&theirs.bin));
+        println!("(d) binary sizes: ours {o:.2} MB, theirs {t:.2} MB");
+        table.row("d: binary", "file size", o, t, "MB", "ours < 7 MB");
+    }
+
+    println!();
+    table.print();
+    println!();
+    println!("reproduce: {}", s.command());
+}
