@@ -10,8 +10,9 @@
 //!
 //! Scenarios:
 //! - (a) one database, a writer at `BENCH_RATE` one-row transactions/s for `BENCH_SECONDS`,
-//!   file replica: the daemon's peak RSS (VmHWM) and its CPU time (utime+stime of every thread)
-//!   per replicated transaction;
+//!   file replica: the daemon's peak RSS (VmHWM) and its CPU time (every thread, from the
+//!   process CPU clock) per replicated transaction; `BENCH_ROUNDS` interleaved rounds, the
+//!   median round counts;
 //! - (b) `BENCH_IDLE_DBS` idle databases from the config: RSS after they settle;
 //! - (c) restore of a `BENCH_RESTORE_MB` database from a file replica, wall time relative to
 //!   `cp` of the same file;
@@ -20,6 +21,8 @@
 //! Nothing here asserts speed; every scenario checks what it measured (rows restored equal the
 //! rows written, every database replicated, `integrity_check` ok) and panics otherwise, so a
 //! broken run cannot print numbers.
+//!
+//! `BENCH_OURS_BIN=/path/to/litestream` measures another build of ours (e.g. another profile).
 //!
 //! `cargo test` builds this target without `--bench` and it then exits at once.
 
@@ -43,6 +46,7 @@ struct Settings {
     settle: u64,
     restore_mb: u64,
     restore_runs: usize,
+    rounds: usize,
     only: String,
 }
 
@@ -64,6 +68,7 @@ impl Settings {
             settle: env_or("BENCH_SETTLE", 10),
             restore_mb: env_or("BENCH_RESTORE_MB", 200),
             restore_runs: env_or::<usize>("BENCH_RESTORE_RUNS", 3).max(1),
+            rounds: env_or::<usize>("BENCH_ROUNDS", 1).max(1),
             only: env_or("BENCH_ONLY", "a,b,c,d".to_string()),
         }
     }
@@ -73,10 +78,14 @@ impl Settings {
     }
 
     fn command(&self) -> String {
+        let ours = std::env::var("BENCH_OURS_BIN")
+            .map(|b| format!("BENCH_OURS_BIN={b} "))
+            .unwrap_or_default();
         format!(
-            "BENCH_SECONDS={} BENCH_RATE={} BENCH_IDLE_DBS={} BENCH_SETTLE={} BENCH_RESTORE_MB={} BENCH_RESTORE_RUNS={} BENCH_ONLY={} cargo bench --bench compare",
+            "{ours}BENCH_SECONDS={} BENCH_RATE={} BENCH_ROUNDS={} BENCH_IDLE_DBS={} BENCH_SETTLE={} BENCH_RESTORE_MB={} BENCH_RESTORE_RUNS={} BENCH_ONLY={} cargo bench --bench compare",
             self.seconds,
             self.rate,
+            self.rounds,
             self.idle_dbs,
             self.settle,
             self.restore_mb,
@@ -94,10 +103,12 @@ struct Tool {
 }
 
 impl Tool {
+    /// Our binary as `cargo bench` built it, or `$BENCH_OURS_BIN` (to compare builds).
     fn ours() -> Tool {
         Tool {
             name: "ours",
-            bin: PathBuf::from(common::bin()),
+            bin: std::env::var_os("BENCH_OURS_BIN")
+                .map_or_else(|| PathBuf::from(common::bin()), PathBuf::from),
         }
     }
 
@@ -181,6 +192,16 @@ fn mem(pid: u32) -> Mem {
         hwm_kb: field("VmHWM:"),
         threads: field("Threads:"),
     }
+}
+
+/// User and system CPU seconds of a process (10 ms ticks), for the split only.
+fn user_sys(pid: u32) -> (f64, f64) {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("read /proc/{pid}/stat: {e}"));
+    let close = stat.rfind(')').expect("comm");
+    let rest: Vec<&str> = stat[close + 2..].split_whitespace().collect();
+    let t = |i: usize| rest[i].parse::<f64>().expect("ticks") / clock_ticks_per_sec();
+    (t(11), t(12))
 }
 
 /// The comm and utime+stime (clock ticks) of a `/proc/.../stat` line.
@@ -501,6 +522,9 @@ struct Steady {
     hwm_mb: f64,
     rss_mb: f64,
     cpu_s: f64,
+    /// User and system time from 10 ms ticks (the split; `cpu_s` is the precise total).
+    user_s: f64,
+    sys_s: f64,
     threads: Vec<(String, usize, f64)>,
 }
 
@@ -514,6 +538,7 @@ fn steady(tool: &Tool, s: &Settings) -> Steady {
     let d = Daemon::start(tool, &config);
     d.sync_wait(&db);
     let cpu0 = cpu_seconds(d.pid());
+    let us0 = user_sys(d.pid());
     let threads0 = thread_times(d.pid());
     let started = Instant::now();
     let writer = common::Writer::start(&db, s.rate);
@@ -522,6 +547,7 @@ fn steady(tool: &Tool, s: &Settings) -> Steady {
     d.sync_wait(&db);
     let seconds = started.elapsed().as_secs_f64();
     let cpu_s = cpu_seconds(d.pid()) - cpu0;
+    let us1 = user_sys(d.pid());
     let m = mem(d.pid());
     let threads = thread_delta(&threads0, &thread_times(d.pid()));
     d.stop();
@@ -539,6 +565,8 @@ fn steady(tool: &Tool, s: &Settings) -> Steady {
         hwm_mb: m.hwm_kb as f64 / 1024.0,
         rss_mb: m.rss_kb as f64 / 1024.0,
         cpu_s,
+        user_s: us1.0 - us0.0,
+        sys_s: us1.1 - us0.1,
         threads,
     }
 }
@@ -850,16 +878,31 @@ fn main() {
             "(a) one database, {} one-row tx/s for {} s, file replica ...",
             s.rate, s.seconds
         );
-        let o = steady(&ours, &s);
-        let t = steady(&theirs, &s);
+        // Interleaved rounds; each tool's round with the median CPU per transaction counts.
+        let (mut os, mut ts) = (vec![], vec![]);
+        for _ in 0..s.rounds {
+            os.push(steady(&ours, &s));
+            ts.push(steady(&theirs, &s));
+        }
+        let per_tx = |r: &Steady| r.cpu_s * 1e6 / r.tx as f64;
+        if s.rounds > 1 {
+            for (name, v) in [(ours.name, &os), (theirs.name, &ts)] {
+                let all: Vec<String> = v.iter().map(|r| format!("{:.2}", per_tx(r))).collect();
+                println!("  {name}: CPU per tx by round (µs): {}", all.join(", "));
+            }
+        }
+        let pick_median = |mut v: Vec<Steady>| {
+            v.sort_by(|a, b| per_tx(a).total_cmp(&per_tx(b)));
+            v.swap_remove(v.len() / 2)
+        };
+        let (o, t) = (pick_median(os), pick_median(ts));
         for (name, r) in [(ours.name, &o), (theirs.name, &t)] {
             println!(
-                "  {name}: {} tx in {:.1} s, cpu {:.2} s, peak RSS {:.1} MiB, RSS at end {:.1} MiB (restore verified)",
-                r.tx, r.seconds, r.cpu_s, r.hwm_mb, r.rss_mb
+                "  {name}: {} tx in {:.1} s, cpu {:.3} s (user {:.2} s, sys {:.2} s), peak RSS {:.1} MiB, RSS at end {:.1} MiB (restore verified)",
+                r.tx, r.seconds, r.cpu_s, r.user_s, r.sys_s, r.hwm_mb, r.rss_mb
             );
             print_threads(name, &r.threads);
         }
-        let per_tx = |r: &Steady| r.cpu_s * 1e6 / r.tx as f64;
         table.row(
             "a: 1 db, writer",
             "peak RSS (VmHWM)",
@@ -945,7 +988,7 @@ fn main() {
             "restore max RSS",
             r.ours.max_rss_kb as f64 / 1024.0,
             r.theirs.max_rss_kb as f64 / 1024.0,
-            "MB",
+            "MiB",
             "",
         );
     }
