@@ -15,7 +15,7 @@
 //!   median round counts;
 //! - (b) `BENCH_IDLE_DBS` idle databases from the config: RSS after they settle;
 //! - (c) restore of a `BENCH_RESTORE_MB` database from a file replica, wall time relative to
-//!   `cp` of the same file;
+//!   `cp` of the same file (and to `cp` + `sync FILE`, since both restores fsync);
 //! - (d) binary sizes.
 //!
 //! Nothing here asserts speed; every scenario checks what it measured (rows restored equal the
@@ -652,6 +652,7 @@ fn has_ltx(replica: &Path) -> bool {
 /// (c) restore of a large database.
 struct RestoreRun {
     cp_s: f64,
+    cp_sync_s: f64,
     ours: Timed,
     ours_s: f64,
     theirs: Timed,
@@ -716,16 +717,32 @@ fn restore_bench(ours: &Tool, theirs: &Tool, s: &Settings) -> RestoreRun {
             replica
         })
         .collect();
-    let (mut cp, mut o, mut t) = (vec![], vec![], vec![]);
+    let (mut cp, mut cp_sync, mut o, mut t) = (vec![], vec![], vec![], vec![]);
     let out = dir.join("out.db");
     // Interleaved, so a noisy neighbour hits all three alike.
+    // Each timed run starts with no dirty data left from the one before (`sync`).
+    let settle = || run_timed(&mut Command::new("sync"), "sync");
     for _ in 0..s.restore_runs {
         remove_db(&out);
+        settle();
         cp.push(run_timed(Command::new("cp").arg(&src).arg(&out), "cp"));
         assert_eq!(row_count(&out), rows, "cp copied a different database");
         remove_db(&out);
+        settle();
+        // Both restores fsync what they write; `cp` does not, so this baseline does too.
+        cp_sync.push(run_timed(
+            Command::new("sh")
+                .arg("-c")
+                .arg(r#"cp "$0" "$1" && sync "$1""#)
+                .arg(&src)
+                .arg(&out),
+            "cp + sync",
+        ));
+        remove_db(&out);
+        settle();
         o.push(restore_and_check(ours, &replicas[0], &out, rows));
         remove_db(&out);
+        settle();
         t.push(restore_and_check(theirs, &replicas[1], &out, rows));
     }
     remove_db(&out);
@@ -733,6 +750,7 @@ fn restore_bench(ours: &Tool, theirs: &Tool, s: &Settings) -> RestoreRun {
     let pick = |v: &[Timed]| *v.iter().max_by_key(|x| x.max_rss_kb).expect("a run");
     RestoreRun {
         cp_s: wall(&cp),
+        cp_sync_s: wall(&cp_sync),
         ours_s: wall(&o),
         ours: pick(&o),
         theirs_s: wall(&t),
@@ -962,10 +980,11 @@ fn main() {
         );
         let r = restore_bench(&ours, &theirs, &s);
         println!(
-            "  database {:.1} MB, {} rows; cp {:.3} s; ours {:.3} s (cpu {:.2} s, max RSS {:.1} MiB); theirs {:.3} s (cpu {:.2} s, max RSS {:.1} MiB); every restore verified",
+            "  database {:.1} MB, {} rows; cp {:.3} s; cp + sync {:.3} s; ours {:.3} s (cpu {:.2} s, max RSS {:.1} MiB); theirs {:.3} s (cpu {:.2} s, max RSS {:.1} MiB); every restore verified",
             r.db_mb,
             r.rows,
             r.cp_s,
+            r.cp_sync_s,
             r.ours_s,
             r.ours.cpu.as_secs_f64(),
             r.ours.max_rss_kb as f64 / 1024.0,
