@@ -1001,6 +1001,14 @@ fn main() {
             "x",
             "",
         );
+        table.row(
+            &sc,
+            "wall time / (cp + sync)",
+            r.ours_s / r.cp_sync_s,
+            r.theirs_s / r.cp_sync_s,
+            "x",
+            "",
+        );
         table.row(&sc, "wall time", r.ours_s, r.theirs_s, "s", "");
         table.row(
             &sc,
