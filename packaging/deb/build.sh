@@ -88,6 +88,9 @@ if [ -z "$depends" ]; then
 	if objdump -p "$root/usr/bin/litestream" | grep -q 'NEEDED.*libgcc_s'; then
 		depends="$depends, libgcc-s1"
 	fi
+	if objdump -p "$root/usr/bin/litestream" | grep -q 'NEEDED.*libssl.so.3'; then
+		depends="$depends, libssl3"
+	fi
 fi
 
 installed_size="$(du -sk --exclude=DEBIAN "$root" | cut -f1)"
