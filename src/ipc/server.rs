@@ -290,15 +290,16 @@ enum Kick {
 /// finds no idle thread makes the pool spawn one, which drains the queue after its own.
 ///
 /// So a throwaway connection is opened periodically: every 50 ms while long requests are
-/// open, every 200 ms otherwise (a stalled client cannot be seen from here). It costs a
-/// connect and an accept, and bounds how long any connection can be stranded.
+/// open, every second otherwise (a stalled client cannot be seen from here, but without long
+/// requests a stranded short request is rare). It costs a connect and an accept, and bounds
+/// how long any connection can be stranded.
 fn kick_forever(kick: &Kick, stop: &AtomicBool, busy: &AtomicUsize) {
     let mut since_last = Duration::ZERO;
     while !stop.load(Ordering::SeqCst) {
         let tick = Duration::from_millis(50);
         thread::sleep(tick);
         since_last += tick;
-        if busy.load(Ordering::SeqCst) == 0 && since_last < Duration::from_millis(200) {
+        if busy.load(Ordering::SeqCst) == 0 && since_last < Duration::from_secs(1) {
             continue;
         }
         since_last = Duration::ZERO;

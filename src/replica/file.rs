@@ -1,7 +1,7 @@
 //! A replica in a local (or mounted) directory: `<root>/ltx/<level>/<min>-<max>.ltx`.
 
 use std::fs::{self, File};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -108,16 +108,15 @@ impl ReplicaClient for FileReplicaClient {
             .with_context(|| format!("{}: create {}", self.url, dir.display()))?;
         let mut input =
             File::open(src).with_context(|| format!("open spooled {}", src.display()))?;
+        // Stamped with its LTX timestamp before the rename, as listings report modification
+        // times (Litestream does the same), without opening the file a second time.
+        let mtime = UNIX_EPOCH + std::time::Duration::from_millis(timestamp_ms.max(0) as u64);
         durable::write_file(&dest, |w| {
             io::copy(&mut input, w)?;
-            Ok(())
+            w.flush()?;
+            w.get_ref().set_modified(mtime)
         })
         .with_context(|| format!("{}: write {}", self.url, dest.display()))?;
-        // Stamp the file with its LTX timestamp, as listings report modification times.
-        let mtime = UNIX_EPOCH + std::time::Duration::from_millis(timestamp_ms.max(0) as u64);
-        if let Ok(f) = File::options().write(true).open(&dest) {
-            let _ = f.set_modified(mtime);
-        }
         Ok(())
     }
 
@@ -138,4 +137,35 @@ fn same_bytes(src: &Path, dest: &Path) -> Result<()> {
         bail!("already exists with different content (another writer replicates to this replica?)");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_is_immutable_and_stamped_with_the_ltx_time() {
+        let tmp = tempfile::tempdir().unwrap();
+        let client = FileReplicaClient::new("file:///r", &tmp.path().join("r"));
+        let src = tmp.path().join("a.ltx");
+        std::fs::write(&src, b"one").unwrap();
+        let ts = 1_700_000_000_123;
+        client.put_ltx(0, TxId(1), TxId(1), ts, &src).unwrap();
+        let files = client.ltx_files(0).unwrap();
+        assert_eq!(files.len(), 1);
+        assert_eq!(files[0].created_ms, ts, "mtime carries the LTX timestamp");
+        // The same bytes again: a retry after a crash, accepted.
+        client.put_ltx(0, TxId(1), TxId(1), ts, &src).unwrap();
+        // Other bytes under the same name: refused, the replica keeps the original.
+        std::fs::write(&src, b"two").unwrap();
+        let err = client.put_ltx(0, TxId(1), TxId(1), ts, &src).unwrap_err();
+        assert!(format!("{err:#}").contains("different content"), "{err:#}");
+        let mut kept = String::new();
+        client
+            .open_ltx(0, TxId(1), TxId(1))
+            .unwrap()
+            .read_to_string(&mut kept)
+            .unwrap();
+        assert_eq!(kept, "one");
+    }
 }

@@ -137,7 +137,9 @@ impl<'a> FrameScanner<'a> {
         FrameScanner {
             header,
             limit: u64::MAX,
-            reader: io::BufReader::with_capacity(256 * 1024, OffsetReader { file, offset }),
+            // 64 KiB: large enough for sequential reads, small enough that the buffer's first
+            // fill (which zeroes it) costs little; a scanner is made a couple of times a pass.
+            reader: io::BufReader::with_capacity(64 * 1024, OffsetReader { file, offset }),
             offset,
             checksum,
             page: vec![0; header.page_size as usize],
@@ -278,18 +280,25 @@ fn verify_frame(
 /// SQLite's WAL checksum over `data` (a multiple of 8 bytes) continuing from `seed`.
 pub fn wal_checksum(big_endian: bool, seed: WalChecksum, data: &[u8]) -> WalChecksum {
     debug_assert!(data.len() % 8 == 0);
+    // The byte order is chosen once, outside the loop: this runs over every byte of the WAL,
+    // and the size-optimised build would otherwise test it for every word.
+    if big_endian {
+        checksum_words(seed, data, u32::from_be_bytes)
+    } else {
+        checksum_words(seed, data, u32::from_le_bytes)
+    }
+}
+
+#[inline(always)]
+fn checksum_words(seed: WalChecksum, data: &[u8], word: impl Fn([u8; 4]) -> u32) -> WalChecksum {
     let (mut s1, mut s2) = seed;
-    let word = |b: &[u8]| {
-        let w = [b[0], b[1], b[2], b[3]];
-        if big_endian {
-            u32::from_be_bytes(w)
-        } else {
-            u32::from_le_bytes(w)
-        }
-    };
     for chunk in data.chunks_exact(8) {
-        s1 = s1.wrapping_add(word(&chunk[..4])).wrapping_add(s2);
-        s2 = s2.wrapping_add(word(&chunk[4..])).wrapping_add(s1);
+        s1 = s1
+            .wrapping_add(word([chunk[0], chunk[1], chunk[2], chunk[3]]))
+            .wrapping_add(s2);
+        s2 = s2
+            .wrapping_add(word([chunk[4], chunk[5], chunk[6], chunk[7]]))
+            .wrapping_add(s1);
     }
     (s1, s2)
 }
