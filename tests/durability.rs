@@ -303,3 +303,85 @@ fn kill9_of_the_writer_mid_transaction() {
     }
     assert_eq!(daemon.terminate(), 0);
 }
+
+/// After a clean shutdown the daemon keeps its page checksums, so when the application moved
+/// the WAL to a new generation while it was down, the next start writes only the pages that
+/// changed instead of the whole database (Litestream writes a full snapshot here).
+#[test]
+fn clean_restart_after_the_wal_moved_on_writes_only_changed_pages() {
+    let dir = TestDir::new();
+    let db = dir.path("app.db");
+    let conn = create_db(&db);
+    conn.execute_batch("BEGIN").unwrap();
+    for _ in 0..2000 {
+        conn.execute("INSERT INTO t(v) VALUES (hex(randomblob(500)))", [])
+            .unwrap();
+    }
+    conn.execute_batch("COMMIT").unwrap();
+    let replica = format!("file://{}", dir.path("replica").display());
+    let config = write_config(dir.dir.path(), &[(&db, &replica)], "", "");
+    let daemon = Daemon::start(&config);
+    daemon.sync_wait(&db);
+    assert_eq!(daemon.terminate(), 0);
+    assert!(
+        dir.path(".app.db-litestream/pages").exists(),
+        "page checksums saved on shutdown"
+    );
+    // While the daemon is down: a few updates, a full checkpoint, more updates (new salts).
+    conn.execute("UPDATE t SET v = 'changed' WHERE id IN (5, 500, 1500)", [])
+        .unwrap();
+    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        .unwrap();
+    conn.execute("UPDATE t SET v = 'again' WHERE id = 1999", [])
+        .unwrap();
+    let daemon = Daemon::start(&config);
+    daemon.sync_wait(&db);
+    let log = daemon.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("full scan: txid="))
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(line.contains("mode=Changed"), "{line}");
+    let counts = line
+        .split("pages=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap();
+    let (written, total) = counts.split_once('/').unwrap();
+    let (written, total): (u32, u32) = (written.parse().unwrap(), total.parse().unwrap());
+    assert!(
+        total > 200 && written < 20,
+        "wrote {written} of {total} pages"
+    );
+    assert!(
+        !dir.path(".app.db-litestream/pages").exists(),
+        "used once, then removed"
+    );
+    let out = dir.path("out.db");
+    restore(&replica, &out, &[]);
+    let rows = |p: &std::path::Path| -> Vec<(i64, String)> {
+        let c = rusqlite::Connection::open(p).unwrap();
+        let mut s = c.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
+        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    assert!(
+        rows(&out) == rows(&db),
+        "the restore differs from the source"
+    );
+    let theirs = dir.path("theirs.db");
+    let o = std::process::Command::new(reference_bin())
+        .args(["restore", "-o", theirs.to_str().unwrap(), &replica])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        rows(&theirs) == rows(&db),
+        "Litestream's restore differs from the source"
+    );
+    assert_eq!(daemon.terminate(), 0);
+}

@@ -11,6 +11,7 @@
 //! whole database through its read lock instead and writes what differs from the known state:
 //! a snapshot when nothing is known, only the changed pages otherwise.
 
+mod saved_pages;
 mod sync;
 mod upload;
 
@@ -185,6 +186,7 @@ impl DbThread {
                 pos: None,
                 continuous: false,
                 resume: None,
+                saved_table: None,
                 uploads: Uploads {
                     queue: VecDeque::new(),
                     in_flight: false,
@@ -404,6 +406,7 @@ impl DbThread {
         if !self.paused {
             let _ = self.pass();
         }
+        self.st.save_page_checksums();
         // Wait for the replica to confirm what is spooled, bounded by the deadline.
         while !self.st.uploads.queue.is_empty() && Instant::now() < deadline {
             self.st.pump_uploads();

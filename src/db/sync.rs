@@ -24,6 +24,7 @@ use crate::sqlite::wal::{self, CommitEnd, Frame, WalChecksum, WalHeader, WAL_HEA
 use crate::sqlite::{self as sq};
 use crate::timefmt;
 
+use super::saved_pages;
 use super::upload::{PendingUpload, Uploads, Waiter};
 use super::{DbCommand, DbOptions, Shared};
 
@@ -86,6 +87,9 @@ pub(super) struct SyncState {
     /// proves that a new WAL generation cannot hide frames we did not read.
     pub(super) continuous: bool,
     pub(super) resume: Option<ResumePoint>,
+    /// Page checksums saved at the last clean shutdown, for the state after `txid`: lets the
+    /// first pass after a restart write only the changed pages when the WAL moved on.
+    pub(super) saved_table: Option<PageChecksums>,
     pub(super) uploads: Uploads,
     pub(super) waiters: Vec<Waiter>,
     pub(super) last_checkpoint: Instant,
@@ -150,6 +154,20 @@ impl SyncState {
         Ok(locks)
     }
 
+    /// Saves the page checksums of the current state for the next start (clean shutdown).
+    pub(super) fn save_page_checksums(&self) {
+        let Some(table) = &self.table else { return };
+        if self.post != Some(table.checksum()) || self.spool.is_none() {
+            return;
+        }
+        if let Err(e) = saved_pages::save(&self.opts.meta_dir, self.page_size, self.txid, table) {
+            log::warn!(
+                "db={}: cannot save page checksums for the next start: {e}",
+                self.opts.path.display()
+            );
+        }
+    }
+
     pub(super) fn spool(&self) -> &Spool {
         self.spool.as_ref().expect("spool opened before use")
     }
@@ -172,6 +190,9 @@ impl SyncState {
             local = header.max_txid;
             self.txid = local;
             self.post = header.ext_checksums.map(|(_, post)| post);
+            self.saved_table = self.post.and_then(|post| {
+                saved_pages::load(&self.opts.meta_dir, self.page_size, local, post)
+            });
             self.commit = header.commit;
             if header.wal_offset > 0 {
                 self.resume = Some(ResumePoint {
@@ -190,6 +211,8 @@ impl SyncState {
                 None
             }
         };
+        // Used at most once: a crash from here on must not find it looking current.
+        saved_pages::discard(&self.opts.meta_dir);
         let remote_max = remote.as_ref().map_or(TxId(0), |r| r.txid);
         if remote_max > local {
             // The replica is ahead of this spool (spool deleted, or restored elsewhere): continue
@@ -206,6 +229,7 @@ impl SyncState {
             self.post = post;
             self.commit = commit;
             self.resume = None;
+            self.saved_table = None;
             self.uploads.replicated = remote_max;
         } else {
             self.uploads.replicated = remote_max;
@@ -281,7 +305,13 @@ impl SyncState {
                 {
                     Include::FramesFrom(r.offset)
                 }
-                _ => Include::All,
+                _ => match self.saved_table.take() {
+                    Some(table) => {
+                        self.table = Some(table);
+                        Include::Changed
+                    }
+                    None => Include::All,
+                },
             };
             return self.full_scan(current, include, page_count);
         }
@@ -438,6 +468,7 @@ impl SyncState {
         page_count: &dyn Fn() -> Result<u32>,
     ) -> Result<bool> {
         let started = Instant::now();
+        self.saved_table = None;
         let wal_display = self.wal_path.display().to_string();
         let db_display = self.opts.path.display().to_string();
         // The committed frames of the current generation: newest frame of each page.
