@@ -429,8 +429,15 @@ impl SyncState {
         }
         let post = Checksum(post | ltx::CHECKSUM_FLAG);
         let txid = TxId(self.txid.0 + 1);
-        let ltx_header =
-            self.ltx_header(txid, txid, commit, from, end_offset - from, &header, post);
+        let ltx_header = self.ltx_header(
+            txid,
+            txid,
+            commit,
+            from,
+            end_offset - from,
+            (header.salt1, header.salt2),
+            post,
+        );
         let path = self.spool().path(txid, txid).context("spool directory")?;
         durable::write_file(&path, |w| {
             let mut enc = Encoder::new(w, &ltx_header).map_err(io::Error::other)?;
@@ -555,18 +562,9 @@ impl SyncState {
             WalPos::At { header, offset, .. } => (offset, 0, Some(header)),
             WalPos::Empty => (0, 0, None),
         };
-        let mut ltx_header = self.ltx_header(
-            min,
-            txid,
-            commit,
-            wal_offset,
-            wal_size,
-            &wal_header.unwrap_or(EMPTY_WAL),
-            post,
-        );
-        if wal_header.is_none() {
-            (ltx_header.wal_salt1, ltx_header.wal_salt2) = (0, 0);
-        }
+        // No WAL generation: salts 0, which no real log has, so a restart will not resume here.
+        let salts = wal_header.map_or((0, 0), |h| (h.salt1, h.salt2));
+        let ltx_header = self.ltx_header(min, txid, commit, wal_offset, wal_size, salts, post);
         let path = self.spool().path(min, txid).context("spool directory")?;
         let mut written = 0usize;
         durable::write_file(&path, |w| {
@@ -601,7 +599,7 @@ impl SyncState {
         commit: u32,
         wal_offset: u64,
         wal_size: u64,
-        wal: &WalHeader,
+        wal_salts: (u32, u32),
         post: Checksum,
     ) -> Header {
         let pre = if min == TxId(1) {
@@ -619,8 +617,8 @@ impl SyncState {
             pre_apply_checksum: Checksum(0),
             wal_offset: wal_offset as i64,
             wal_size: wal_size as i64,
-            wal_salt1: wal.salt1,
-            wal_salt2: wal.salt2,
+            wal_salt1: wal_salts.0,
+            wal_salt2: wal_salts.1,
             node_id: 0,
             ext_checksums: Some((pre, post)),
         }
@@ -686,16 +684,6 @@ pub(super) struct Log<'a> {
     header: WalHeader,
     limit: u64,
 }
-
-/// A WAL header standing in when the WAL has no generation (salts are zeroed by the caller).
-const EMPTY_WAL: WalHeader = WalHeader {
-    big_endian_checksum: false,
-    page_size: 0,
-    checkpoint_seq: 0,
-    salt1: 0,
-    salt2: 0,
-    checksum: (0, 0),
-};
 
 /// Re-reads a frame's page and proves it unchanged since the scan.
 fn read_wal_page(
