@@ -168,11 +168,14 @@ fn is_elf(p: &Path) -> bool {
 // ---------------------------------------------------------------------------------------------
 // /proc readings
 
-/// `VmRSS`, `VmHWM` (KiB) and `Threads` of a live process.
+/// `VmRSS`, `VmHWM`, `RssAnon` (KiB) and `Threads` of a live process. `RssAnon` is the
+/// private memory (heap, stacks): RSS also counts the mapped binary and libraries, which are
+/// page cache shared with every other process using them.
 #[derive(Clone, Copy, Debug, Default)]
 struct Mem {
     rss_kb: u64,
     hwm_kb: u64,
+    anon_kb: u64,
     threads: u64,
 }
 
@@ -190,6 +193,7 @@ fn mem(pid: u32) -> Mem {
     Mem {
         rss_kb: field("VmRSS:"),
         hwm_kb: field("VmHWM:"),
+        anon_kb: field("RssAnon:"),
         threads: field("Threads:"),
     }
 }
@@ -521,6 +525,7 @@ struct Steady {
     seconds: f64,
     hwm_mb: f64,
     rss_mb: f64,
+    anon_mb: f64,
     cpu_s: f64,
     /// User and system time from 10 ms ticks (the split; `cpu_s` is the precise total).
     user_s: f64,
@@ -564,6 +569,7 @@ fn steady(tool: &Tool, s: &Settings) -> Steady {
         seconds,
         hwm_mb: m.hwm_kb as f64 / 1024.0,
         rss_mb: m.rss_kb as f64 / 1024.0,
+        anon_mb: m.anon_kb as f64 / 1024.0,
         cpu_s,
         user_s: us1.0 - us0.0,
         sys_s: us1.1 - us0.1,
@@ -575,6 +581,7 @@ fn steady(tool: &Tool, s: &Settings) -> Steady {
 struct Idle {
     rss_mb: f64,
     hwm_mb: f64,
+    anon_mb: f64,
     threads: u64,
     idle_cpu_ms_per_s: f64,
 }
@@ -630,6 +637,7 @@ fn idle(tool: &Tool, s: &Settings) -> Idle {
     Idle {
         rss_mb: m.rss_kb as f64 / 1024.0,
         hwm_mb: m.hwm_kb as f64 / 1024.0,
+        anon_mb: m.anon_kb as f64 / 1024.0,
         threads: m.threads,
         idle_cpu_ms_per_s,
     }
@@ -931,6 +939,14 @@ fn main() {
         );
         table.row(
             "a: 1 db, writer",
+            "private memory (RssAnon)",
+            o.anon_mb,
+            t.anon_mb,
+            "MiB",
+            "",
+        );
+        table.row(
+            "a: 1 db, writer",
             "daemon CPU per tx",
             per_tx(&o),
             per_tx(&t),
@@ -963,6 +979,14 @@ fn main() {
         let sc = format!("b: {} idle dbs", s.idle_dbs);
         table.row(&sc, "RSS settled", o.rss_mb, t.rss_mb, "MiB", "<= 0.20");
         table.row(&sc, "peak RSS (VmHWM)", o.hwm_mb, t.hwm_mb, "MiB", "");
+        table.row(
+            &sc,
+            "private memory (RssAnon)",
+            o.anon_mb,
+            t.anon_mb,
+            "MiB",
+            "",
+        );
         table.row(
             &sc,
             "idle CPU",
