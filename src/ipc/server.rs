@@ -30,26 +30,49 @@ pub fn fallback_socket_path() -> Option<PathBuf> {
 /// Picks the socket path the daemon binds: the configured one, else the default when its
 /// directory is writable, else `$XDG_RUNTIME_DIR/litestream.sock`.
 pub fn daemon_socket_path(configured: Option<&Path>) -> PathBuf {
+    choose_daemon_socket(
+        configured,
+        Path::new(DEFAULT_SOCKET),
+        fallback_socket_path(),
+        dir_writable,
+    )
+}
+
+/// The rule of [`daemon_socket_path`], with its inputs passed in (tests run as root, for whom
+/// every directory is writable).
+fn choose_daemon_socket(
+    configured: Option<&Path>,
+    default: &Path,
+    fallback: Option<PathBuf>,
+    writable: impl Fn(&Path) -> bool,
+) -> PathBuf {
     if let Some(p) = configured {
         return p.to_path_buf();
     }
-    let default = PathBuf::from(DEFAULT_SOCKET);
-    if dir_writable(default.parent().unwrap_or(Path::new("/"))) {
-        return default;
+    if writable(default.parent().unwrap_or(Path::new("/"))) {
+        return default.to_path_buf();
     }
-    fallback_socket_path().unwrap_or(default)
+    fallback.unwrap_or_else(|| default.to_path_buf())
 }
 
 /// The socket a client command talks to when `-socket` is not given: the default if a socket
 /// exists there, else the runtime-directory one if it exists, else the default.
 pub fn client_socket_path() -> PathBuf {
-    let default = PathBuf::from(DEFAULT_SOCKET);
-    if is_socket(&default) {
-        return default;
+    choose_client_socket(Path::new(DEFAULT_SOCKET), fallback_socket_path(), is_socket)
+}
+
+/// The rule of [`client_socket_path`], with its inputs passed in.
+fn choose_client_socket(
+    default: &Path,
+    fallback: Option<PathBuf>,
+    is_socket: impl Fn(&Path) -> bool,
+) -> PathBuf {
+    if is_socket(default) {
+        return default.to_path_buf();
     }
-    match fallback_socket_path() {
+    match fallback {
         Some(p) if is_socket(&p) => p,
-        _ => default,
+        _ => default.to_path_buf(),
     }
 }
 
@@ -309,5 +332,45 @@ fn kick_forever(kick: &Kick, stop: &AtomicBool, busy: &AtomicUsize) {
                 std::net::TcpStream::connect_timeout(a, Duration::from_millis(200)).map(drop)
             }
         };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_path_falls_back_to_the_runtime_dir_when_var_run_is_not_writable() {
+        let default = Path::new("/var/run/litestream.sock");
+        let xdg = Some(PathBuf::from("/run/user/1000/litestream.sock"));
+        let configured = Path::new("/srv/ls.sock");
+        assert_eq!(
+            choose_daemon_socket(Some(configured), default, xdg.clone(), |_| false),
+            configured
+        );
+        assert_eq!(
+            choose_daemon_socket(None, default, xdg.clone(), |_| true),
+            default
+        );
+        assert_eq!(
+            choose_daemon_socket(None, default, xdg.clone(), |_| false),
+            xdg.clone().unwrap()
+        );
+        // No runtime dir either: the default, whose bind then fails with a clear error.
+        assert_eq!(
+            choose_daemon_socket(None, default, None, |_| false),
+            default
+        );
+        // Clients look where a daemon would be: the default first, then the runtime dir.
+        assert_eq!(
+            choose_client_socket(default, xdg.clone(), |p| p == default),
+            default
+        );
+        let only_xdg = xdg.clone().unwrap();
+        assert_eq!(
+            choose_client_socket(default, xdg.clone(), |p| p == only_xdg),
+            only_xdg
+        );
+        assert_eq!(choose_client_socket(default, xdg, |_| false), default);
     }
 }
