@@ -24,8 +24,22 @@ impl<R: Read> Input<R> {
     }
 }
 
-/// Merges contiguous LTX files (oldest first, each min txid == previous max + 1) into one
-/// file written to `w`, and returns its header and trailer.
+/// What [`compact_with`] may set differently from the inputs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CompactOptions {
+    /// The output's timestamp (ms since the epoch) instead of the last input's: a snapshot
+    /// is stamped with the time it was taken, as Litestream stamps its level-9 files.
+    pub timestamp_ms: Option<i64>,
+}
+
+/// Merges contiguous LTX files (oldest first) into one file written to `w`, and returns
+/// its header and trailer.
+///
+/// Each input must start at or before the previous one's max txid + 1 and end after it
+/// (superfly/ltx's `IsContiguous`): inputs may overlap, as a restore plan's files do when a
+/// snapshot ends inside a compacted file. A file applied over a later state than its own
+/// start still gives its own end state, since it holds the newest copy of every page
+/// changed in its whole range.
 ///
 /// The newest copy of each page wins, and pages past the last file's commit are dropped.
 /// The output header takes min txid from the first input and max txid, commit and timestamp
@@ -33,18 +47,30 @@ impl<R: Read> Input<R> {
 /// post-apply from the last; NoChecksum if any input has it. WAL fields and node id are 0,
 /// as superfly/ltx's compactor (and so Litestream 0.5.17's L1 files) writes them: a merged
 /// file comes from no single WAL segment. Our extension is kept only if every input has it
-/// (one file without it breaks the chain of proof), and each input's extension pre-apply
-/// must equal the previous one's post-apply.
+/// (one file without it breaks the chain of proof), and where one input starts right after
+/// the previous one, its extension pre-apply must equal the previous one's post-apply.
 ///
 /// Inputs are read as streams in one k-way merge, so memory is a page and a read buffer per
 /// input whatever the data size (plus the output's page index, ~10 bytes per page written). Every input's file checksum is verified (by its decoder's
 /// `finish`) before the output's trailer is written, so a bad input leaves the output
 /// incomplete: callers must discard it on error.
 pub fn compact<R: Read, W: Write>(inputs: Vec<R>, w: W) -> Result<(Header, Trailer)> {
+    compact_with(inputs, w, CompactOptions::default())
+}
+
+/// [`compact`], with the output's header adjusted by `opts`.
+pub fn compact_with<R: Read, W: Write>(
+    inputs: Vec<R>,
+    w: W,
+    opts: CompactOptions,
+) -> Result<(Header, Trailer)> {
     let mut inputs = open_inputs(inputs)?;
     let headers: Vec<Header> = inputs.iter().map(|i| i.dec.header().clone()).collect();
     check_sequence(&headers)?;
-    let header = merged_header(&headers);
+    let mut header = merged_header(&headers);
+    if let Some(ts) = opts.timestamp_ms {
+        header.timestamp_ms = ts;
+    }
     let mut enc = Encoder::new(w, &header)?;
 
     for (i, input) in inputs.iter_mut().enumerate() {
@@ -107,8 +133,9 @@ fn open_inputs<R: Read>(readers: Vec<R>) -> Result<Vec<Input<R>>> {
         .collect()
 }
 
-/// Inputs must share a page size, follow each other without gaps, and (where both carry
-/// our extension) chain their database checksums.
+/// Inputs must share a page size, follow each other without gaps (overlaps allowed, see
+/// [`compact_with`]), and (where one starts right after the other and both carry our
+/// extension) chain their database checksums.
 fn check_sequence(headers: &[Header]) -> Result<()> {
     for (i, pair) in headers.windows(2).enumerate() {
         let (prev, next) = (&pair[0], &pair[1]);
@@ -119,14 +146,17 @@ fn check_sequence(headers: &[Header]) -> Result<()> {
                 found: next.page_size,
             });
         }
-        if prev.max_txid.0.checked_add(1) != Some(next.min_txid.0) {
+        let adjacent = prev.max_txid.0.checked_add(1) == Some(next.min_txid.0);
+        let overlapping = next.min_txid <= prev.max_txid && next.max_txid > prev.max_txid;
+        if !adjacent && !overlapping {
             return err(Error::NotContiguous {
                 prev_max: prev.max_txid,
                 next_min: next.min_txid,
+                next_max: next.max_txid,
             });
         }
-        if let (Some((_, prev_post)), Some((next_pre, _))) =
-            (prev.ext_checksums, next.ext_checksums)
+        if let (true, Some((_, prev_post)), Some((next_pre, _))) =
+            (adjacent, prev.ext_checksums, next.ext_checksums)
         {
             if next_pre != prev_post {
                 let what = "pre-apply vs the previous file's post-apply";
@@ -357,6 +387,63 @@ mod tests {
                 .contains("different page sizes: 4096 and 512"),
             "{err}"
         );
+    }
+
+    /// A restore plan's overlap: a snapshot 1-3 followed by a compacted 2-5 (starting inside
+    /// it). The result is the state after 5; the extension chain is only checked where
+    /// files touch, and the output takes pre from the first and post from the last.
+    #[test]
+    fn overlapping_inputs_merge_like_a_restore_applies_them() {
+        let ck = |v: u64| Checksum(CHECKSUM_FLAG | v);
+        // Database checksums of (pgno, salt) pages: snapshots are verified against them.
+        let db_sum = |pages: &[(u32, u32)]| {
+            let mut t = crate::ltx::PageChecksums::new(512);
+            for &(p, salt) in pages {
+                t.set(p, crate::ltx::page_checksum(p, &test_page(p, 512, salt)));
+            }
+            t.checksum()
+        };
+        let snap = Header {
+            flags: FLAG_NO_CHECKSUM,
+            pre_apply_checksum: Checksum(0),
+            ext_checksums: Some((Checksum(0), db_sum(&[(1, 1), (2, 1), (3, 1)]))),
+            ..header(1, 3, 3)
+        };
+        let end = db_sum(&[(1, 1), (2, 2), (3, 1), (4, 2)]);
+        // Its pre-apply (the state after 1) is not the snapshot's post: not compared.
+        let later = Header {
+            flags: FLAG_NO_CHECKSUM,
+            pre_apply_checksum: Checksum(0),
+            ext_checksums: Some((ck(1), end)),
+            ..header(2, 5, 4)
+        };
+        let a = file(&snap, &[1, 2, 3], 1, 0);
+        let b = file(&later, &[2, 4], 2, 0);
+        let (h, _, out) = compact_bytes(&[a.clone(), b.clone()]).unwrap();
+        assert_eq!((h.min_txid, h.max_txid, h.commit), (TxId(1), TxId(5), 4));
+        assert_eq!(h.ext_checksums, Some((Checksum(0), end)));
+        let d = decode_all(&out).unwrap();
+        let want = [(1, 1), (2, 2), (3, 1), (4, 2)]
+            .map(|(p, salt)| (p, test_page(p, 512, salt)))
+            .to_vec();
+        assert_eq!(d.pages, want);
+
+        // The timestamp can be replaced (snapshots are stamped when taken).
+        let opts = CompactOptions {
+            timestamp_ms: Some(42),
+        };
+        let (h, _) = compact_with(vec![&a[..], &b[..]], Vec::new(), opts).unwrap();
+        assert_eq!(h.timestamp_ms, 42);
+
+        // A file that ends no later than the previous one adds nothing: refused.
+        let inner = Header {
+            flags: FLAG_NO_CHECKSUM,
+            pre_apply_checksum: Checksum(0),
+            ext_checksums: None,
+            ..header(2, 3, 3)
+        };
+        let err = compact_bytes(&[a, file(&inner, &[2], 3, 0)]).unwrap_err();
+        assert!(err.to_string().contains("out of order"), "{err}");
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod encoder;
 pub mod header;
 
 pub use checksum::{lock_pgno, page_checksum, Checksum, PageChecksums, CHECKSUM_FLAG};
-pub use compactor::compact;
+pub use compactor::{compact, compact_with, CompactOptions};
 pub use decoder::{read_header, Decoder, Trailer};
 pub use encoder::Encoder;
 pub use header::{Header, EXT_TAG, FLAG_NO_CHECKSUM, HEADER_SIZE};
@@ -227,12 +227,15 @@ pub enum Error {
     },
     /// `compact` needs at least one input.
     NoInputs,
-    /// Compaction inputs must follow each other: each min txid is the previous max + 1.
+    /// Compaction inputs must follow each other: each starts at or before the previous
+    /// max + 1 and ends after it.
     NotContiguous {
         /// The previous input's max txid.
         prev_max: TxId,
         /// The next input's min txid.
         next_min: TxId,
+        /// The next input's max txid.
+        next_max: TxId,
     },
     /// Compaction inputs must share one page size.
     PageSizeMismatch {
@@ -347,9 +350,21 @@ impl fmt::Display for Error {
                 write!(f, "invalid checksum {input:?}: expected hex digits")
             }
             NoInputs => write!(f, "compaction needs at least one input file"),
-            NotContiguous { prev_max, next_min } => write!(
+            NotContiguous {
+                prev_max,
+                next_min,
+                next_max,
+            } if next_min.0 > prev_max.0.saturating_add(1) => write!(
                 f,
                 "inputs are not contiguous: max txid {prev_max} is followed by min txid {next_min}"
+            ),
+            NotContiguous {
+                prev_max,
+                next_min,
+                next_max,
+            } => write!(
+                f,
+                "inputs are out of order: max txid {prev_max} is followed by txids {next_min}-{next_max}, which end no later"
             ),
             PageSizeMismatch { expected, found } => {
                 write!(
