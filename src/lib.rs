@@ -2,6 +2,7 @@
 //! channels to an uploader pool, no async runtime. See DESIGN.md in the shared folder.
 
 pub mod cli;
+pub mod compact;
 pub mod config;
 pub mod daemon;
 pub mod db;

@@ -56,6 +56,8 @@ pub struct DbView {
     pub last_error: Option<String>,
     /// Why the last upload failed, if the replica is currently failing.
     pub replica_error: Option<String>,
+    /// Why compaction, a snapshot or retention last failed, while it keeps failing.
+    pub compaction_error: Option<String>,
     /// Whether it was added with `/register` (and is persisted for restarts).
     pub dynamic: bool,
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context, Result};
 use crossbeam_channel::bounded;
 
+use crate::compact::{Compactor, Schedule};
 use crate::db::{self, DbCommand, DbOptions, Shared};
 use crate::events::EventHub;
 use crate::ltx::TxId;
@@ -26,6 +27,8 @@ pub struct Store {
     _pool: UploaderPool,
     shared: Shared,
     threads: Mutex<HashMap<PathBuf, JoinHandle<()>>>,
+    /// The `compact` thread, when the store compacts (not for `replicate -once`).
+    compactor: Mutex<Option<Compactor>>,
 }
 
 /// Outcome of [`Store::add`].
@@ -36,8 +39,9 @@ pub enum Added {
 }
 
 impl Store {
-    /// A store with an uploader pool of `upload_threads` threads.
-    pub fn new(upload_threads: usize) -> Result<Store> {
+    /// A store with an uploader pool of `upload_threads` threads, compacting its replicas
+    /// on `compaction`'s schedule (`None`: never).
+    pub fn new(upload_threads: usize, compaction: Option<Schedule>) -> Result<Store> {
         let registry = Arc::new(Registry::default());
         let events = Arc::new(EventHub::default());
         // Each database keeps at most one upload in flight, so a small queue per thread suffices;
@@ -49,12 +53,19 @@ impl Store {
             events: events.clone(),
             uploads: pool.queue(),
         };
+        let compactor = match compaction {
+            Some(schedule) => Some(
+                Compactor::start(schedule, registry.clone()).context("start compaction thread")?,
+            ),
+            None => None,
+        };
         Ok(Store {
             registry,
             events,
             _pool: pool,
             shared,
             threads: Mutex::new(HashMap::new()),
+            compactor: Mutex::new(compactor),
         })
     }
 
@@ -86,13 +97,18 @@ impl Store {
             last_sync_at: None,
             last_error: None,
             replica_error: None,
+            compaction_error: None,
             dynamic,
         };
         if !self.registry.insert(view, tx.clone()) {
             return Ok(Added::AlreadyRegistered);
         }
-        match db::spawn(opts, replica, self.shared.clone(), (tx, rx)) {
+        let meta_dir = opts.meta_dir.clone();
+        match db::spawn(opts, replica.clone(), self.shared.clone(), (tx, rx)) {
             Ok(handle) => {
+                if let Some(c) = self.lock_compactor().as_ref() {
+                    c.add(&path, replica, &meta_dir);
+                }
                 self.lock_threads().insert(path, handle.thread);
                 Ok(Added::Registered)
             }
@@ -107,6 +123,9 @@ impl Store {
     /// Returns its last TXID, or `None` when it was not registered.
     pub fn remove(&self, path: &Path, timeout: Duration) -> Option<(DbView, TxId)> {
         let (view, ctl) = self.registry.remove(path)?;
+        if let Some(c) = self.lock_compactor().as_ref() {
+            c.remove(path);
+        }
         let (tx, rx) = bounded(1);
         let deadline = Instant::now() + timeout;
         if ctl
@@ -131,6 +150,11 @@ impl Store {
     /// deadline), then the uploader pool.
     pub fn shutdown(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
+        // No new compaction starts from here on; the one in progress is waited for below.
+        let mut compactor = self.lock_compactor().take();
+        if let Some(c) = compactor.as_ref() {
+            c.stop_soon();
+        }
         let mut replies = vec![];
         for view in self.registry.list() {
             if let Some((_, ctl)) = self.registry.remove(&view.path) {
@@ -164,9 +188,16 @@ impl Store {
                 );
             }
         }
+        if let Some(c) = compactor.as_mut() {
+            c.stop(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1));
+        }
         self.events.close_all();
         // Uploader threads are idle once every database thread has finished; an upload still
         // running past the deadline is abandoned with the process (its file stays spooled).
+    }
+
+    fn lock_compactor(&self) -> std::sync::MutexGuard<'_, Option<Compactor>> {
+        self.compactor.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_threads(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, JoinHandle<()>>> {

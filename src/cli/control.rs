@@ -316,7 +316,7 @@ pub fn list(a: ListArgs) -> Result<i32> {
         };
         println!("{} [{}] (last sync: {last})", db.path, db.status);
         // Ours: why a database is not replicating.
-        for key in ["error", "replica_error"] {
+        for key in ["error", "replica_error", "compaction_error"] {
             if let Some(e) = db.rest.get(key).and_then(Value::as_str) {
                 println!("  {}: {e}", key.replace('_', " "));
             }

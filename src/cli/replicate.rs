@@ -12,6 +12,7 @@ use anyhow::{bail, Context, Result};
 use argh::FromArgs;
 use crossbeam_channel::{bounded, select, Receiver};
 
+use crate::compact::Schedule;
 use crate::config::{Config, DbConfig, LogLevel, ReplicaConfig};
 use crate::daemon::{self, Daemon};
 use crate::db::DbCommand;
@@ -100,7 +101,9 @@ pub fn run(args: Args) -> Result<i32> {
         }
     }
 
-    let store = Store::new(config.upload_concurrency)?;
+    // `-once` syncs and exits: no compaction (Litestream's `-once` does not compact either).
+    let compaction = (!args.once).then(|| Schedule::from_config(&config));
+    let store = Store::new(config.upload_concurrency, compaction)?;
     // `-once` exits right after one sync: nobody could use a socket.
     let socket_path = (config.socket.enabled && !args.once)
         .then(|| server::daemon_socket_path(config.socket.path.as_deref()));

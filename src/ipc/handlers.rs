@@ -211,6 +211,8 @@ struct DbSummary {
     error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     replica_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compaction_error: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -234,6 +236,7 @@ fn list(ctx: &Ctx) -> ListBody {
             replicated_txid: v.replicated_txid.0,
             error: v.last_error,
             replica_error: v.replica_error,
+            compaction_error: v.compaction_error,
         })
         .collect();
     ListBody { databases }
