@@ -493,6 +493,11 @@ impl SyncState {
         let (overlay, end) = (scanned.pages, scanned.end);
         let include = match include {
             Include::FramesFrom(off) if end.is_none_or(|e| off > e.offset) => Include::All,
+            // Continuing a replica whose newest file carries no database checksum (Litestream
+            // wrote it): a file starting at the next txid would have no pre-apply checksum to
+            // record. A snapshot needs none, and costs no more: with no known state, every
+            // page is written either way.
+            _ if self.txid > TxId(0) && self.post.is_none() => Include::Snapshot,
             other => other,
         };
         let commit = match end {
