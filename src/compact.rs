@@ -110,6 +110,28 @@ pub fn next_boundary(now_ms: i64, interval: Duration) -> i64 {
     now_ms.div_euclid(step) * step + step
 }
 
+/// A duration as Go prints it (`30s`, `5m0s`, `1h0m0s`, `1.5s`, `500ms`), as in Litestream's
+/// log lines.
+pub fn go_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, m) = (ms / 3_600_000, ms / 60_000 % 60);
+    let secs = ms % 60_000;
+    let s = if secs % 1000 == 0 {
+        format!("{}s", secs / 1000)
+    } else {
+        let frac = format!("{:03}", secs % 1000);
+        format!("{}.{}s", secs / 1000, frac.trim_end_matches('0'))
+    };
+    match (h, m) {
+        (0, 0) => s,
+        (0, _) => format!("{m}m{s}"),
+        _ => format!("{h}h{m}m{s}"),
+    }
+}
+
 /// `now_ms` rounded down to a boundary of `interval`.
 fn window_start(now_ms: i64, interval: Duration) -> i64 {
     let step = (interval.as_millis() as i64).max(1);
@@ -235,6 +257,21 @@ fn span(files: &[LtxFileInfo]) -> String {
     }
 }
 
+/// One input of a merge: a file in the replica, or a partial merge on local disk.
+enum Source {
+    Replica(LtxFileInfo),
+    Local(PathBuf),
+}
+
+impl Source {
+    fn label(&self) -> String {
+        match self {
+            Source::Replica(f) => restore::file_label(f),
+            Source::Local(p) => p.display().to_string(),
+        }
+    }
+}
+
 /// Compaction of one database's replica: the work, and the listings kept between runs.
 pub struct DbCompaction {
     /// The database, for logs.
@@ -245,6 +282,8 @@ pub struct DbCompaction {
     /// The replica's files per level as last listed and since updated by our own writes;
     /// `None`: not known, list before use.
     listings: [Option<Vec<LtxFileInfo>>; LEVELS],
+    /// Most inputs one merge opens ([`MAX_INPUTS`]; smaller in tests).
+    max_inputs: usize,
 }
 
 impl DbCompaction {
@@ -264,6 +303,7 @@ impl DbCompaction {
             replica,
             meta_dir: meta_dir.to_path_buf(),
             listings: Default::default(),
+            max_inputs: MAX_INPUTS,
         }
     }
 
@@ -365,7 +405,7 @@ impl DbCompaction {
         let mut written = vec![];
         let mut after = dst_max;
         loop {
-            let run = next_run(&src, after, MAX_INPUTS);
+            let run = next_run(&src, after, self.max_inputs);
             if run.is_empty() {
                 break;
             }
@@ -420,32 +460,18 @@ impl DbCompaction {
         }
         let plan = restore::plan_files(&files, latest)
             .with_context(|| format!("{}: plan the snapshot", self.replica.url()))?;
-        let mut written = None;
-        // A plan longer than MAX_INPUTS (a replica Litestream left uncompacted) takes several
-        // passes, each a snapshot that the next one starts from.
-        let mut inputs = plan.files;
-        while !inputs.is_empty() {
-            let take = inputs.len().min(MAX_INPUTS);
-            let rest = inputs.split_off(take);
-            let opts = CompactOptions {
-                timestamp_ms: Some(now_ms),
-            };
-            let out = self.merge(SNAPSHOT_LEVEL, &inputs, opts)?;
-            log::info!(
-                "msg=\"snapshot complete\" db={} txid={} size={} files={}",
-                self.db(),
-                out.max,
-                out.size,
-                inputs.len()
-            );
-            inputs = if rest.is_empty() {
-                rest
-            } else {
-                std::iter::once(out.clone()).chain(rest).collect()
-            };
-            written = Some(out);
-        }
-        Ok(written)
+        let opts = CompactOptions {
+            timestamp_ms: Some(now_ms),
+        };
+        let out = self.merge(SNAPSHOT_LEVEL, &plan.files, opts)?;
+        log::info!(
+            "msg=\"snapshot complete\" db={} txid={} size={} files={}",
+            self.db(),
+            out.max,
+            out.size,
+            plan.files.len()
+        );
+        Ok(Some(out))
     }
 
     /// L0 retention (see the module docs); returns how many files it deleted.
@@ -530,6 +556,8 @@ impl DbCompaction {
     }
 
     /// Merges `inputs` into one file at `level`: into a temporary file, verified, uploaded.
+    /// More than [`MAX_INPUTS`] inputs are reduced first: everything after the first input
+    /// (a snapshot, read once) merges in groups into local files, which then take its place.
     fn merge(
         &mut self,
         level: u8,
@@ -539,9 +567,11 @@ impl DbCompaction {
         durable::create_dir_all(&self.meta_dir)
             .with_context(|| format!("create {}", self.meta_dir.display()))?;
         let tmp = self.temp_path(level, "");
-        let result = self.merge_into(level, inputs, opts, &tmp);
-        let _ = fs::remove_file(&tmp);
-        let _ = fs::remove_file(self.temp_path(level, "-ck"));
+        let mut parts = vec![];
+        let result = self.merge_into(level, inputs, opts, &tmp, &mut parts);
+        for p in parts.iter().chain([&tmp, &self.temp_path(level, "-ck")]) {
+            let _ = fs::remove_file(p);
+        }
         let out = result?;
         self.remember(&out);
         Ok(out)
@@ -553,26 +583,27 @@ impl DbCompaction {
         inputs: &[LtxFileInfo],
         opts: CompactOptions,
         tmp: &Path,
+        parts: &mut Vec<PathBuf>,
     ) -> Result<LtxFileInfo> {
         let url = self.replica.url();
-        let mut readers: Vec<Box<dyn Read + Send>> = Vec::with_capacity(inputs.len());
-        for f in inputs {
-            let r = self
-                .replica
-                .open_ltx(f.level, f.min, f.max)
-                .with_context(|| format!("{url}: open {}", restore::file_label(f)))?;
-            readers.push(r);
+        let mut sources: Vec<Source> = inputs.iter().cloned().map(Source::Replica).collect();
+        let max = self.max_inputs.max(2);
+        while sources.len() > max {
+            let mut rest = sources.split_off(1);
+            while !rest.is_empty() {
+                let tail = rest.split_off(rest.len().min(max));
+                let group = std::mem::replace(&mut rest, tail);
+                if group.len() == 1 {
+                    sources.extend(group);
+                    continue;
+                }
+                let part = self.temp_path(level, &format!("-part{}", parts.len()));
+                parts.push(part.clone());
+                self.compact_sources(&group, &part, CompactOptions::default())?;
+                sources.push(Source::Local(part));
+            }
         }
-        let file = File::create(tmp).with_context(|| format!("create {}", tmp.display()))?;
-        let (header, _) =
-            ltx::compact_with(readers, BufWriter::with_capacity(64 * 1024, file), opts).map_err(
-                |e| match &e {
-                    ltx::Error::Input { index, .. } if *index < inputs.len() => {
-                        anyhow!("{url}: {}: {e}", restore::file_label(&inputs[*index]))
-                    }
-                    _ => anyhow!("{url}: compact {}: {e}", span(inputs)),
-                },
-            )?;
+        let header = self.compact_sources(&sources, tmp, opts)?;
         let (first, last) = (&inputs[0], &inputs[inputs.len() - 1]);
         if (header.min_txid, header.max_txid) != (first.min, last.max) {
             bail!(
@@ -607,6 +638,41 @@ impl DbCompaction {
             size,
             created_ms: header.timestamp_ms,
         })
+    }
+
+    /// Merges `sources` into the local file `out` (not verified yet); returns its header.
+    fn compact_sources(
+        &self,
+        sources: &[Source],
+        out: &Path,
+        opts: CompactOptions,
+    ) -> Result<Header> {
+        let url = self.replica.url();
+        let mut readers: Vec<Box<dyn Read + Send>> = Vec::with_capacity(sources.len());
+        for s in sources {
+            let r: Box<dyn Read + Send> = match s {
+                Source::Replica(f) => self
+                    .replica
+                    .open_ltx(f.level, f.min, f.max)
+                    .with_context(|| format!("{url}: open {}", restore::file_label(f)))?,
+                Source::Local(p) => Box::new(BufReader::with_capacity(
+                    64 * 1024,
+                    File::open(p).with_context(|| format!("open {}", p.display()))?,
+                )),
+            };
+            readers.push(r);
+        }
+        let file = File::create(out).with_context(|| format!("create {}", out.display()))?;
+        let (header, _) =
+            ltx::compact_with(readers, BufWriter::with_capacity(64 * 1024, file), opts).map_err(
+                |e| match &e {
+                    ltx::Error::Input { index, .. } if *index < sources.len() => {
+                        anyhow!("{url}: {}: {e}", sources[*index].label())
+                    }
+                    _ => anyhow!("{url}: compact into {}: {e}", out.display()),
+                },
+            )?;
+        Ok(header)
     }
 
     /// Decodes the merged file end to end before it goes anywhere (file checksum, page
@@ -778,13 +844,26 @@ struct Worker {
 
 impl Worker {
     fn run(&mut self, rx: Receiver<Command>) {
+        let s = &self.schedule;
+        for (i, interval) in s.levels.iter().enumerate() {
+            log::info!(
+                "msg=\"starting compaction monitor\" level={} interval={}",
+                i + 1,
+                go_duration(*interval)
+            );
+        }
         log::info!(
-            "msg=\"compaction scheduled\" levels={:?} snapshot.interval={:?} snapshot.retention={:?} l0-retention={:?}",
-            self.schedule.levels,
-            self.schedule.snapshot_interval,
-            self.schedule.snapshot_retention,
-            self.schedule.l0_retention
+            "msg=\"starting compaction monitor\" level={SNAPSHOT_LEVEL} interval={} retention={}",
+            go_duration(s.snapshot_interval),
+            go_duration(s.snapshot_retention)
         );
+        if !s.levels.is_empty() {
+            log::info!(
+                "msg=\"starting L0 retention monitor\" interval={} retention={}",
+                go_duration(s.l0_retention_check_interval),
+                go_duration(s.l0_retention)
+            );
+        }
         loop {
             let now = timefmt::now_ms();
             let next = self
@@ -1056,6 +1135,18 @@ mod tests {
         assert_eq!(next_boundary(60_000, s), 90_000);
         assert_eq!(window_start(89_999, s), 60_000);
         assert_eq!(next_boundary(5, Duration::ZERO), 6);
+        let go = |ms| go_duration(Duration::from_millis(ms));
+        assert_eq!(
+            [
+                go(500),
+                go(1500),
+                go(30_000),
+                go(300_000),
+                go(3_600_000),
+                go(86_400_000)
+            ],
+            ["500ms", "1.5s", "30s", "5m0s", "1h0m0s", "24h0m0s"]
+        );
     }
 
     #[test]
@@ -1250,6 +1341,37 @@ mod tests {
         assert_eq!((ck, files, unverified), (checksum_at(10), 1, 0));
         for txid in 1..=10 {
             assert_eq!(fx.restore(txid).0, checksum_at(txid), "txid {txid}");
+        }
+    }
+
+    /// A backlog past the fan-in limit: level 1 gets several files in one run, and a
+    /// snapshot over a long level-0 tail (`levels: []`) is reduced locally, one upload.
+    #[test]
+    fn backlogs_stay_within_the_fan_in_limit() {
+        let mut fx = Fixture::new();
+        fx.work.max_inputs = 3;
+        fx.l0(EXT, 1..=10);
+        let snap = fx.work.snapshot(None, TxId(10), T0).unwrap().unwrap();
+        assert_eq!((snap.min.0, snap.max.0), (1, 10));
+        assert_eq!(
+            fx.files().iter().filter(|f| f.0 == 9).count(),
+            1,
+            "one upload"
+        );
+        let leftovers: Vec<_> = fs::read_dir(&fx.work.meta_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+        let (ck, files, unverified) = fx.restore(10);
+        assert_eq!((ck, files, unverified), (checksum_at(10), 1, 0));
+
+        let l1 = fx.work.compact_level(1, None, TxId(10), T0).unwrap();
+        let ranges: Vec<_> = l1.iter().map(|f| (f.min.0, f.max.0)).collect();
+        assert_eq!(ranges, [(1, 3), (4, 6), (7, 9), (10, 10)]);
+        for txid in [3, 6, 9] {
+            assert_eq!(fx.restore(txid).0, checksum_at(txid));
         }
     }
 
