@@ -94,7 +94,7 @@ fn dir_writable(dir: &Path) -> bool {
 pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
-            if UnixStream::connect(path).is_ok() {
+            if socket_is_live(path) {
                 bail!(
                     "{}: another litestream daemon is already listening on this socket",
                     path.display()
@@ -132,6 +132,21 @@ pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener> {
         return Err(e);
     }
     Ok(listener)
+}
+
+/// Whether a daemon listens on the socket file. Only "connection refused" proves the file is
+/// stale: a busy daemon can fail a connect with EAGAIN (its backlog full), and taking its
+/// socket over would leave two daemons replicating the same databases. So other errors are
+/// retried a few times and, if they persist, count as live.
+fn socket_is_live(path: &Path) -> bool {
+    for _ in 0..5 {
+        match UnixStream::connect(path) {
+            Ok(_) => return true,
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return false,
+            Err(_) => thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    true
 }
 
 /// A running HTTP listener (Unix socket or TCP).
