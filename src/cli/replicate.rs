@@ -2,7 +2,7 @@
 //! control socket, and waits for SIGTERM/SIGINT or the `-exec` child; then syncs once more
 //! (bounded by `shutdown-sync-timeout`) and exits.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
@@ -105,8 +105,18 @@ pub fn run(args: Args) -> Result<i32> {
     let compaction = (!args.once).then(|| Schedule::from_config(&config));
     let store = Store::new(config.upload_concurrency, compaction)?;
     // `-once` exits right after one sync: nobody could use a socket.
-    let socket_path = (config.socket.enabled && !args.once)
-        .then(|| server::daemon_socket_path(config.socket.path.as_deref()));
+    let socket_path = if config.socket.enabled && !args.once {
+        let p = server::daemon_socket_path(config.socket.path.as_deref());
+        if p.is_none() {
+            log::warn!(
+                "msg=\"control socket disabled\" reason=\"{} is not writable and XDG_RUNTIME_DIR is not set; set socket.path in the config\"",
+                Path::new(server::DEFAULT_SOCKET).parent().unwrap_or(Path::new("/")).display()
+            );
+        }
+        p
+    } else {
+        None
+    };
     // Bind before starting anything: a live daemon on the socket is an error, not a takeover.
     let unix_listener = match &socket_path {
         Some(p) => Some(server::bind_socket(p, config.socket.permissions)?),

@@ -28,8 +28,10 @@ pub fn fallback_socket_path() -> Option<PathBuf> {
 }
 
 /// Picks the socket path the daemon binds: the configured one, else the default when its
-/// directory is writable, else `$XDG_RUNTIME_DIR/litestream.sock`.
-pub fn daemon_socket_path(configured: Option<&Path>) -> PathBuf {
+/// directory is writable, else `$XDG_RUNTIME_DIR/litestream.sock`; `None` when there is no
+/// configured path and neither default is usable (an unprivileged user without a runtime
+/// directory): the daemon then replicates without a socket rather than not at all.
+pub fn daemon_socket_path(configured: Option<&Path>) -> Option<PathBuf> {
     choose_daemon_socket(
         configured,
         Path::new(DEFAULT_SOCKET),
@@ -45,14 +47,14 @@ fn choose_daemon_socket(
     default: &Path,
     fallback: Option<PathBuf>,
     writable: impl Fn(&Path) -> bool,
-) -> PathBuf {
+) -> Option<PathBuf> {
     if let Some(p) = configured {
-        return p.to_path_buf();
+        return Some(p.to_path_buf());
     }
     if writable(default.parent().unwrap_or(Path::new("/"))) {
-        return default.to_path_buf();
+        return Some(default.to_path_buf());
     }
-    fallback.unwrap_or_else(|| default.to_path_buf())
+    fallback
 }
 
 /// The socket a client command talks to when `-socket` is not given: the default if a socket
@@ -359,23 +361,18 @@ mod tests {
         let default = Path::new("/var/run/litestream.sock");
         let xdg = Some(PathBuf::from("/run/user/1000/litestream.sock"));
         let configured = Path::new("/srv/ls.sock");
+        let some = |p: &Path| Some(p.to_path_buf());
+        let daemon = |configured, writable: bool, xdg: Option<PathBuf>| {
+            choose_daemon_socket(configured, default, xdg, |_| writable)
+        };
         assert_eq!(
-            choose_daemon_socket(Some(configured), default, xdg.clone(), |_| false),
-            configured
+            daemon(Some(configured), false, xdg.clone()),
+            some(configured)
         );
-        assert_eq!(
-            choose_daemon_socket(None, default, xdg.clone(), |_| true),
-            default
-        );
-        assert_eq!(
-            choose_daemon_socket(None, default, xdg.clone(), |_| false),
-            xdg.clone().unwrap()
-        );
-        // No runtime dir either: the default, whose bind then fails with a clear error.
-        assert_eq!(
-            choose_daemon_socket(None, default, None, |_| false),
-            default
-        );
+        assert_eq!(daemon(None, true, xdg.clone()), some(default));
+        assert_eq!(daemon(None, false, xdg.clone()), xdg.clone());
+        // No runtime dir either: no socket (the daemon says so and replicates anyway).
+        assert_eq!(daemon(None, false, None), None);
         // Clients look where a daemon would be: the default first, then the runtime dir.
         assert_eq!(
             choose_client_socket(default, xdg.clone(), |p| p == default),
