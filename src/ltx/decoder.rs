@@ -1,8 +1,10 @@
 //! Streams the pages of one LTX file from a reader and verifies everything it can.
 
-use std::io::{self, BufReader, Read};
+use std::io::{self, BufRead, BufReader, Read};
 
-use super::checksum::{lock_pgno, page_checksum, Checksum, CHECKSUM_FLAG, CRC64};
+use super::checksum::{
+    crc64_finish, crc64_update, lock_pgno, Checksum, ZeroShift, CHECKSUM_FLAG, CRC64, CRC64_INIT,
+};
 use super::encoder::{check_page_sequence, next_snapshot_pgno, put_index_entry};
 use super::header::{Header, HEADER_SIZE};
 use super::{read_exact, Error, Result, PAGE_FLAG_SIZE, PAGE_FRAME_HEADER_SIZE, TRAILER_SIZE};
@@ -35,9 +37,11 @@ pub fn read_header<R: Read>(mut r: R) -> Result<Header> {
 /// Streams the pages of one LTX file in order; [`Decoder::finish`] then reads the end
 /// marker, page index and trailer and verifies them.
 ///
-/// Memory stays at one compressed page and an 8 KiB read buffer whatever the file's size:
-/// the index is checked against the frames by comparing a CRC-64 of the index the frames
-/// call for (built as they stream past) with a CRC-64 of the index read. A page handed out by
+/// Memory stays at one compressed page and the read buffer (8 KiB, or as given to
+/// [`Decoder::with_capacity`]) whatever the file's size: the index is checked against the
+/// frames by comparing a CRC-64 of the index the frames call for (built as they stream past)
+/// with a CRC-64 of the index read. Each page is hashed once, for both the file checksum and
+/// its page checksum ([`Decoder::next_page_checksummed`]). A page handed out by
 /// [`Decoder::next_page`] has passed every per-page check (order, range, lock page,
 /// decompressed length) but the file as a whole is only proven by `finish()`, which checks
 /// the file checksum: callers must not treat pages as committed before it returns `Ok`.
@@ -49,7 +53,10 @@ pub fn read_header<R: Read>(mut r: R) -> Result<Header> {
 pub struct Decoder<R: Read> {
     r: BufReader<R>,
     header: Header,
-    hash: crc::Digest<'static, u64, crc::Table<16>>,
+    /// Raw CRC-64 register of the file checksum so far (see `checksum::crc64_update`).
+    hash: u64,
+    /// Joins a page hashed once into both the file checksum and its page checksum.
+    shift: &'static ZeroShift,
     /// Bytes read so far.
     offset: u64,
     /// Frames read so far.
@@ -72,19 +79,30 @@ pub struct Decoder<R: Read> {
 }
 
 impl<R: Read> Decoder<R> {
-    /// Reads and validates the header.
+    /// Reads and validates the header, buffering reads by 8 KiB.
     pub fn new(r: R) -> Result<Self> {
-        let mut r = BufReader::new(r);
+        Self::with_capacity(8 * 1024, r)
+    }
+
+    /// Like [`Decoder::new`] with a read buffer of `capacity` bytes: a caller streaming a
+    /// large file hands over the unbuffered reader and a large buffer, so that every byte is
+    /// copied once instead of through two buffers.
+    pub fn with_capacity(capacity: usize, r: R) -> Result<Self> {
+        let mut r = BufReader::with_capacity(capacity, r);
         let mut b = [0u8; HEADER_SIZE];
         read_exact(&mut r, &mut b, "header", 0)?;
         let header = Header::decode(&b)?;
         header.validate()?;
-        let mut hash = CRC64.digest();
-        hash.update(&b);
+        let shift = ZeroShift::for_page_size(header.page_size).ok_or_else(|| {
+            let reason = format!("page size {} is not supported", header.page_size);
+            Error::InvalidHeader { reason }
+        })?;
+        let hash = crc64_update(CRC64_INIT, &b);
         let claims_post = !header.no_checksum() || header.ext_checksums.is_some();
         Ok(Decoder {
             r,
             hash,
+            shift,
             offset: HEADER_SIZE as u64,
             frames: 0,
             expected_index: CRC64.digest(),
@@ -113,6 +131,14 @@ impl<R: Read> Decoder<R> {
     /// Decodes the next page into `buf` (exactly one page long) and returns its page number;
     /// `Ok(None)` after the last page (the end marker was read).
     pub fn next_page(&mut self, buf: &mut [u8]) -> Result<Option<u32>> {
+        Ok(self.next_page_checksummed(buf)?.map(|(pgno, _)| pgno))
+    }
+
+    /// Like [`Decoder::next_page`], also returning the page's checksum
+    /// ([`super::page_checksum`]), which the decoder gets almost free from the one pass over
+    /// the page that the file checksum needs: restore keeps its database checksum with it
+    /// instead of hashing every page again.
+    pub fn next_page_checksummed(&mut self, buf: &mut [u8]) -> Result<Option<(u32, Checksum)>> {
         if self.pages_done {
             return Ok(None);
         }
@@ -148,26 +174,36 @@ impl<R: Read> Decoder<R> {
                 reason,
             });
         }
-        self.compressed.resize(size, 0);
-        read_exact(
-            &mut self.r,
-            &mut self.compressed,
-            "page data",
-            frame_offset + 10,
-        )?;
-        decompress_page(pgno, &self.compressed, buf)?;
+        // Straight from the read buffer when the payload is all in it (nearly always with a
+        // large buffer): one copy of every page fewer.
+        let buffered = self.r.buffer();
+        if buffered.len() >= size {
+            decompress_page(pgno, &buffered[..size], buf)?;
+            self.r.consume(size);
+        } else {
+            self.compressed.resize(size, 0);
+            read_exact(
+                &mut self.r,
+                &mut self.compressed,
+                "page data",
+                frame_offset + 10,
+            )?;
+            decompress_page(pgno, &self.compressed, buf)?;
+        }
 
-        self.hash.update(&fh);
-        self.hash.update(buf);
+        // One pass over the page, joined to both checksums (see `ZeroShift`).
+        let page_reg = crc64_update(0, buf);
+        self.hash = self.shift.apply(crc64_update(self.hash, &fh)) ^ page_reg;
+        let checksum = self.shift.page_checksum(pgno, page_reg);
         let frame_size = (PAGE_FRAME_HEADER_SIZE + size) as u64;
         self.offset += frame_size;
         self.expect_index_entry(pgno, frame_offset, frame_size);
         self.frames += 1;
         self.prev_pgno = pgno;
         if let Some(xor) = self.snapshot_xor.as_mut() {
-            *xor ^= page_checksum(pgno, buf).0;
+            *xor ^= checksum.0;
         }
-        Ok(Some(pgno))
+        Ok(Some((pgno, checksum)))
     }
 
     /// Reads any pages the caller did not, then the page index and trailer, and verifies the
@@ -184,7 +220,7 @@ impl<R: Read> Decoder<R> {
             return Err(self.overlong_tail(tail.index_crc == expected_crc, expected_len));
         }
         check_index_length(tail.index_len, tail.length_field)?;
-        let computed = Checksum(CHECKSUM_FLAG | self.hash.clone().finalize());
+        let computed = Checksum(CHECKSUM_FLAG | crc64_finish(self.hash));
         if computed != tail.trailer.file_checksum {
             let stored = tail.trailer.file_checksum;
             return Err(Error::FileChecksumMismatch { stored, computed });
@@ -213,7 +249,7 @@ impl<R: Read> Decoder<R> {
                 found: None,
             });
         }
-        self.hash.update(&[0u8; 6]);
+        self.hash = crc64_update(self.hash, &[0u8; 6]);
         self.offset += 6;
         self.pages_done = true;
         Ok(())
@@ -256,7 +292,7 @@ impl<R: Read> Decoder<R> {
             let Some(passed) = held.len().checked_sub(TAIL_SIZE) else {
                 continue;
             };
-            self.hash.update(&held[..passed]);
+            self.hash = crc64_update(self.hash, &held[..passed]);
             let room = expected_len.saturating_sub(index_len).min(passed as u64) as usize;
             index_crc.update(&held[..room]);
             index_len += passed as u64;
@@ -270,7 +306,7 @@ impl<R: Read> Decoder<R> {
             });
         }
         // What the file checksum covers of the tail: the length field and post-apply.
-        self.hash.update(&held[..16]);
+        self.hash = crc64_update(self.hash, &held[..16]);
         Ok(Tail {
             index_len,
             index_crc: index_crc.finalize(),
@@ -413,7 +449,7 @@ mod tests {
         decode_all, encode_all, fixture, fixture_files, test_page, Decoded, EXT, LITESTREAM,
         README_TABLE,
     };
-    use super::super::{Encoder, PageChecksums, TxId, FLAG_NO_CHECKSUM};
+    use super::super::{page_checksum, Encoder, PageChecksums, TxId, FLAG_NO_CHECKSUM};
     use super::*;
 
     /// Pages 1..=commit (a snapshot) or a few scattered ones, for `page_size`.
@@ -889,6 +925,33 @@ mod tests {
             }
             file.extend_from_slice(&garbage);
             assert!(decode_all(&file).is_err(), "{len}");
+        }
+    }
+
+    #[test]
+    fn page_checksums_come_with_the_pages() {
+        for page_size in [512, 4096, 65536] {
+            for snapshot in [true, false] {
+                let pages = pages_for(page_size, snapshot, 6, 3);
+                let header = Header {
+                    flags: FLAG_NO_CHECKSUM,
+                    page_size,
+                    commit: 6,
+                    min_txid: TxId(if snapshot { 1 } else { 4 }),
+                    max_txid: TxId(4),
+                    ..Header::default()
+                };
+                let (_, bytes) = encode_all(&header, &pages, Checksum(0));
+                let mut dec = Decoder::with_capacity(100, &bytes[..]).unwrap();
+                let mut buf = vec![0u8; page_size as usize];
+                let mut seen = Vec::new();
+                while let Some((pgno, ck)) = dec.next_page_checksummed(&mut buf).unwrap() {
+                    assert_eq!(ck, page_checksum(pgno, &buf), "{page_size} {pgno}");
+                    seen.push((pgno, buf.clone()));
+                }
+                assert_eq!(seen, pages);
+                dec.finish().unwrap();
+            }
         }
     }
 
