@@ -25,26 +25,70 @@ pub fn write_file<T>(
     path: &Path,
     fill: impl FnOnce(&mut io::BufWriter<&File>) -> io::Result<T>,
 ) -> io::Result<T> {
+    let (staged, value) = stage_file(path, fill)?;
+    staged.commit()?;
+    Ok(value)
+}
+
+/// The first half of [`write_file`]: the content written under the temporary name, not yet
+/// fsynced. For writes whose content must be taken at a moment that should stay short (under
+/// SQLite's write lock) while the fsyncs can wait until after it.
+pub fn stage_file<T>(
+    path: &Path,
+    fill: impl FnOnce(&mut io::BufWriter<&File>) -> io::Result<T>,
+) -> io::Result<(Staged, T)> {
     let tmp = temp_path(path);
-    let result = (|| {
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        let mut w = io::BufWriter::with_capacity(64 * 1024, &file);
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)?;
+    let staged = Staged {
+        tmp,
+        path: path.to_path_buf(),
+        file: Some(file),
+    };
+    let value = {
+        let file = staged.file.as_ref().expect("just opened");
+        let mut w = io::BufWriter::with_capacity(64 * 1024, file);
         let value = fill(&mut w)?;
         w.flush()?;
-        drop(w);
+        value
+    };
+    Ok((staged, value))
+}
+
+/// A file written under its temporary name by [`stage_file`]: [`Staged::commit`] makes it
+/// durable under its final name; dropping it uncommitted removes it.
+pub struct Staged {
+    tmp: PathBuf,
+    path: PathBuf,
+    file: Option<File>,
+}
+
+impl Staged {
+    /// Fsyncs the file, renames it into place and fsyncs the directory.
+    pub fn commit(mut self) -> io::Result<()> {
+        let file = self.file.take().expect("committed once");
         file.sync_all()?;
-        fs::rename(&tmp, path)?;
-        sync_parent_dir(path)?;
-        Ok(value)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+        drop(file);
+        fs::rename(&self.tmp, &self.path)?;
+        self.tmp = PathBuf::new();
+        sync_parent_dir(&self.path)
     }
-    result
+
+    /// The final name.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.tmp.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// Fsyncs the directory holding `path`, which makes a rename or an unlink in it durable.

@@ -18,6 +18,7 @@ pub mod spool;
 pub mod sqlite;
 pub mod store;
 pub mod timefmt;
+pub mod watch;
 
 /// This build's version, reported by `version` and `/info`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

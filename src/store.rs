@@ -18,6 +18,7 @@ use crate::ltx::TxId;
 use crate::registry::{DbStatus, DbView, Registry};
 use crate::replica::uploader::UploaderPool;
 use crate::replica::ReplicaClient;
+use crate::watch::Watcher;
 
 /// All databases of one daemon.
 pub struct Store {
@@ -48,10 +49,20 @@ impl Store {
         // a full queue only delays a database's next attempt by a few milliseconds.
         let pool = UploaderPool::start(upload_threads, upload_threads * 16)
             .context("start uploader threads")?;
+        let watcher = match Watcher::start() {
+            Ok(w) => Some(Arc::new(w)),
+            Err(e) => {
+                log::warn!(
+                    "inotify is unavailable ({e}); databases are polled every monitor-interval"
+                );
+                None
+            }
+        };
         let shared = Shared {
             registry: registry.clone(),
             events: events.clone(),
             uploads: pool.queue(),
+            watcher,
         };
         let compactor = match compaction {
             Some(schedule) => Some(

@@ -6,6 +6,13 @@
 //! then copies to the replica. The running database checksum (8 bytes per page) goes into
 //! every file, so a restore can prove it rebuilt exactly this database.
 //!
+//! Between passes the thread sleeps until its WAL changes (the inotify watcher wakes it) or
+//! `monitor-interval` passes, and looks at the WAL index first: a pass runs only when there is
+//! something new, and at once, without waiting for the interval, when the log has grown to
+//! three quarters of `min-checkpoint-page-count` frames. Then it reads them and checkpoints,
+//! so the application's writes restart the log at about the size they would without us (a
+//! write burst would otherwise grow it by every frame until the next interval).
+//!
 //! When the position cannot be trusted (first start, restart of the daemon with a WAL of
 //! another generation, an error between reading and recording frames) the pass reads the
 //! whole database through its read lock instead and writes what differs from the known state:
@@ -22,10 +29,10 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 
-use self::sync::{SyncState, WalPos};
+use self::sync::{SyncState, WalPos, WalProbe};
 use self::upload::Uploads;
 use crate::events::EventHub;
 use crate::ltx::TxId;
@@ -33,21 +40,39 @@ use crate::registry::{DbStatus, Registry};
 use crate::replica::uploader::UploadQueue;
 use crate::replica::ReplicaClient;
 use crate::spool::{Spool, SpoolFile};
-use crate::sqlite::conn::{CheckpointMode, ReadLocks};
+use crate::sqlite::conn::{CheckpointMode, Frozen, ReadLocks};
 use crate::sqlite::wal::WAL_HEADER_SIZE;
 use crate::sqlite::{self as sq};
+use crate::watch::{Subscription, Watcher};
+
+/// New WAL frames after which the kernel is asked to start writing the WAL back (without
+/// waiting), so the fsync before a checkpoint finds little left to write.
+const WRITEBACK_FRAMES: u64 = 128;
 
 /// Settings of one database (from `dbs:` in the config, or `/register`).
 #[derive(Clone, Debug)]
 pub struct DbOptions {
+    /// The database file as configured or registered.
     pub path: PathBuf,
     /// Where the spool lives: `.<name>-litestream` beside the database by default.
     pub meta_dir: PathBuf,
     pub monitor_interval: Duration,
     pub checkpoint_interval: Duration,
     pub busy_timeout: Duration,
+    /// WAL frames at which a PASSIVE checkpoint is due.
     pub min_checkpoint_page_count: u64,
+    /// WAL frames at which a TRUNCATE checkpoint is due (`u64::MAX`: never).
     pub truncate_page_n: u64,
+}
+
+impl DbOptions {
+    /// WAL frames at which a pass and a checkpoint run at once, without waiting for the next
+    /// `monitor-interval`: three quarters of `min-checkpoint-page-count`, so that ours lands
+    /// before the application's own autocheckpoint (SQLite's default is 1000 pages, as ours),
+    /// which our read lock would keep from restarting the log.
+    pub fn pressure_frames(&self) -> u64 {
+        (self.min_checkpoint_page_count.saturating_mul(3) / 4).max(1)
+    }
 }
 
 /// Outcome of a sync request.
@@ -87,6 +112,8 @@ pub enum DbCommand {
         wait: bool,
         reply: Sender<Result<SyncReply, String>>,
     },
+    /// The WAL or the database file changed (sent by the file watcher, at most one pending).
+    WalChanged,
     /// An upload finished (sent by the uploader pool).
     Uploaded {
         max: TxId,
@@ -116,6 +143,8 @@ pub struct Shared {
     pub registry: Arc<Registry>,
     pub events: Arc<EventHub>,
     pub uploads: UploadQueue,
+    /// The daemon's inotify watcher; `None` where inotify is unavailable (the threads poll).
+    pub watcher: Option<Arc<Watcher>>,
 }
 
 /// Starts the thread for one database. The caller has registered it in the registry with the
@@ -156,6 +185,12 @@ struct DbThread {
     paused: bool,
     next_pass: Instant,
     last_error: Option<String>,
+    /// Wakes this thread on WAL changes while it lives.
+    subscription: Option<Subscription>,
+    /// When to re-arm the subscription after a wakeup disarmed it (`None`: armed).
+    rearm_at: Option<Instant>,
+    /// The last look at the WAL index, to tell how fast the log grows.
+    last_probe: Option<(Instant, WalProbe)>,
 }
 
 impl DbThread {
@@ -198,6 +233,9 @@ impl DbThread {
                 last_checkpoint: Instant::now(),
                 synced_since_checkpoint: false,
                 checkpoint_incomplete: false,
+                checkpoint_retry: None,
+                writeback_at: None,
+                scan: None,
                 initialized: false,
                 needs_snapshot: false,
             },
@@ -205,6 +243,39 @@ impl DbThread {
             paused: false,
             next_pass: Instant::now(),
             last_error: None,
+            subscription: None,
+            rearm_at: None,
+            last_probe: None,
+        }
+    }
+
+    /// Asks the watcher to wake this thread when the WAL or the database file changes.
+    fn subscribe(&mut self) {
+        let Some(watcher) = self.st.shared.watcher.clone() else {
+            return;
+        };
+        let path = &self.st.opts.path;
+        // The directory SQLite puts the WAL in: that of the file itself, symlinks resolved.
+        let real = std::fs::canonicalize(path).unwrap_or_else(|_| path.clone());
+        let (Some(dir), Some(name)) = (real.parent(), real.file_name()) else {
+            return;
+        };
+        let mut wal = name.to_os_string();
+        wal.push("-wal");
+        // The watcher disarms the subscription when it calls this, so at most one
+        // `WalChanged` is queued until the thread re-arms it.
+        let ctl = self.st.ctl_tx.clone();
+        let wake = Arc::new(move || {
+            let _ = ctl.try_send(DbCommand::WalChanged);
+        });
+        match watcher.subscribe(dir, vec![name.to_os_string(), wal], wake) {
+            Ok(s) => self.subscription = Some(s),
+            Err(e) => log::warn!(
+                "db={}: cannot watch {} ({e}); polling every {:?}",
+                path.display(),
+                dir.display(),
+                self.st.opts.monitor_interval
+            ),
         }
     }
 
@@ -218,6 +289,7 @@ impl DbThread {
             self.path().display(),
             self.st.replica.url()
         );
+        self.subscribe();
         loop {
             let now = Instant::now();
             let mut wake = if self.paused {
@@ -226,6 +298,9 @@ impl DbThread {
                 self.next_pass
             };
             if let Some(t) = self.st.upload_wakeup() {
+                wake = wake.min(t);
+            }
+            if let Some(t) = self.rearm_at {
                 wake = wake.min(t);
             }
             match self
@@ -241,11 +316,100 @@ impl DbThread {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            if !self.paused && Instant::now() >= self.next_pass {
-                let _ = self.pass();
+            if self.rearm_at.is_some_and(|t| Instant::now() >= t) {
+                self.rearm_at = None;
+                if let Some(s) = &self.subscription {
+                    s.arm();
+                }
+            }
+            if !self.paused {
+                self.pass_if_needed();
             }
             self.st.pump_uploads();
         }
+    }
+
+    /// After a wakeup: re-arm the watcher when the log could next reach a threshold at the
+    /// rate it grew since the last look (half that time, at least 1 ms, at most
+    /// `monitor-interval`), so a steady writer wakes this thread a few times per threshold
+    /// instead of at every write.
+    fn schedule_rearm(&mut self, probe: Option<WalProbe>) {
+        let now = Instant::now();
+        let max = self.st.opts.monitor_interval.max(Duration::from_millis(1));
+        let delay = match (probe, self.last_probe) {
+            (Some(p), Some((then, before))) if p.frames > before.frames => {
+                let rate = (p.frames - before.frames) as f64
+                    / now.duration_since(then).as_secs_f64().max(1e-6);
+                let left = self.frames_to_next_action(p) as f64;
+                Duration::from_secs_f64((left / rate / 2.0).min(max.as_secs_f64()))
+            }
+            // No rate yet (first write after a pause, or a new generation): look again soon.
+            _ => Duration::ZERO,
+        };
+        self.last_probe = probe.map(|p| (now, p));
+        self.rearm_at = Some(now + delay.clamp(Duration::from_millis(1), max));
+    }
+
+    /// Frames the log can grow by before this thread should look again: the checkpoint at
+    /// the pressure threshold, and the WAL's writeback every few frames before it.
+    fn frames_to_next_action(&self, p: WalProbe) -> u64 {
+        let pressure = self.st.opts.pressure_frames();
+        pressure.saturating_sub(p.frames).clamp(1, WRITEBACK_FRAMES)
+    }
+
+    /// Checkpoints at once when the WAL grew to the pressure threshold, and runs a pass at
+    /// `monitor-interval` when anything is to be done; otherwise only reschedules (an idle
+    /// database costs one read of its WAL index per interval).
+    fn pass_if_needed(&mut self) {
+        let probe = self.st.probe();
+        if let Some(p) = probe {
+            match self.pressure_checkpoint(p) {
+                Ok(true) => return,
+                Ok(false) => {
+                    self.st.start_wal_writeback(p, WRITEBACK_FRAMES);
+                    if p.unread > 0 && self.locks.is_some() && self.st.continuous {
+                        if let Err(e) = self.st.scan_ahead() {
+                            log::debug!("db={}: read ahead: {e:#}", self.path().display());
+                        }
+                    }
+                }
+                Err(e) => log::warn!("db={}: checkpoint failed: {e:#}", self.path().display()),
+            }
+        }
+        let now = Instant::now();
+        if now < self.next_pass {
+            return;
+        }
+        if self.tick_needs_pass(probe) {
+            let _ = self.pass();
+        } else {
+            self.next_pass = now + self.st.opts.monitor_interval;
+        }
+    }
+
+    /// Whether a pass at the interval has anything to do.
+    fn tick_needs_pass(&self, probe: Option<WalProbe>) -> bool {
+        let st = &self.st;
+        let settled = self.locks.is_some()
+            && st.initialized
+            && st.continuous
+            && self.last_error.is_none()
+            && !st.needs_snapshot
+            && st.table.is_some();
+        if !settled || self.time_checkpoint_due() {
+            return true;
+        }
+        probe.is_none_or(|p| p.unread > 0)
+    }
+
+    /// A checkpoint is due by `checkpoint-interval` (something was synced, or the last one
+    /// was held back by readers).
+    fn time_checkpoint_due(&self) -> bool {
+        let st = &self.st;
+        let interval = st.opts.checkpoint_interval;
+        !interval.is_zero()
+            && st.last_checkpoint.elapsed() >= interval
+            && (st.synced_since_checkpoint || st.checkpoint_incomplete)
     }
 
     fn handle(&mut self, cmd: DbCommand) {
@@ -266,6 +430,10 @@ impl DbThread {
                         let _ = reply.send(Err(format!("{e:#}")));
                     }
                 }
+            }
+            DbCommand::WalChanged => {
+                let probe = self.st.probe();
+                self.schedule_rearm(probe);
             }
             DbCommand::Uploaded { max, result } => self.st.on_uploaded(max, result),
             DbCommand::Pause { reply } => {
@@ -328,7 +496,7 @@ impl DbThread {
             .acquire_next()
             .with_context(|| format!("{}: begin read transaction", self.st.opts.path.display()))?;
         let result = {
-            let locked = locks.locked().expect("lock just acquired");
+            let locked = locks.locked().expect("a lock is held");
             self.st.sync_locked(&|| page_count(locked))
         };
         locks.release_previous();
@@ -358,29 +526,78 @@ impl DbThread {
         if !due {
             return Ok(());
         }
+        let pressure = opts.pressure_frames();
         let mode = if frames >= opts.truncate_page_n {
             CheckpointMode::Truncate
-        } else if frames >= opts.min_checkpoint_page_count || interval_due {
+        } else if frames >= pressure || interval_due {
             CheckpointMode::Passive
         } else {
             return Ok(());
         };
+        let salts = header.salt_bytes();
+        if mode == CheckpointMode::Passive
+            && !interval_due
+            && self.checkpoint_deferred(salts, frames)
+        {
+            return Ok(());
+        }
+        self.sync_wal();
+        self.checkpoint(mode, salts, frames)
+    }
+
+    /// Whether a size-triggered checkpoint waits: the last one could not finish in this
+    /// generation and the log has not grown by another threshold since.
+    fn checkpoint_deferred(&self, salts: [u8; 8], frames: u64) -> bool {
+        self.st
+            .checkpoint_retry
+            .is_some_and(|(s, at)| s == salts && frames < at)
+    }
+
+    /// The log reached the pressure threshold: checkpoint at once, reading what is new under
+    /// the write lock (into a spool file that is fsynced after it), without a pass first,
+    /// which would let the log grow by whatever the application writes meanwhile. `Ok(false)`
+    /// when this does not apply.
+    fn pressure_checkpoint(&mut self, probe: WalProbe) -> Result<bool> {
+        let settled = self.locks.is_some() && self.st.table.is_some() && self.st.continuous;
+        let pressure = self.st.opts.pressure_frames();
+        if !settled || probe.frames < pressure || probe.frames >= self.st.opts.truncate_page_n {
+            return Ok(false);
+        }
+        // Nothing unread: the last checkpoint backfilled all of it and the application's
+        // next write restarts the log.
+        if probe.unread == 0 || self.checkpoint_deferred(probe.salts, probe.frames) {
+            return Ok(false);
+        }
+        self.sync_wal();
+        self.checkpoint(CheckpointMode::Passive, probe.salts, probe.frames)?;
+        Ok(true)
+    }
+
+    /// The checkpoint under our write lock ([`ReadLocks::checkpoint_frozen`]), then the
+    /// transactions read under it written to the spool, and the bookkeeping.
+    fn checkpoint(&mut self, mode: CheckpointMode, salts: [u8; 8], frames: u64) -> Result<()> {
         let locks = self.locks.as_mut().expect("open after a pass");
         let st = &mut self.st;
         let started = Instant::now();
-        let result = locks.checkpoint_frozen::<anyhow::Error>(mode, || {
-            // Nothing can be appended now: record the tail so the backfill copies nothing unread.
-            st.sync_locked(&|| bail!("page count unavailable during a checkpoint"))
-                .map(|_| ())
-        });
+        let result = locks.checkpoint_frozen(mode, || st.collect_tail());
+        let display = st.opts.path.display().to_string();
+        let retry_at = frames.saturating_add(st.opts.pressure_frames());
         match result {
-            Ok(Some(r)) => {
+            Ok(Frozen::Done(r, tail, locked)) => {
+                // The write lock is released: now the tail's fsyncs cost the application nothing.
+                if let Err(e) = st.write_tail(tail) {
+                    log::warn!("db={display}: write the transactions read during the checkpoint: {e:#}; the next pass compares the whole database");
+                }
                 st.last_checkpoint = Instant::now();
                 st.synced_since_checkpoint = false;
                 st.checkpoint_incomplete = r.busy || r.checkpointed_frames < r.log_frames;
+                // Held back by an application reader. One that was only between its read and
+                // its write (it stops a few frames short) is gone by the next attempt; one
+                // that holds an old snapshot would make every attempt a wait for the writers.
+                let held_back = r.busy || r.checkpointed_frames < r.log_frames / 2;
+                st.checkpoint_retry = held_back.then_some((salts, retry_at));
                 log::debug!(
-                    "db={} checkpoint mode={mode:?} frames={frames} log={} backfilled={} busy={} elapsed={:?}",
-                    st.opts.path.display(),
+                    "db={display} checkpoint mode={mode:?} frames={frames} log={} backfilled={} busy={} locked={locked:?} elapsed={:?}",
                     r.log_frames,
                     r.checkpointed_frames,
                     r.busy,
@@ -388,17 +605,31 @@ impl DbThread {
                 );
                 Ok(())
             }
-            Ok(None) => {
+            Ok(Frozen::Busy) => {
+                st.checkpoint_retry = Some((salts, retry_at));
                 log::debug!(
-                    "db={} checkpoint skipped: the application holds the write lock",
-                    st.opts.path.display()
+                    "db={display} checkpoint skipped: the application held the write lock for {:?}",
+                    started.elapsed()
                 );
+                Ok(())
+            }
+            Ok(Frozen::Declined) => {
+                log::debug!("db={display} checkpoint skipped: the position is being rebuilt");
                 Ok(())
             }
             Err(e) => {
                 st.continuous = locks.is_held() && st.continuous;
                 Err(e)
             }
+        }
+    }
+
+    /// Fsyncs the WAL before a checkpoint takes the write lock. SQLite leaves the WAL's fsync
+    /// to checkpoints (with `synchronous=NORMAL`), and the one under our write lock then has
+    /// only the frames written since this one: the application's writers wait for less.
+    fn sync_wal(&self) {
+        if let Ok(wal) = std::fs::File::open(&self.st.wal_path) {
+            let _ = wal.sync_data();
         }
     }
 
@@ -416,6 +647,7 @@ impl DbThread {
             });
             match self.ctl_rx.recv_timeout(wait) {
                 Ok(DbCommand::Uploaded { max, result }) => self.st.on_uploaded(max, result),
+                Ok(DbCommand::WalChanged) => {}
                 Ok(DbCommand::Sync { reply, .. }) => {
                     let _ = reply.send(Err("shutting down".into()));
                 }

@@ -2,6 +2,7 @@
 //! result as one LTX file into the spool; where the daemon stands (position, TXID, page
 //! checksums) and how it is recovered after a restart.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
 use std::os::unix::fs::FileExt;
@@ -96,6 +97,15 @@ pub(super) struct SyncState {
     pub(super) synced_since_checkpoint: bool,
     /// The last checkpoint could not backfill everything (application readers).
     pub(super) checkpoint_incomplete: bool,
+    /// After a checkpoint that could not finish: the generation (salts) and the frame count
+    /// below which the next size-triggered attempt waits, since each attempt makes the
+    /// application's writers wait for our write lock.
+    pub(super) checkpoint_retry: Option<([u8; 8], u64)>,
+    /// The WAL's frame count when its writeback was last started.
+    pub(super) writeback_at: Option<u64>,
+    /// Frames read ahead of the position between checkpoints; dropped whenever the position
+    /// moves (it would no longer start there).
+    pub(super) scan: Option<Scan>,
     /// Set once the local spool and the replica position have been reconciled.
     pub(super) initialized: bool,
     /// The replica misses files the spool no longer has: the next pass writes a snapshot
@@ -142,6 +152,9 @@ impl SyncState {
             bail!("{display}: page size changed from {} to {page_size}; run `litestream reset` and restart", self.page_size);
         }
         self.page_size = page_size;
+        // Our connections have read the database in WAL mode, so the index exists; if not
+        // (yet), the first pass opens it.
+        let _ = self.open_shm();
         if self.spool.is_none() {
             let spool = Spool::open(&self.opts.meta_dir).with_context(|| {
                 format!(
@@ -350,15 +363,65 @@ impl SyncState {
         }
     }
 
-    /// The WAL index header, retried while a writer is publishing a commit.
-    pub(super) fn wal_index(&mut self) -> Result<WalIndexHeader> {
-        let shm_path = sq::shm_path(&self.opts.path);
+    /// How much the WAL holds, from the WAL index alone: one read, no lock, no SQLite call,
+    /// so a database thread can look after every wakeup. `None` when it cannot tell (the
+    /// index is not open yet or a writer is updating it, or there is no position): then a
+    /// pass finds out.
+    pub(super) fn probe(&self) -> Option<WalProbe> {
+        let index = shm::read_header(self.shm_file.as_ref()?).ok()??;
+        let unread = match self.pos? {
+            WalPos::At { header, offset, .. } if header.salt_bytes() == index.salt => {
+                let end = header.frame_end(index.max_frame);
+                end.saturating_sub(offset) / header.frame_size()
+            }
+            // A new generation (or one after an empty log): every committed frame is new.
+            WalPos::At { .. } | WalPos::Empty => u64::from(index.max_frame),
+        };
+        Some(WalProbe {
+            salts: index.salt,
+            frames: u64::from(index.max_frame),
+            unread,
+        })
+    }
+
+    /// Opens the WAL index (`-shm`) once, for [`SyncState::probe`] and the passes. SQLite
+    /// creates it when a connection first reads the database in WAL mode.
+    pub(super) fn open_shm(&mut self) -> Result<&File> {
         if self.shm_file.is_none() {
+            let shm_path = sq::shm_path(&self.opts.path);
             let f =
                 File::open(&shm_path).with_context(|| format!("open {}", shm_path.display()))?;
             self.shm_file = Some(f);
         }
-        let shm = self.shm_file.as_ref().expect("opened above");
+        Ok(self.shm_file.as_ref().expect("opened above"))
+    }
+
+    /// Asks the kernel to start writing the WAL back once it grew by `every` frames since the
+    /// last time (`sync_file_range`, which does not wait): the WAL's dirty pages then do not
+    /// pile up for the fsync before a checkpoint, which the application waits for.
+    pub(super) fn start_wal_writeback(&mut self, p: WalProbe, every: u64) {
+        let last = self.writeback_at.unwrap_or(0);
+        if p.frames >= last && p.frames - last < every {
+            return;
+        }
+        self.writeback_at = Some(p.frames);
+        if let Ok(wal) = File::open(&self.wal_path) {
+            // SAFETY: a valid descriptor; offset 0 and length 0 mean the whole file.
+            unsafe {
+                libc::sync_file_range(
+                    std::os::fd::AsRawFd::as_raw_fd(&wal),
+                    0,
+                    0,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+        }
+    }
+
+    /// The WAL index header, retried while a writer is publishing a commit.
+    pub(super) fn wal_index(&mut self) -> Result<WalIndexHeader> {
+        let shm_path = sq::shm_path(&self.opts.path);
+        let shm = self.open_shm()?;
         for _ in 0..1000 {
             if let Some(h) =
                 shm::read_header(shm).with_context(|| format!("read {}", shm_path.display()))?
@@ -381,32 +444,159 @@ impl SyncState {
         let wal_display = self.wal_path.display().to_string();
         let scanned = wal::scan_committed(wal, header, from, seed, log.limit)
             .with_context(|| format!("read {wal_display}"))?;
-        let mut dirty = scanned.pages;
-        let Some(CommitEnd {
+        let Some(end) = scanned.end else {
+            self.no_commit_since(header, from, seed);
+            return Ok(false);
+        };
+        let staged = self.stage_incremental(header, from, end, &scanned.pages, |frame, page| {
+            read_wal_page(wal, &header, frame, page, &wal_display)
+        })?;
+        self.commit_staged(staged)?;
+        Ok(true)
+    }
+
+    /// A scan from `from` found no committed transaction: at the start of a new generation,
+    /// read it from there on.
+    fn no_commit_since(&mut self, header: WalHeader, from: u64, seed: WalChecksum) {
+        if from == WAL_HEADER_SIZE {
+            self.pos = Some(WalPos::At {
+                header,
+                offset: from,
+                checksum: seed,
+            });
+        }
+    }
+
+    /// Reads, under the write lock of a checkpoint, what was committed since the last pass and
+    /// writes it into the spool under a temporary name, without fsyncs: the checkpoint may
+    /// then backfill and restart the log, and [`SyncState::write_tail`] makes the file durable
+    /// after the write lock is released, so the application waits for page-cache copies only.
+    ///
+    /// Declines (`Ok(None)`) when the position is not an incremental one: the caller then
+    /// skips this checkpoint and the next pass reads the log as usual.
+    pub(super) fn collect_tail(&mut self) -> Result<Option<Tail>> {
+        let Some(wal) = self.scan_ahead()? else {
+            return Ok(None);
+        };
+        let scan = self.scan.take().expect("kept by scan_ahead");
+        let (header, from, seed) = (scan.header, scan.from, scan.seed);
+        let wal_display = self.wal_path.display().to_string();
+        let staged = match scan.committed.end {
+            Some(end) => Some(self.stage_incremental(
+                header,
+                from,
+                end,
+                &scan.committed.pages,
+                |frame, page| read_wal_page(&wal, &header, frame, page, &wal_display),
+            )?),
+            None => None,
+        };
+        Ok(Some(Tail {
+            header,
+            from,
+            seed,
+            staged,
+        }))
+    }
+
+    /// Reads the committed frames after the position up to the end SQLite published, and
+    /// keeps what it found (`self.scan`), so that the next call (the one under a checkpoint's
+    /// write lock) only reads what was appended since. Safe without the write lock: under our
+    /// read lock the log cannot restart, so these frames stay as they are until a pass or a
+    /// checkpoint records them. `None` when the position is not an incremental one.
+    pub(super) fn scan_ahead(&mut self) -> Result<Option<File>> {
+        if self.table.is_none() || self.needs_snapshot {
+            return Ok(None);
+        }
+        let wal = File::open(&self.wal_path)
+            .with_context(|| format!("open {}", self.wal_path.display()))?;
+        let Some(header) =
+            WalHeader::read(&wal).with_context(|| format!("read {}", self.wal_path.display()))?
+        else {
+            return Ok(None);
+        };
+        let index = self.wal_index()?;
+        if index.salt != header.salt_bytes() {
+            return Ok(None);
+        }
+        let limit = header.frame_end(index.max_frame);
+        let (from, seed) = match self.pos {
+            Some(WalPos::At {
+                header: h0,
+                offset,
+                checksum,
+            }) if h0.salt_bytes() == header.salt_bytes() && offset <= limit => (offset, checksum),
+            Some(WalPos::At { .. }) | Some(WalPos::Empty) if self.continuous => {
+                (WAL_HEADER_SIZE, header.checksum)
+            }
+            _ => return Ok(None),
+        };
+        // Continue the last scan when it started from the same place in the same generation.
+        let mut scan = match self.scan.take() {
+            Some(s) if s.header == header && s.from == from && s.seed == seed => s,
+            _ => Scan {
+                header,
+                from,
+                seed,
+                committed: wal::Committed::default(),
+            },
+        };
+        let (at, chain) = scan
+            .committed
+            .end
+            .map_or((from, seed), |e| (e.offset, e.checksum));
+        let more = wal::scan_committed(&wal, header, at, chain, limit)
+            .with_context(|| format!("read {}", self.wal_path.display()))?;
+        if more.end.is_some() {
+            scan.committed.pages.extend(more.pages);
+            scan.committed.end = more.end;
+        }
+        self.scan = Some(scan);
+        Ok(Some(wal))
+    }
+
+    /// Makes what [`SyncState::collect_tail`] wrote durable. On failure the frames may already
+    /// be gone from the log (the checkpoint backfilled them and a writer restarted it), so the
+    /// position is dropped and the next pass compares the whole database instead.
+    pub(super) fn write_tail(&mut self, tail: Tail) -> Result<()> {
+        let Some(staged) = tail.staged else {
+            self.no_commit_since(tail.header, tail.from, tail.seed);
+            return Ok(());
+        };
+        let result = self.commit_staged(staged);
+        if result.is_err() {
+            self.pos = None;
+            self.continuous = false;
+        }
+        result
+    }
+
+    /// Writes the pages of the transactions between `from` and `end` (each page's newest
+    /// version, read through `read`) as the next LTX file, under its temporary name and not
+    /// yet durable; [`SyncState::commit_staged`] finishes it and moves the position to `end`.
+    fn stage_incremental<P>(
+        &self,
+        header: WalHeader,
+        from: u64,
+        end: CommitEnd,
+        dirty: &BTreeMap<u32, P>,
+        read: impl Fn(&P, &mut [u8]) -> Result<()>,
+    ) -> Result<StagedLtx> {
+        let CommitEnd {
             offset: end_offset,
             checksum: end_checksum,
             commit,
-        }) = scanned.end
-        else {
-            if from == WAL_HEADER_SIZE {
-                // A new generation with nothing committed yet: start reading it from here on.
-                self.pos = Some(WalPos::At {
-                    header,
-                    offset: from,
-                    checksum: seed,
-                });
-            }
-            return Ok(false);
-        };
+        } = end;
         if header.page_size != self.page_size {
             bail!(
-                "{wal_display}: page size {} differs from the database's {}",
+                "{}: page size {} differs from the database's {}",
+                self.wal_path.display(),
                 header.page_size,
                 self.page_size
             );
         }
         let lock = ltx::lock_pgno(self.page_size);
-        dirty.retain(|&pgno, _| pgno <= commit && pgno != lock);
+        let selected = |pgno: u32| pgno <= commit && pgno != lock;
         // First pass: checksums of the new pages, for the post-apply checksum in the header.
         let table = self
             .table
@@ -415,17 +605,16 @@ impl SyncState {
         let mut page = vec![0u8; self.page_size as usize];
         let mut post = table.checksum().0 & !ltx::CHECKSUM_FLAG;
         let mut new_sums = Vec::with_capacity(dirty.len());
-        for (&pgno, frame) in &dirty {
-            read_wal_page(wal, &header, frame, &mut page, &wal_display)?;
+        for (&pgno, source) in dirty.iter().filter(|(&p, _)| selected(p)) {
+            read(source, &mut page)?;
             let ck = ltx::page_checksum(pgno, &page);
             post ^= table.get(pgno).map_or(0, |c| c.0 & !ltx::CHECKSUM_FLAG)
                 ^ (ck.0 & !ltx::CHECKSUM_FLAG);
             new_sums.push((pgno, ck));
         }
+        // Pages past the new end are gone (none of them is selected above).
         for pgno in commit + 1..=table.page_count() {
-            if !dirty.contains_key(&pgno) {
-                post ^= table.get(pgno).map_or(0, |c| c.0 & !ltx::CHECKSUM_FLAG);
-            }
+            post ^= table.get(pgno).map_or(0, |c| c.0 & !ltx::CHECKSUM_FLAG);
         }
         let post = Checksum(post | ltx::CHECKSUM_FLAG);
         let txid = TxId(self.txid.0 + 1);
@@ -439,30 +628,48 @@ impl SyncState {
             post,
         );
         let path = self.spool().path(txid, txid).context("spool directory")?;
-        durable::write_file(&path, |w| {
+        let (file, ()) = durable::stage_file(&path, |w| {
             let mut enc = Encoder::new(w, &ltx_header).map_err(io::Error::other)?;
-            for (&pgno, frame) in &dirty {
-                read_wal_page(wal, &header, frame, &mut page, &wal_display)
-                    .map_err(io::Error::other)?;
+            for (&pgno, source) in dirty.iter().filter(|(&p, _)| selected(p)) {
+                read(source, &mut page).map_err(io::Error::other)?;
                 enc.encode_page(pgno, &page).map_err(io::Error::other)?;
             }
             enc.finish(post).map_err(io::Error::other)?;
             Ok(())
         })
         .with_context(|| format!("write {}", path.display()))?;
-        let table = self.table.as_mut().expect("checked above");
-        for (pgno, ck) in new_sums {
+        Ok(StagedLtx {
+            file,
+            header: ltx_header,
+            post,
+            new_sums,
+            pos: WalPos::At {
+                header,
+                offset: end_offset,
+                checksum: end_checksum,
+            },
+        })
+    }
+
+    /// Makes a staged LTX file durable and records it: the page table, the position, the
+    /// registry, the `tx` event, the upload queue.
+    fn commit_staged(&mut self, staged: StagedLtx) -> Result<()> {
+        let path = staged.file.path().to_path_buf();
+        staged
+            .file
+            .commit()
+            .with_context(|| format!("write {}", path.display()))?;
+        let pages = staged.new_sums.len();
+        let commit = staged.header.commit;
+        let table = self.table.as_mut().expect("staged from the page table");
+        for (pgno, ck) in staged.new_sums {
             table.set(pgno, ck);
         }
         table.truncate(commit);
-        debug_assert_eq!(table.checksum(), post);
-        self.pos = Some(WalPos::At {
-            header,
-            offset: end_offset,
-            checksum: end_checksum,
-        });
-        self.recorded(&ltx_header, post, path, dirty.len());
-        Ok(true)
+        debug_assert_eq!(table.checksum(), staged.post);
+        self.pos = Some(staged.pos);
+        self.recorded(&staged.header, staged.post, path, pages);
+        Ok(())
     }
 
     /// Reads the whole database as of our read lock (the database file overlaid with the
@@ -679,6 +886,47 @@ impl SyncState {
             v.last_error = error;
         });
     }
+}
+
+/// The WAL as its index shows it between passes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct WalProbe {
+    /// The current generation's salts.
+    pub(super) salts: [u8; 8],
+    /// Committed frames in the current generation.
+    pub(super) frames: u64,
+    /// Of those, how many no pass has read yet.
+    pub(super) unread: u64,
+}
+
+/// An LTX file written under its temporary name, with what recording it will change.
+pub(super) struct StagedLtx {
+    file: durable::Staged,
+    header: Header,
+    post: Checksum,
+    /// The new checksums of the pages it holds.
+    new_sums: Vec<(u32, Checksum)>,
+    /// Where the WAL position moves once it is durable.
+    pos: WalPos,
+}
+
+/// The committed frames found after the position so far (see [`SyncState::scan_ahead`]).
+#[derive(Debug)]
+pub(super) struct Scan {
+    header: WalHeader,
+    /// Where the scan started (the position) and the chain checksum there.
+    from: u64,
+    seed: WalChecksum,
+    committed: wal::Committed,
+}
+
+/// Transactions read under a checkpoint's write lock, staged in the spool.
+pub(super) struct Tail {
+    header: WalHeader,
+    from: u64,
+    seed: WalChecksum,
+    /// `None` when nothing was committed since the position.
+    staged: Option<StagedLtx>,
 }
 
 /// The current WAL generation as a pass reads it: the file, its header, and the end of what

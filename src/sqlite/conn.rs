@@ -147,9 +147,43 @@ pub fn checkpoint(conn: &Connection, mode: CheckpointMode) -> rusqlite::Result<C
     })
 }
 
+/// How long a checkpoint under our write lock waits for the checkpoint lock. The application
+/// runs its own (automatic) checkpoint right after a commit, holding that lock; with our write
+/// lock held it cannot start another, so the wait ends when the one running does.
+const CKPT_LOCK_WAIT: Duration = Duration::from_millis(50);
+
+/// A PASSIVE checkpoint, retried for up to `wait` while another connection's checkpoint holds
+/// the checkpoint lock (SQLite answers `busy` at once then, without calling a busy handler).
+fn checkpoint_waiting(conn: &Connection, wait: Duration) -> rusqlite::Result<CheckpointResult> {
+    let deadline = std::time::Instant::now() + wait;
+    let mut pause = Duration::from_micros(50);
+    loop {
+        let r = checkpoint(conn, CheckpointMode::Passive)?;
+        let now = std::time::Instant::now();
+        if !r.busy || now >= deadline {
+            return Ok(r);
+        }
+        std::thread::sleep(pause.min(deadline - now));
+        pause = (pause * 2).min(Duration::from_millis(2));
+    }
+}
+
+/// What [`ReadLocks::checkpoint_frozen`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frozen<T> {
+    /// The application held the write lock for the whole busy timeout; nothing was done.
+    Busy,
+    /// The tail reader declined; the write lock was released and nothing was checkpointed.
+    Declined,
+    /// The checkpoint ran; `T` is what the tail reader returned, and the duration how long the
+    /// application's writers were kept waiting by our write lock.
+    Done(CheckpointResult, T, Duration),
+}
+
 /// Two connections used as alternating read locks (see the module docs).
 pub struct ReadLocks {
     conns: [Connection; 2],
+    busy_timeout: Duration,
     /// Index of the connection holding the current lock, if any.
     held: Option<usize>,
     /// Index of a lock taken by [`ReadLocks::acquire_next`] and not yet promoted.
@@ -161,6 +195,7 @@ impl ReadLocks {
     pub fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<ReadLocks> {
         Ok(ReadLocks {
             conns: [open(path, busy_timeout)?, open(path, busy_timeout)?],
+            busy_timeout,
             held: None,
             next: None,
         })
@@ -204,8 +239,10 @@ impl ReadLocks {
 
     /// Checkpoints without ever letting a frame we have not read be backfilled:
     ///
-    /// 1. `BEGIN IMMEDIATE` on the idle connection: no writer can append from here on;
-    /// 2. `read_tail()` reads the log to its end (under both locks);
+    /// 1. `BEGIN IMMEDIATE` on the idle connection ([`begin_immediate`]): no writer can append
+    ///    from here on;
+    /// 2. `read_tail()` reads the log to its end (under both locks); it returns `None` to
+    ///    decline (the tail is too large to hold), and nothing is checkpointed;
     /// 3. the previous read lock is released and a PASSIVE checkpoint runs on its connection,
     ///    backfilling up to the frozen end (unless application readers hold it back);
     /// 4. a new read lock is taken on that connection (read mark 0 if the backfill was complete)
@@ -213,12 +250,13 @@ impl ReadLocks {
     /// 5. for [`CheckpointMode::Truncate`], and only after a complete backfill, a TRUNCATE
     ///    checkpoint follows; our mark-0 lock makes it fail rather than backfill anything new.
     ///
-    /// Returns `Ok(None)` when the write lock could not be had within the busy timeout.
-    pub fn checkpoint_frozen<E: From<rusqlite::Error>>(
+    /// The application's writers wait for steps 2 to 4 only: `read_tail` should read into
+    /// memory and leave slow work (fsyncs) for after the return.
+    pub fn checkpoint_frozen<T, E: From<rusqlite::Error>>(
         &mut self,
         mode: CheckpointMode,
-        read_tail: impl FnOnce() -> Result<(), E>,
-    ) -> Result<Option<CheckpointResult>, E> {
+        read_tail: impl FnOnce() -> Result<Option<T>, E>,
+    ) -> Result<Frozen<T>, E> {
         self.release_previous();
         let held = match self.held {
             Some(h) => h,
@@ -229,27 +267,26 @@ impl ReadLocks {
             }
         };
         let writer = 1 - held;
-        match run_cached(&self.conns[writer], "BEGIN IMMEDIATE") {
-            Ok(()) => {}
-            Err(rusqlite::Error::SqliteFailure(e, _))
-                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
+        if !begin_immediate(&self.conns[writer], self.busy_timeout)? {
+            return Ok(Frozen::Busy);
         }
+        let locked_at = std::time::Instant::now();
         let result = (|| {
-            read_tail()?;
+            let Some(tail) = read_tail()? else {
+                return Ok(None);
+            };
             end_read(&self.conns[held]);
             self.held = None;
-            let result = checkpoint(&self.conns[held], CheckpointMode::Passive)?;
+            let result = checkpoint_waiting(&self.conns[held], CKPT_LOCK_WAIT)?;
             begin_read(&self.conns[held])?;
             self.held = Some(held);
-            Ok(result)
+            Ok(Some((result, tail)))
         })();
         end_read(&self.conns[writer]);
-        let mut result: CheckpointResult = match result {
-            Ok(r) => r,
+        let locked = locked_at.elapsed();
+        let (mut result, tail): (CheckpointResult, T) = match result {
+            Ok(Some(r)) => r,
+            Ok(None) => return Ok(Frozen::Declined),
             Err(e) => {
                 // Leave a lock held whatever failed, so continuity is only lost if even that fails.
                 if self.held.is_none() && begin_read(&self.conns[held]).is_ok() {
@@ -262,7 +299,7 @@ impl ReadLocks {
         if mode == CheckpointMode::Truncate && complete {
             result = checkpoint(&self.conns[writer], CheckpointMode::Truncate)?;
         }
-        Ok(Some(result))
+        Ok(Frozen::Done(result, tail, locked))
     }
 
     /// Releases every lock (before a checkpoint that must wait for all readers).
@@ -271,6 +308,41 @@ impl ReadLocks {
             end_read(&self.conns[i]);
         }
     }
+}
+
+/// Takes SQLite's write lock (`BEGIN IMMEDIATE`, which writes nothing) within `timeout`;
+/// `Ok(false)` when the application kept it that long.
+///
+/// SQLite's own busy handler sleeps 1, 2, 5, 10 ... 100 ms between attempts, and during a
+/// write burst (a transaction every few microseconds, with gaps of a microsecond or two
+/// between them) a try only lands in a gap now and then. So this tries every 50 µs for the
+/// first 20 ms (a few percent of one core while it lasts), then backs off, doubling to 5 ms,
+/// which bounds the cost while an application transaction runs long.
+pub fn begin_immediate(conn: &Connection, timeout: Duration) -> rusqlite::Result<bool> {
+    conn.busy_timeout(Duration::ZERO)?;
+    let started = std::time::Instant::now();
+    let deadline = started + timeout;
+    let mut pause = Duration::from_micros(50);
+    let result = loop {
+        match run_cached(conn, "BEGIN IMMEDIATE") {
+            Ok(()) => break Ok(true),
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+            {
+                let now = std::time::Instant::now();
+                if now >= deadline {
+                    break Ok(false);
+                }
+                std::thread::sleep(pause.min(deadline - now));
+                if now - started >= Duration::from_millis(20) {
+                    pause = (pause * 2).min(Duration::from_millis(5));
+                }
+            }
+            Err(e) => break Err(e),
+        }
+    };
+    conn.busy_timeout(timeout)?;
+    result
 }
 
 /// Starts a read transaction and reads the schema so SQLite takes its read mark now.
@@ -388,14 +460,14 @@ mod tests {
                 .unwrap()
                 .len()
         };
-        let mut tail_len = 0;
-        let r = locks
-            .checkpoint_frozen::<rusqlite::Error>(CheckpointMode::Passive, || {
-                tail_len = wal_len();
-                Ok(())
+        let Frozen::Done(r, tail_len, _) = locks
+            .checkpoint_frozen::<_, rusqlite::Error>(CheckpointMode::Passive, || {
+                Ok(Some(wal_len()))
             })
             .unwrap()
-            .unwrap();
+        else {
+            panic!("checkpoint did not run")
+        };
         assert_eq!(
             r.log_frames, r.checkpointed_frames,
             "complete backfill: {r:?}"
@@ -422,10 +494,10 @@ mod tests {
             ReadLocks::open(&tmp.path().join("app.db"), Duration::from_secs(1)).unwrap();
         locks.acquire_next().unwrap();
         locks.release_previous();
-        locks
-            .checkpoint_frozen::<rusqlite::Error>(CheckpointMode::Truncate, || Ok(()))
-            .unwrap()
+        let r = locks
+            .checkpoint_frozen::<_, rusqlite::Error>(CheckpointMode::Truncate, || Ok(Some(())))
             .unwrap();
+        assert!(matches!(r, Frozen::Done(..)), "{r:?}");
         assert_eq!(
             std::fs::metadata(tmp.path().join("app.db-wal"))
                 .unwrap()
@@ -447,12 +519,54 @@ mod tests {
         app.execute_batch("BEGIN IMMEDIATE; INSERT INTO t(v) VALUES (1);")
             .unwrap();
         let r = locks
-            .checkpoint_frozen::<rusqlite::Error>(CheckpointMode::Passive, || {
+            .checkpoint_frozen::<(), rusqlite::Error>(CheckpointMode::Passive, || {
                 panic!("no tail read")
             })
             .unwrap();
-        assert_eq!(r, None);
+        assert_eq!(r, Frozen::Busy);
         app.execute_batch("COMMIT").unwrap();
+    }
+
+    #[test]
+    fn declined_tail_leaves_the_log_unchanged_and_a_lock_held() {
+        let tmp = tempfile::tempdir().unwrap();
+        let app = app_db(tmp.path());
+        let mut locks =
+            ReadLocks::open(&tmp.path().join("app.db"), Duration::from_secs(1)).unwrap();
+        locks.acquire_next().unwrap();
+        locks.release_previous();
+        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+        let before = wal_header(tmp.path());
+        let r = locks
+            .checkpoint_frozen::<(), rusqlite::Error>(CheckpointMode::Passive, || Ok(None))
+            .unwrap();
+        assert_eq!(r, Frozen::Declined);
+        assert!(locks.is_held());
+        // Nothing was backfilled past our mark, so the next write cannot restart the log.
+        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+        assert_eq!(wal_header(tmp.path()).salt2, before.salt2);
+    }
+
+    #[test]
+    fn begin_immediate_waits_for_a_short_application_transaction() {
+        let tmp = tempfile::tempdir().unwrap();
+        let app = app_db(tmp.path());
+        let ours = open(&tmp.path().join("app.db"), Duration::from_secs(5)).unwrap();
+        app.execute_batch("BEGIN IMMEDIATE; INSERT INTO t(v) VALUES (1);")
+            .unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let committer = std::thread::spawn(move || {
+            // Commits once the daemon side has given up once and starts waiting again.
+            rx.recv().unwrap();
+            app.execute_batch("COMMIT").unwrap();
+        });
+        assert!(!begin_immediate(&ours, Duration::from_millis(20)).unwrap());
+        tx.send(()).unwrap();
+        assert!(begin_immediate(&ours, Duration::from_secs(5)).unwrap());
+        run_cached(&ours, "ROLLBACK").unwrap();
+        committer.join().unwrap();
     }
 
     #[test]
