@@ -75,7 +75,10 @@ struct Dir {
 
 struct Subscriber {
     id: u64,
+    /// Files whose creation, removal or renaming into place wakes the subscriber.
     names: Vec<OsString>,
+    /// Files whose writes wake it, while it is armed.
+    written: Vec<OsString>,
     wake: Wake,
     /// Woken by the next event; cleared when woken, set again by [`Subscription::arm`].
     armed: bool,
@@ -115,13 +118,14 @@ impl Watcher {
         })
     }
 
-    /// Calls `wake` whenever one of `names` in `dir` is written, created, renamed into place
-    /// or removed. Returns `Err` when the directory cannot be watched (it does not exist, or
-    /// the per-user watch limit is reached).
+    /// Calls `wake` whenever one of `names` in `dir` is created, renamed into place or
+    /// removed, and (while armed) whenever one of `written` is written. Returns `Err` when the
+    /// directory cannot be watched (it does not exist, or the per-user watch limit is reached).
     pub fn subscribe(
         &self,
         dir: &Path,
         names: Vec<OsString>,
+        written: Vec<OsString>,
         wake: Wake,
     ) -> std::io::Result<Subscription> {
         let mut state = lock(&self.shared.state);
@@ -147,6 +151,7 @@ impl Watcher {
         dir_entry.subscribers.push(Subscriber {
             id,
             names,
+            written,
             wake,
             armed: true,
         });
@@ -285,9 +290,14 @@ fn run(mut inotify: Inotify, shared: &Shared) {
                 let Some(dir) = state.dirs.get_mut(&event.wd) else {
                     continue;
                 };
-                let always = !event.mask.contains(EventMask::MODIFY);
+                let write = event.mask.contains(EventMask::MODIFY);
                 for s in &mut dir.subscribers {
-                    if (s.armed || always) && s.names.iter().any(|n| n == name) {
+                    let wakes = if write {
+                        s.armed && s.written.iter().any(|n| n == name)
+                    } else {
+                        s.names.iter().any(|n| n == name)
+                    };
+                    if wakes {
                         s.armed = false;
                         woken.push(s.wake.clone());
                     }

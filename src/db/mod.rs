@@ -45,9 +45,20 @@ use crate::sqlite::wal::WAL_HEADER_SIZE;
 use crate::sqlite::{self as sq};
 use crate::watch::{Subscription, Watcher};
 
-/// New WAL frames after which the kernel is asked to start writing the WAL back (without
-/// waiting), so the fsync before a checkpoint finds little left to write.
+/// New WAL frames after which, during a burst, the kernel is asked to start writing the WAL
+/// back (without waiting), so the fsync before a checkpoint finds little left to write.
 const WRITEBACK_FRAMES: u64 = 128;
+
+/// WAL frames per second from which the log is considered in a burst: the thread then looks
+/// every [`WRITEBACK_FRAMES`], starts the WAL's writeback and reads ahead as it grows, so the
+/// checkpoint at the threshold holds the write lock as briefly as possible. Below it (a
+/// steady writer) it looks only at half the threshold and at the threshold.
+const BURST_FRAMES_PER_SEC: f64 = 10_000.0;
+
+/// The longest between two looks at a growing WAL: how long a burst starting while a steady
+/// writer runs can grow the log before this thread sees it (at 60,000 frames a second, about
+/// 1,500 frames).
+const MAX_UNSEEN: Duration = Duration::from_millis(25);
 
 /// Settings of one database (from `dbs:` in the config, or `/register`).
 #[derive(Clone, Debug)]
@@ -187,8 +198,16 @@ struct DbThread {
     last_error: Option<String>,
     /// Wakes this thread on WAL changes while it lives.
     subscription: Option<Subscription>,
-    /// When to re-arm the subscription after a wakeup disarmed it (`None`: armed).
-    rearm_at: Option<Instant>,
+    /// When to look at the WAL again while it grows (`None`: the watcher is armed instead).
+    look_at: Option<Instant>,
+    /// The watcher woke this thread (and disarmed itself) since the last look.
+    woken: bool,
+    /// The log grew at a burst's rate at the last look ([`BURST_FRAMES_PER_SEC`]).
+    burst: bool,
+    /// How fast the log grew (frames per second) between the last two looks that saw it grow.
+    rate: Option<f64>,
+    /// When a look last found the log changed.
+    last_change: Instant,
     /// The last look at the WAL index, to tell how fast the log grows.
     last_probe: Option<(Instant, WalProbe)>,
 }
@@ -213,6 +232,7 @@ impl DbThread {
                 spool: None,
                 db_file: None,
                 shm_file: None,
+                wal_file: None,
                 page_size: 0,
                 txid: TxId(0),
                 post: None,
@@ -244,7 +264,11 @@ impl DbThread {
             next_pass: Instant::now(),
             last_error: None,
             subscription: None,
-            rearm_at: None,
+            look_at: None,
+            woken: false,
+            burst: false,
+            rate: None,
+            last_change: Instant::now(),
             last_probe: None,
         }
     }
@@ -268,7 +292,7 @@ impl DbThread {
         let wake = Arc::new(move || {
             let _ = ctl.try_send(DbCommand::WalChanged);
         });
-        match watcher.subscribe(dir, vec![name.to_os_string(), wal], wake) {
+        match watcher.subscribe(dir, vec![name.to_os_string(), wal.clone()], vec![wal], wake) {
             Ok(s) => self.subscription = Some(s),
             Err(e) => log::warn!(
                 "db={}: cannot watch {} ({e}); polling every {:?}",
@@ -300,7 +324,7 @@ impl DbThread {
             if let Some(t) = self.st.upload_wakeup() {
                 wake = wake.min(t);
             }
-            if let Some(t) = self.rearm_at {
+            if let Some(t) = self.look_at {
                 wake = wake.min(t);
             }
             match self
@@ -316,12 +340,6 @@ impl DbThread {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return,
             }
-            if self.rearm_at.is_some_and(|t| Instant::now() >= t) {
-                self.rearm_at = None;
-                if let Some(s) = &self.subscription {
-                    s.arm();
-                }
-            }
             if !self.paused {
                 self.pass_if_needed();
             }
@@ -329,32 +347,69 @@ impl DbThread {
         }
     }
 
-    /// After a wakeup: re-arm the watcher when the log could next reach a threshold at the
-    /// rate it grew since the last look (half that time, at least 1 ms, at most
-    /// `monitor-interval`), so a steady writer wakes this thread a few times per threshold
-    /// instead of at every write.
-    fn schedule_rearm(&mut self, probe: Option<WalProbe>) {
+    /// Follows a log that grows: after the watcher's wakeup (which disarmed it), the thread
+    /// looks at the WAL index again when the log could reach its next threshold at the rate it
+    /// grew (at least 1 ms later, at most [`MAX_UNSEEN`]), for as long as it keeps growing;
+    /// one look that finds nothing new re-arms the watcher. A steady writer thus costs a
+    /// read of the WAL index every few dozen milliseconds, not an event per write.
+    fn follow_growth(&mut self, probe: Option<WalProbe>, woken: bool) {
         let now = Instant::now();
-        let max = self.st.opts.monitor_interval.max(Duration::from_millis(1));
-        let delay = match (probe, self.last_probe) {
-            (Some(p), Some((then, before))) if p.frames > before.frames => {
+        if woken {
+            // Writes after a quiet spell: how fast they come is not known yet.
+            self.rate = None;
+        }
+        let last = self.last_probe.map(|(_, p)| p);
+        if let (Some(p), Some((then, before))) = (probe, self.last_probe) {
+            if p.salts == before.salts && p.frames > before.frames {
                 let rate = (p.frames - before.frames) as f64
                     / now.duration_since(then).as_secs_f64().max(1e-6);
-                let left = self.frames_to_next_action(p) as f64;
-                Duration::from_secs_f64((left / rate / 2.0).min(max.as_secs_f64()))
+                self.rate = Some(rate);
+                self.burst = rate >= BURST_FRAMES_PER_SEC;
             }
-            // No rate yet (first write after a pause, or a new generation): look again soon.
+        }
+        if woken || probe.is_none() || probe != last {
+            self.last_change = now;
+        }
+        self.last_probe = probe.map(|p| (now, p));
+        if now.duration_since(self.last_change) >= MAX_UNSEEN {
+            // Quiet for a while (a checkpoint's pause is shorter): sleep until the next write.
+            self.look_at = None;
+            self.burst = false;
+            if let Some(s) = &self.subscription {
+                s.arm();
+            }
+            return;
+        }
+        let max = self
+            .st
+            .opts
+            .monitor_interval
+            .clamp(Duration::from_millis(1), MAX_UNSEEN);
+        let delay = match (probe, self.rate) {
+            (Some(p), Some(rate)) => {
+                let left = self.frames_to_next_action(p) as f64;
+                Duration::from_secs_f64((left / rate).min(max.as_secs_f64()))
+            }
+            // No rate yet (the first writes after a start): look again soon.
             _ => Duration::ZERO,
         };
-        self.last_probe = probe.map(|p| (now, p));
-        self.rearm_at = Some(now + delay.clamp(Duration::from_millis(1), max));
+        self.look_at = Some(now + delay.clamp(Duration::from_millis(1), max));
     }
 
     /// Frames the log can grow by before this thread should look again: the checkpoint at
-    /// the pressure threshold, and the WAL's writeback every few frames before it.
+    /// the pressure threshold; before it, half way (to read ahead), and in a burst every few
+    /// frames (to keep the WAL's writeback going).
     fn frames_to_next_action(&self, p: WalProbe) -> u64 {
         let pressure = self.st.opts.pressure_frames();
-        pressure.saturating_sub(p.frames).clamp(1, WRITEBACK_FRAMES)
+        let left = pressure.saturating_sub(p.frames);
+        if self.burst {
+            left.clamp(1, WRITEBACK_FRAMES)
+        } else {
+            match (pressure / 2).saturating_sub(p.frames) {
+                0 => left.max(1),
+                to_half => to_half,
+            }
+        }
     }
 
     /// Checkpoints at once when the WAL grew to the pressure threshold, and runs a pass at
@@ -362,12 +417,19 @@ impl DbThread {
     /// database costs one read of its WAL index per interval).
     fn pass_if_needed(&mut self) {
         let probe = self.st.probe();
+        let woken = std::mem::take(&mut self.woken);
+        if woken || self.look_at.is_some_and(|t| Instant::now() >= t) {
+            self.follow_growth(probe, woken);
+        }
         if let Some(p) = probe {
             match self.pressure_checkpoint(p) {
                 Ok(true) => return,
                 Ok(false) => {
-                    self.st.start_wal_writeback(p, WRITEBACK_FRAMES);
-                    if p.unread > 0 && self.locks.is_some() && self.st.continuous {
+                    if self.burst {
+                        self.st.start_wal_writeback(p, WRITEBACK_FRAMES);
+                    }
+                    let near = self.burst || p.frames >= self.st.opts.pressure_frames() / 2;
+                    if near && p.unread > 0 && self.locks.is_some() && self.st.continuous {
                         if let Err(e) = self.st.scan_ahead() {
                             log::debug!("db={}: read ahead: {e:#}", self.path().display());
                         }
@@ -431,10 +493,7 @@ impl DbThread {
                     }
                 }
             }
-            DbCommand::WalChanged => {
-                let probe = self.st.probe();
-                self.schedule_rearm(probe);
-            }
+            DbCommand::WalChanged => self.woken = true,
             DbCommand::Uploaded { max, result } => self.st.on_uploaded(max, result),
             DbCommand::Pause { reply } => {
                 let was_running = !self.paused;
@@ -542,7 +601,7 @@ impl DbThread {
             return Ok(());
         }
         self.sync_wal();
-        self.checkpoint(mode, salts, frames)
+        self.checkpoint(mode, salts, frames).map(|_| ())
     }
 
     /// Whether a size-triggered checkpoint waits: the last one could not finish in this
@@ -558,7 +617,12 @@ impl DbThread {
     /// which would let the log grow by whatever the application writes meanwhile. `Ok(false)`
     /// when this does not apply.
     fn pressure_checkpoint(&mut self, probe: WalProbe) -> Result<bool> {
-        let settled = self.locks.is_some() && self.st.table.is_some() && self.st.continuous;
+        let st = &self.st;
+        let settled = self.locks.is_some()
+            && st.table.is_some()
+            && st.continuous
+            && st.pos.is_some()
+            && !st.needs_snapshot;
         let pressure = self.st.opts.pressure_frames();
         if !settled || probe.frames < pressure || probe.frames >= self.st.opts.truncate_page_n {
             return Ok(false);
@@ -569,13 +633,13 @@ impl DbThread {
             return Ok(false);
         }
         self.sync_wal();
-        self.checkpoint(CheckpointMode::Passive, probe.salts, probe.frames)?;
-        Ok(true)
+        self.checkpoint(CheckpointMode::Passive, probe.salts, probe.frames)
     }
 
     /// The checkpoint under our write lock ([`ReadLocks::checkpoint_frozen`]), then the
-    /// transactions read under it written to the spool, and the bookkeeping.
-    fn checkpoint(&mut self, mode: CheckpointMode, salts: [u8; 8], frames: u64) -> Result<()> {
+    /// transactions read under it written to the spool, and the bookkeeping. Returns whether
+    /// it ran (not declined, nor kept from the write lock).
+    fn checkpoint(&mut self, mode: CheckpointMode, salts: [u8; 8], frames: u64) -> Result<bool> {
         let locks = self.locks.as_mut().expect("open after a pass");
         let st = &mut self.st;
         let started = Instant::now();
@@ -603,7 +667,7 @@ impl DbThread {
                     r.busy,
                     started.elapsed()
                 );
-                Ok(())
+                Ok(true)
             }
             Ok(Frozen::Busy) => {
                 st.checkpoint_retry = Some((salts, retry_at));
@@ -611,11 +675,11 @@ impl DbThread {
                     "db={display} checkpoint skipped: the application held the write lock for {:?}",
                     started.elapsed()
                 );
-                Ok(())
+                Ok(false)
             }
             Ok(Frozen::Declined) => {
                 log::debug!("db={display} checkpoint skipped: the position is being rebuilt");
-                Ok(())
+                Ok(false)
             }
             Err(e) => {
                 st.continuous = locks.is_held() && st.continuous;
@@ -627,8 +691,8 @@ impl DbThread {
     /// Fsyncs the WAL before a checkpoint takes the write lock. SQLite leaves the WAL's fsync
     /// to checkpoints (with `synchronous=NORMAL`), and the one under our write lock then has
     /// only the frames written since this one: the application's writers wait for less.
-    fn sync_wal(&self) {
-        if let Ok(wal) = std::fs::File::open(&self.st.wal_path) {
+    fn sync_wal(&mut self) {
+        if let Ok(wal) = self.st.wal_file() {
             let _ = wal.sync_data();
         }
     }

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -76,6 +76,8 @@ pub(super) struct SyncState {
     pub(super) db_file: Option<File>,
     /// The WAL index (`-shm`), kept open for the same reason as `db_file`.
     pub(super) shm_file: Option<File>,
+    /// The WAL, kept open between passes for the reads between them ([`SyncState::wal_file`]).
+    pub(super) wal_file: Option<File>,
     pub(super) page_size: u32,
     pub(super) txid: TxId,
     /// Database checksum after `txid`; `None` when the replica's last file carried none.
@@ -130,6 +132,7 @@ impl SyncState {
         let header = sq::read_db_header_from(&file).with_context(|| format!("{display}"))?;
         self.db_file = Some(file);
         self.shm_file = None;
+        self.wal_file = None;
         let locks = ReadLocks::open(&path, self.opts.busy_timeout)
             .with_context(|| format!("{display}: open"))?;
         let mode = conn::journal_mode(locks.idle())
@@ -405,17 +408,30 @@ impl SyncState {
             return;
         }
         self.writeback_at = Some(p.frames);
-        if let Ok(wal) = File::open(&self.wal_path) {
+        if let Ok(wal) = self.wal_file() {
             // SAFETY: a valid descriptor; offset 0 and length 0 mean the whole file.
             unsafe {
                 libc::sync_file_range(
-                    std::os::fd::AsRawFd::as_raw_fd(&wal),
+                    std::os::fd::AsRawFd::as_raw_fd(wal),
                     0,
                     0,
                     libc::SYNC_FILE_RANGE_WRITE,
                 );
             }
         }
+    }
+
+    /// The WAL, opened once and kept while the connections are (SQLite neither removes nor
+    /// replaces it while we hold them); reopened if it was unlinked all the same.
+    pub(super) fn wal_file(&mut self) -> io::Result<&File> {
+        let stale = match &self.wal_file {
+            Some(f) => f.metadata().map_or(true, |m| m.nlink() == 0),
+            None => true,
+        };
+        if stale {
+            self.wal_file = Some(File::open(&self.wal_path)?);
+        }
+        Ok(self.wal_file.as_ref().expect("opened above"))
     }
 
     /// The WAL index header, retried while a writer is publishing a commit.
@@ -508,7 +524,9 @@ impl SyncState {
         if self.table.is_none() || self.needs_snapshot {
             return Ok(None);
         }
-        let wal = File::open(&self.wal_path)
+        let wal = self
+            .wal_file()
+            .and_then(|f| f.try_clone())
             .with_context(|| format!("open {}", self.wal_path.display()))?;
         let Some(header) =
             WalHeader::read(&wal).with_context(|| format!("read {}", self.wal_path.display()))?
