@@ -4,7 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,7 @@ use crate::compact::Schedule;
 use crate::config::{Config, DbConfig, LogLevel, ReplicaConfig};
 use crate::daemon::{self, Daemon};
 use crate::db::DbCommand;
-use crate::ipc::handlers::Ctx;
+use crate::ipc::handlers::{Ctx, LongRequests};
 use crate::ipc::server::{self, Listener};
 use crate::restore;
 use crate::store::Store;
@@ -134,7 +133,7 @@ pub fn run(args: Args) -> Result<i32> {
     }
     daemon.restore_registrations();
 
-    let long_requests = Arc::new(AtomicUsize::new(0));
+    let long_requests = Arc::new(LongRequests::default());
     let mut listeners = vec![];
     if let (Some(l), Some(p)) = (unix_listener, &socket_path) {
         let ctx = Arc::new(Ctx {

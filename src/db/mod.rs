@@ -55,6 +55,11 @@ const WRITEBACK_FRAMES: u64 = 128;
 /// steady writer) it looks only at half the threshold and at the threshold.
 const BURST_FRAMES_PER_SEC: f64 = 10_000.0;
 
+/// While the watcher is armed, an idle database is looked at once every this many
+/// `monitor-interval`s, as a safety net for a write whose event was lost; any write wakes it
+/// at once and brings the next pass back within `monitor-interval`.
+const IDLE_TICKS: u32 = 10;
+
 /// The longest between two looks at a growing WAL: how long a burst starting while a steady
 /// writer runs can grow the log before this thread sees it (at 60,000 frames a second, about
 /// 1,500 frames).
@@ -355,8 +360,10 @@ impl DbThread {
     fn follow_growth(&mut self, probe: Option<WalProbe>, woken: bool) {
         let now = Instant::now();
         if woken {
-            // Writes after a quiet spell: how fast they come is not known yet.
+            // Writes after a quiet spell: how fast they come is not known yet, and the pass
+            // that records them is due within `monitor-interval` (ticks were sparse meanwhile).
             self.rate = None;
+            self.next_pass = self.next_pass.min(now + self.st.opts.monitor_interval);
         }
         let last = self.last_probe.map(|(_, p)| p);
         if let (Some(p), Some((then, before))) = (probe, self.last_probe) {
@@ -377,6 +384,12 @@ impl DbThread {
             self.burst = false;
             if let Some(s) = &self.subscription {
                 s.arm();
+                // A write between the look above and the arming raised no event: look once
+                // more now that the next one will.
+                if self.st.probe() != probe {
+                    self.last_change = now;
+                    self.look_at = Some(now + Duration::from_millis(1));
+                }
             }
             return;
         }
@@ -445,7 +458,11 @@ impl DbThread {
         if self.tick_needs_pass(probe) {
             let _ = self.pass();
         } else {
-            self.next_pass = now + self.st.opts.monitor_interval;
+            // Nothing to do. With the watcher armed a write wakes this thread at once, so the
+            // look at an idle database is only a safety net and comes less often.
+            let idle = self.subscription.is_some() && self.look_at.is_none();
+            let ticks = if idle { IDLE_TICKS } else { 1 };
+            self.next_pass = now + self.st.opts.monitor_interval * ticks;
         }
     }
 

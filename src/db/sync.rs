@@ -458,8 +458,7 @@ impl SyncState {
     ) -> Result<bool> {
         let (wal, header) = (log.file, log.header);
         let wal_display = self.wal_path.display().to_string();
-        let scanned = wal::scan_committed(wal, header, from, seed, log.limit)
-            .with_context(|| format!("read {wal_display}"))?;
+        let scanned = self.scan_committed(wal, header, from, seed, log.limit)?;
         let Some(end) = scanned.end else {
             self.no_commit_since(header, from, seed);
             return Ok(false);
@@ -549,28 +548,41 @@ impl SyncState {
             }
             _ => return Ok(None),
         };
-        // Continue the last scan when it started from the same place in the same generation.
-        let mut scan = match self.scan.take() {
-            Some(s) if s.header == header && s.from == from && s.seed == seed => s,
-            _ => Scan {
-                header,
-                from,
-                seed,
-                committed: wal::Committed::default(),
-            },
+        let committed = self.scan_committed(&wal, header, from, seed, limit)?;
+        self.scan = Some(Scan {
+            header,
+            from,
+            seed,
+            committed,
+        });
+        Ok(Some(wal))
+    }
+
+    /// The committed frames from `from` (chain checksum `seed`) up to `limit`, continuing the
+    /// kept read-ahead when it started from the same place in the same generation, so frames
+    /// read between passes are not read again.
+    fn scan_committed(
+        &mut self,
+        wal: &File,
+        header: WalHeader,
+        from: u64,
+        seed: WalChecksum,
+        limit: u64,
+    ) -> Result<wal::Committed> {
+        let mut committed = match self.scan.take() {
+            Some(s) if s.header == header && s.from == from && s.seed == seed => s.committed,
+            _ => wal::Committed::default(),
         };
-        let (at, chain) = scan
-            .committed
+        let (at, chain) = committed
             .end
             .map_or((from, seed), |e| (e.offset, e.checksum));
-        let more = wal::scan_committed(&wal, header, at, chain, limit)
+        let more = wal::scan_committed(wal, header, at, chain, limit)
             .with_context(|| format!("read {}", self.wal_path.display()))?;
         if more.end.is_some() {
-            scan.committed.pages.extend(more.pages);
-            scan.committed.end = more.end;
+            committed.pages.extend(more.pages);
+            committed.end = more.end;
         }
-        self.scan = Some(scan);
-        Ok(Some(wal))
+        Ok(committed)
     }
 
     /// Makes what [`SyncState::collect_tail`] wrote durable. On failure the frames may already

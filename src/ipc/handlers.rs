@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crossbeam_channel::{bounded, RecvTimeoutError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use serde::{Deserialize, Serialize};
 use tiny_http::{Header, Method, Request, Response, StatusCode};
 
@@ -29,7 +29,7 @@ const EVENTS_HEARTBEAT: Duration = Duration::from_secs(30);
 pub struct Ctx {
     pub daemon: Arc<Daemon>,
     /// Requests that stay open (event streams, waited syncs, CPU profiles); see `server.rs`.
-    pub long_requests: Arc<AtomicUsize>,
+    pub long_requests: Arc<LongRequests>,
     /// The TCP listener serves only read-only endpoints.
     pub control: bool,
 }
@@ -398,7 +398,7 @@ struct PathRequest {
 fn unregister(rq: PathRequest, ctx: &Ctx) -> Answer {
     let path = db_path(rq.path)?;
     let timeout = timeout_field(rq.timeout, crate::daemon::UNREGISTER_TIMEOUT.as_secs_f64())?;
-    let _long = LongRequest::new(&ctx.long_requests);
+    let _long = ctx.long_requests.begin();
     let (status, txid) = match ctx.daemon.unregister(&path, timeout) {
         Ok(Some(txid)) => ("unregistered", txid.0),
         Ok(None) => ("already_unregistered", 0),
@@ -429,18 +429,52 @@ struct SyncBody<'a> {
 }
 
 /// Counts a long request for as long as it lives (see `server.rs`).
-pub struct LongRequest<'a>(&'a AtomicUsize);
+/// The long requests in progress (event streams, waited syncs, profiles), which the
+/// listener's kick thread watches (see `ipc::server`): it kicks every 50 ms while any runs
+/// and sleeps a second otherwise, woken when the first one starts.
+pub struct LongRequests {
+    count: AtomicUsize,
+    started_tx: Sender<()>,
+    started_rx: Receiver<()>,
+}
 
-impl<'a> LongRequest<'a> {
-    pub fn new(counter: &'a AtomicUsize) -> Self {
-        counter.fetch_add(1, Ordering::SeqCst);
-        LongRequest(counter)
+impl Default for LongRequests {
+    fn default() -> Self {
+        let (started_tx, started_rx) = bounded(1);
+        LongRequests {
+            count: AtomicUsize::new(0),
+            started_tx,
+            started_rx,
+        }
     }
 }
 
+impl LongRequests {
+    /// Counts a long request for as long as the returned guard lives.
+    pub fn begin(&self) -> LongRequest<'_> {
+        if self.count.fetch_add(1, Ordering::SeqCst) == 0 {
+            let _ = self.started_tx.try_send(());
+        }
+        LongRequest(self)
+    }
+
+    /// How many are in progress.
+    pub fn in_progress(&self) -> usize {
+        self.count.load(Ordering::SeqCst)
+    }
+
+    /// Waits up to `timeout` for a first long request to start; true if one did.
+    pub fn wait_for_start(&self, timeout: Duration) -> bool {
+        self.started_rx.recv_timeout(timeout).is_ok()
+    }
+}
+
+/// One long request being counted; see [`LongRequests`].
+pub struct LongRequest<'a>(&'a LongRequests);
+
 impl Drop for LongRequest<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.0.count.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -482,7 +516,7 @@ fn run_sync(ctx: &Ctx, path: &Path, wait: bool, timeout: Duration) -> Result<Syn
 fn sync(rq: SyncRequest, ctx: &Ctx) -> Answer {
     let path = db_path(rq.path)?;
     let timeout = timeout_field(rq.timeout, DEFAULT_SYNC_TIMEOUT)?;
-    let _long = rq.wait.then(|| LongRequest::new(&ctx.long_requests));
+    let _long = rq.wait.then(|| ctx.long_requests.begin());
     let started = Instant::now();
     let r = run_sync(ctx, &path, rq.wait, timeout)?;
     ok(&SyncBody {
@@ -503,7 +537,7 @@ fn start_stop(rq: PathRequest, ctx: &Ctx, start: bool) -> Answer {
     let deadline = Instant::now() + timeout;
     let registry = ctx.daemon.store.registry();
     let view = registry.get(&path).ok_or_else(|| not_found(&path))?;
-    let _long = LongRequest::new(&ctx.long_requests);
+    let _long = ctx.long_requests.begin();
     if !start && view.status != DbStatus::Stopped {
         match run_sync(ctx, &path, true, timeout) {
             Ok(_) => {}
@@ -556,7 +590,7 @@ fn stream_events(rq: Request, query: &str, ctx: &Ctx) {
         Ok(f) => f,
         Err(e) => return respond(rq, Err(e)),
     };
-    let _long = LongRequest::new(&ctx.long_requests);
+    let _long = ctx.long_requests.begin();
     let hub = ctx.daemon.store.events().clone();
     let sub = hub.subscribe(filter);
     let mut w = rq.into_writer();

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::json;
 use tiny_http::{Header, Request, Response, StatusCode};
 
-use super::handlers::{Ctx, LongRequest};
+use super::handlers::Ctx;
 
 /// Only one CPU profile can run at a time (the sampler is process-wide).
 static PROFILER: Mutex<()> = Mutex::new(());
@@ -36,7 +36,7 @@ pub fn handle(rq: Request, rest: &str, query: &str, ctx: &Ctx) {
     let response = match name {
         "" => json_response(200, index()),
         "profile" => {
-            let _long = LongRequest::new(&ctx.long_requests);
+            let _long = ctx.long_requests.begin();
             cpu_profile(query)
         }
         "goroutine" | "threadcreate" => threads(query),

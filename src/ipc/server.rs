@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 
-use super::handlers::{self, Ctx};
+use super::handlers::{self, Ctx, LongRequests};
 
 /// The default socket path, as Litestream.
 pub const DEFAULT_SOCKET: &str = "/var/run/litestream.sock";
@@ -333,16 +333,14 @@ enum Kick {
 /// open, every second otherwise (a stalled client cannot be seen from here, but without long
 /// requests a stranded short request is rare). It costs a connect and an accept, and bounds
 /// how long any connection can be stranded.
-fn kick_forever(kick: &Kick, stop: &AtomicBool, busy: &AtomicUsize) {
-    let mut since_last = Duration::ZERO;
+fn kick_forever(kick: &Kick, stop: &AtomicBool, long: &LongRequests) {
     while !stop.load(Ordering::SeqCst) {
-        let tick = Duration::from_millis(50);
-        thread::sleep(tick);
-        since_last += tick;
-        if busy.load(Ordering::SeqCst) == 0 && since_last < Duration::from_secs(1) {
+        if long.in_progress() > 0 {
+            thread::sleep(Duration::from_millis(50));
+        } else {
+            long.wait_for_start(Duration::from_secs(1));
             continue;
         }
-        since_last = Duration::ZERO;
         let _ = match kick {
             Kick::Unix(p) => UnixStream::connect(p).map(drop),
             Kick::Tcp(a) => {
