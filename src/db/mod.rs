@@ -629,10 +629,10 @@ impl DbThread {
             .is_some_and(|(s, at)| s == salts && frames < at)
     }
 
-    /// The log reached the pressure threshold: checkpoint at once, reading what is new under
-    /// the write lock (into a spool file that is fsynced after it), without a pass first,
-    /// which would let the log grow by whatever the application writes meanwhile. `Ok(false)`
-    /// when this does not apply.
+    /// The log reached the pressure threshold: checkpoint at once. In a burst, reading what is
+    /// new under the write lock (into a spool file that is fsynced after it), without a pass
+    /// first, which would let the log grow by whatever the application writes meanwhile;
+    /// otherwise with a pass first. `Ok(false)` when this does not apply.
     fn pressure_checkpoint(&mut self, probe: WalProbe) -> Result<bool> {
         let st = &self.st;
         let settled = self.locks.is_some()
@@ -648,6 +648,12 @@ impl DbThread {
         // next write restarts the log.
         if probe.unread == 0 || self.checkpoint_deferred(probe.salts, probe.frames) {
             return Ok(false);
+        }
+        if !self.burst {
+            // A steady writer: a pass now (the next one comes a full interval later) and the
+            // checkpoint after it, whose tail is then short, rather than one more file for
+            // the tail alone.
+            return self.pass().map(|_| true);
         }
         self.sync_wal();
         self.checkpoint(CheckpointMode::Passive, probe.salts, probe.frames)
