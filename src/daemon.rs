@@ -14,6 +14,7 @@ use crate::config::{DbConfig, ReplicaConfig, ReplicaDefaults, ReplicaTarget};
 use crate::db::{DbCommand, DbOptions};
 use crate::durable;
 use crate::ltx::TxId;
+use crate::registry::FileId;
 use crate::replica::{self, ReplicaClient};
 use crate::store::{Added, Store};
 
@@ -24,6 +25,9 @@ pub const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(30);
 pub enum RegisterError {
     /// The request is wrong (HTTP 400): message and details.
     BadRequest(String, String),
+    /// The database's file is replicated already under another path (HTTP 409): message and
+    /// details.
+    Conflict(String, String),
     /// Something failed on our side (HTTP 500).
     Internal(anyhow::Error),
 }
@@ -110,7 +114,14 @@ impl Daemon {
     /// Starts replicating a configured database.
     pub fn add_configured(&self, db: &DbConfig) -> Result<Added> {
         let client = replica_client(db)?;
-        self.store.add(db_options(db), client, false)
+        match self.store.add(db_options(db), client, false)? {
+            Added::SameFileAs(other) => anyhow::bail!(
+                "{}: the same database file as {} (configured twice)",
+                db.path.display(),
+                other.display()
+            ),
+            added => Ok(added),
+        }
     }
 
     /// `/register`: validates the path and URL, starts the database, persists the registration.
@@ -131,6 +142,27 @@ impl Daemon {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 return bad("database file does not exist".into())
             }
+            Err(e) => return bad(e.to_string()),
+        }
+        // Before anything opens the file: if it is one we replicate (another path to it), a
+        // descriptor opened and closed here would drop SQLite's locks on it in this process.
+        let same_file = |other: &Path| {
+            RegisterError::Conflict(
+                "database already registered".into(),
+                format!(
+                    "{} is the same file as {}, which is already replicated",
+                    path.display(),
+                    other.display()
+                ),
+            )
+        };
+        match FileId::of(path) {
+            Ok(Some(id)) => {
+                if let Some(other) = self.store.registry().path_of_file(id) {
+                    return Err(same_file(&other));
+                }
+            }
+            Ok(None) => return bad("database file does not exist".into()),
             Err(e) => return bad(e.to_string()),
         }
         match crate::sqlite::read_db_header(path) {
@@ -154,6 +186,9 @@ impl Daemon {
             .store
             .add(db_options(&db), client, true)
             .map_err(RegisterError::Internal)?;
+        if let Added::SameFileAs(other) = &added {
+            return Err(same_file(other));
+        }
         self.save_locked().map_err(RegisterError::Internal)?;
         log::info!("db={} replica={url}: registered", path.display());
         Ok(added)
@@ -257,10 +292,12 @@ impl Daemon {
             }
             match self.register(&r.path, &r.replica_url) {
                 Ok(_) => {}
-                Err(RegisterError::BadRequest(m, d)) => log::error!(
-                    "db={}: cannot restore registration: {m}: {d}",
-                    r.path.display()
-                ),
+                Err(RegisterError::BadRequest(m, d)) | Err(RegisterError::Conflict(m, d)) => {
+                    log::error!(
+                        "db={}: cannot restore registration: {m}: {d}",
+                        r.path.display()
+                    )
+                }
                 Err(RegisterError::Internal(e)) => log::error!(
                     "db={}: cannot restore registration: {e:#}",
                     r.path.display()

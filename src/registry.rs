@@ -41,10 +41,49 @@ impl DbStatus {
     }
 }
 
+/// A database file's identity: its device and inode. Paths that name one file (through a
+/// symlinked directory, a bind mount, `..`) are one database: two threads on it would fight
+/// over its checkpoints and its replica, and reading it through a second path would open a
+/// second descriptor, whose close drops every POSIX lock SQLite holds on the file in this
+/// process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    /// The identity of the file at `path` (following symlinks, without opening it); `None`
+    /// when there is no file there yet.
+    pub fn of(path: &Path) -> std::io::Result<Option<FileId>> {
+        use std::os::unix::fs::MetadataExt;
+        match std::fs::metadata(path) {
+            Ok(m) => Ok(Some(FileId {
+                dev: m.dev(),
+                ino: m.ino(),
+            })),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Outcome of [`Registry::insert`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Inserted {
+    Added,
+    /// This path is registered already.
+    SamePath,
+    /// The same file is registered under this other path.
+    SameFile(PathBuf),
+}
+
 /// A copy of one database's entry.
 #[derive(Clone, Debug)]
 pub struct DbView {
     pub path: PathBuf,
+    /// The file's identity when it was registered (`None`: it did not exist yet).
+    pub file_id: Option<FileId>,
     pub replica_url: String,
     pub status: DbStatus,
     /// TXID of the newest LTX file in the local spool.
@@ -94,14 +133,27 @@ impl Registry {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Adds a database; `false` if the path is already registered.
-    pub fn insert(&self, view: DbView, ctl: Sender<DbCommand>) -> bool {
+    /// Adds a database, unless its path or its file ([`FileId`]) is registered already.
+    pub fn insert(&self, view: DbView, ctl: Sender<DbCommand>) -> Inserted {
         let mut map = self.lock();
         if map.contains_key(&view.path) {
-            return false;
+            return Inserted::SamePath;
+        }
+        if let Some(id) = view.file_id {
+            if let Some(other) = map.values().find(|e| e.view.file_id == Some(id)) {
+                return Inserted::SameFile(other.view.path.clone());
+            }
         }
         map.insert(view.path.clone(), Entry { view, ctl });
-        true
+        Inserted::Added
+    }
+
+    /// The path under which the file with this identity is registered, if any.
+    pub fn path_of_file(&self, id: FileId) -> Option<PathBuf> {
+        self.lock()
+            .values()
+            .find(|e| e.view.file_id == Some(id))
+            .map(|e| e.view.path.clone())
     }
 
     /// Removes a database, returning its last view and command channel.

@@ -15,7 +15,7 @@ use crate::compact::{Compactor, Schedule};
 use crate::db::{self, DbCommand, DbOptions, Shared};
 use crate::events::EventHub;
 use crate::ltx::TxId;
-use crate::registry::{DbStatus, DbView, Registry};
+use crate::registry::{DbStatus, DbView, FileId, Inserted, Registry};
 use crate::replica::uploader::UploaderPool;
 use crate::replica::ReplicaClient;
 use crate::watch::Watcher;
@@ -33,10 +33,12 @@ pub struct Store {
 }
 
 /// Outcome of [`Store::add`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Added {
     Registered,
     AlreadyRegistered,
+    /// The same file is replicated already, under this path: refused.
+    SameFileAs(PathBuf),
 }
 
 impl Store {
@@ -98,9 +100,11 @@ impl Store {
         dynamic: bool,
     ) -> Result<Added> {
         let path = opts.path.clone();
+        let file_id = FileId::of(&path).with_context(|| format!("{}: stat", path.display()))?;
         let (tx, rx) = db::channel();
         let view = DbView {
             path: path.clone(),
+            file_id,
             replica_url: replica.url().to_string(),
             status: DbStatus::Open,
             txid: TxId(0),
@@ -111,8 +115,10 @@ impl Store {
             compaction_error: None,
             dynamic,
         };
-        if !self.registry.insert(view, tx.clone()) {
-            return Ok(Added::AlreadyRegistered);
+        match self.registry.insert(view, tx.clone()) {
+            Inserted::Added => {}
+            Inserted::SamePath => return Ok(Added::AlreadyRegistered),
+            Inserted::SameFile(other) => return Ok(Added::SameFileAs(other)),
         }
         let meta_dir = opts.meta_dir.clone();
         match db::spawn(opts, replica.clone(), self.shared.clone(), (tx, rx)) {

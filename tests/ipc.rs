@@ -1399,3 +1399,61 @@ fn cpu_profile_reads_with_go_tool_pprof() {
     assert!(rows > 0, "no functions listed: {out}");
     eprintln!("{}", out.lines().take(12).collect::<Vec<_>>().join("\n"));
 }
+
+/// A second path to a file the daemon replicates (a symlinked directory, `..`) is refused with
+/// 409 naming the first path, before the daemon opens the file: opening and closing it would
+/// drop SQLite's locks, after which the application's last close deletes the WAL under us and
+/// replication silently stops. Replication goes on, and the alias is not persisted.
+#[test]
+fn a_second_path_to_a_replicated_file_is_refused_and_replication_goes_on() {
+    let dir = TestDir::new();
+    let data = dir.path("data");
+    std::fs::create_dir(&data).unwrap();
+    let db = data.join("app.db");
+    insert(&db);
+    let alias_dir = dir.path("alias");
+    std::os::unix::fs::symlink(&data, &alias_dir).unwrap();
+    let replica = dir.path("replica");
+    let config = write_config(dir.dir.path(), &[(&db, &file_url(&replica))], "", "");
+    let d = Daemon::start(&config);
+    wait_replicated(&d, &db);
+    // The application keeps a connection open while the alias is registered.
+    let app = create_db(&db);
+    app.execute("INSERT INTO t(v) VALUES ('before')", [])
+        .unwrap();
+    let dotdot = data.join("..").join("data").join("app.db");
+    for alias in [alias_dir.join("app.db"), dotdot] {
+        let r = post(
+            &d,
+            "/register",
+            &format!(
+                r#"{{"path":"{}","replica_url":"{}"}}"#,
+                alias.display(),
+                file_url(&dir.path("replica-2"))
+            ),
+        );
+        assert_eq!(r.status, 409, "{}", r.body);
+        assert_eq!(r.json()["error"], "database already registered");
+        let details = r.json()["details"].as_str().unwrap().to_string();
+        assert!(details.contains(&db.display().to_string()), "{details}");
+        assert!(list_entry(&d, &alias).is_none());
+    }
+    // The application's last connection closes: with our locks intact, SQLite cannot take
+    // the exclusive lock it needs to checkpoint and delete the WAL.
+    app.execute("INSERT INTO t(v) VALUES ('after')", [])
+        .unwrap();
+    drop(app);
+    assert!(
+        dir.path("data/app.db-wal").exists(),
+        "the WAL was deleted: our locks were dropped"
+    );
+    insert(&db);
+    d.sync_wait(&db);
+    let out = dir.path("out.db");
+    restore(&file_url(&replica), &out, &[]);
+    assert_same_ids(&ids(&out), &ids(&db), "restore after the refused alias");
+    assert!(!dir.path("replica-2").exists());
+    let state = PathBuf::from(format!("{}.registrations.json", d.socket.display()));
+    assert!(!state.exists() || !std::fs::read_to_string(&state).unwrap().contains("alias"));
+    assert_eq!(d.terminate(), 0);
+}

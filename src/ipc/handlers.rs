@@ -375,8 +375,15 @@ fn register(rq: RegisterRequest, ctx: &Ctx) -> Answer {
     let status = match ctx.daemon.register(&path, &url) {
         Ok(Added::Registered) => "registered",
         Ok(Added::AlreadyRegistered) => "already_registered",
+        Ok(Added::SameFileAs(other)) => {
+            return Err(ApiError::new(409, "database already registered")
+                .details(format!("same file as {}", other.display())))
+        }
         Err(RegisterError::BadRequest(msg, details)) => {
             return Err(ApiError::new(400, msg).details(details))
+        }
+        Err(RegisterError::Conflict(msg, details)) => {
+            return Err(ApiError::new(409, msg).details(details))
         }
         Err(RegisterError::Internal(e)) => {
             return Err(ApiError::new(500, "register failed").details(format!("{e:#}")))
