@@ -62,8 +62,11 @@ const IDLE_TICKS: u32 = 10;
 
 /// The longest between two looks at a growing WAL: how long a burst starting while a steady
 /// writer runs can grow the log before this thread sees it (at 60,000 frames a second, about
-/// 1,500 frames).
-const MAX_UNSEEN: Duration = Duration::from_millis(25);
+/// 3,000 frames; the check after it then comes at once).
+const MAX_UNSEEN: Duration = Duration::from_millis(50);
+
+/// The same during a burst, which also bounds how late its end is noticed.
+const MAX_UNSEEN_IN_BURST: Duration = Duration::from_millis(10);
 
 /// Settings of one database (from `dbs:` in the config, or `/register`).
 #[derive(Clone, Debug)]
@@ -378,7 +381,7 @@ impl DbThread {
             self.last_change = now;
         }
         self.last_probe = probe.map(|p| (now, p));
-        if now.duration_since(self.last_change) >= MAX_UNSEEN {
+        if now.duration_since(self.last_change) >= MAX_UNSEEN_IN_BURST {
             // Quiet for a while (a checkpoint's pause is shorter): sleep until the next write.
             self.look_at = None;
             self.burst = false;
@@ -393,11 +396,16 @@ impl DbThread {
             }
             return;
         }
+        let unseen = if self.burst {
+            MAX_UNSEEN_IN_BURST
+        } else {
+            MAX_UNSEEN
+        };
         let max = self
             .st
             .opts
             .monitor_interval
-            .clamp(Duration::from_millis(1), MAX_UNSEEN);
+            .clamp(Duration::from_millis(1), unseen);
         let delay = match (probe, self.rate) {
             (Some(p), Some(rate)) => {
                 let left = self.frames_to_next_action(p) as f64;
@@ -441,8 +449,7 @@ impl DbThread {
                     if self.burst {
                         self.st.start_wal_writeback(p, WRITEBACK_FRAMES);
                     }
-                    let near = self.burst || p.frames >= self.st.opts.pressure_frames() / 2;
-                    if near && p.unread > 0 && self.locks.is_some() && self.st.continuous {
+                    if self.burst && p.unread > 0 && self.locks.is_some() && self.st.continuous {
                         if let Err(e) = self.st.scan_ahead() {
                             log::debug!("db={}: read ahead: {e:#}", self.path().display());
                         }
