@@ -154,9 +154,13 @@ impl Store {
         {
             let _ = rx.recv_timeout(timeout + Duration::from_secs(5));
         }
-        if let Some(t) = self.lock_threads().remove(path) {
-            if t.is_finished() {
-                let _ = t.join();
+        let thread = self.lock_threads().remove(path);
+        if let Some(t) = thread {
+            if !join_within(t, Instant::now() + THREAD_EXIT) {
+                log::warn!(
+                    "db={}: did not stop within the timeout; abandoning it",
+                    path.display()
+                );
             }
         }
         let txid = view.txid;
@@ -195,10 +199,9 @@ impl Store {
         // A thread that did not answer by now is stuck in I/O (a hung NFS mount, say): leave it
         // to the process exit rather than hang the shutdown past the deadline.
         let threads: Vec<_> = self.lock_threads().drain().collect();
+        let exit_by = Instant::now() + THREAD_EXIT;
         for (path, t) in threads {
-            if t.is_finished() {
-                let _ = t.join();
-            } else {
+            if !join_within(t, exit_by) {
                 log::warn!(
                     "db={}: did not stop within the shutdown timeout; abandoning it",
                     path.display()
@@ -225,4 +228,21 @@ impl Store {
     pub fn started_at(&self) -> SystemTime {
         self.registry.started_at()
     }
+}
+
+/// How long a database thread that answered `Shutdown` gets to return: after its reply it
+/// only closes its connections and files.
+const THREAD_EXIT: Duration = Duration::from_secs(2);
+
+/// Joins `thread` if it finishes by `deadline` (checked every millisecond: std has no join
+/// with a timeout); `false` when it is still running then, and it is left to the process exit.
+fn join_within(thread: JoinHandle<()>, deadline: Instant) -> bool {
+    while !thread.is_finished() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = thread.join();
+    true
 }

@@ -256,6 +256,7 @@ impl DbThread {
                     retry_at: None,
                     failures: 0,
                     replicated: TxId(0),
+                    remote_known: false,
                 },
                 waiters: vec![],
                 last_checkpoint: Instant::now(),

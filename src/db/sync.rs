@@ -152,7 +152,13 @@ impl SyncState {
                 .query_row("PRAGMA page_size", [], |r| r.get::<_, u32>(0))?,
         };
         if self.page_size != 0 && self.page_size != page_size {
-            bail!("{display}: page size changed from {} to {page_size}; run `litestream reset` and restart", self.page_size);
+            // Changed while replication was stopped (journal_mode=delete, page_size, VACUUM):
+            // nothing known about the old pages applies; the next file is a snapshot.
+            log::info!(
+                "db={display}: page size changed from {} to {page_size}; the next file is a snapshot",
+                self.page_size
+            );
+            self.start_over();
         }
         self.page_size = page_size;
         // Our connections have read the database in WAL mode, so the index exists; if not
@@ -188,14 +194,27 @@ impl SyncState {
         self.spool.as_ref().expect("spool opened before use")
     }
 
-    /// Reconciles the spool with the replica once: where to resume, what to upload.
+    /// Forgets what is known of the database's pages and position: the next pass writes a
+    /// snapshot (min TXID 1, uploaded to level 9), which restores start from.
+    pub(super) fn start_over(&mut self) {
+        self.needs_snapshot = true;
+        self.table = None;
+        self.pos = None;
+        self.resume = None;
+        self.saved_table = None;
+        self.scan = None;
+    }
+
+    /// Reads where the local spool stands (once, at the first pass), then tries to learn where
+    /// the replica stands ([`SyncState::reconcile_remote`]). A replica that cannot be listed
+    /// now is retried later, with backoff, while passes go on spooling locally: nothing is
+    /// decided from a failed listing.
     pub(super) fn initialize(&mut self) -> Result<()> {
         let display = self.opts.path.display().to_string();
         let files = self
             .spool()
             .files()
             .with_context(|| format!("{display}: list spool"))?;
-        let mut local = TxId(0);
         if let Some(last) = files.last() {
             let header = read_verified_header(&last.path).with_context(|| {
                 format!(
@@ -203,7 +222,7 @@ impl SyncState {
                     last.path.display()
                 )
             })?;
-            local = header.max_txid;
+            let local = header.max_txid;
             self.txid = local;
             self.post = header.ext_checksums.map(|(_, post)| post);
             self.saved_table = self.post.and_then(|post| {
@@ -216,39 +235,68 @@ impl SyncState {
                     offset: (header.wal_offset + header.wal_size) as u64,
                 });
             }
-        }
-        let remote = match replica_position(self.replica.as_ref()) {
-            Ok(r) => Some(r),
-            Err(e) => {
-                log::warn!(
-                    "db={display}: cannot list replica {} ({e:#}); uploading every spooled file",
-                    self.replica.url()
+            if header.page_size != self.page_size {
+                log::info!(
+                    "db={display}: page size changed from {} to {} since the last file; the next file is a snapshot",
+                    header.page_size,
+                    self.page_size
                 );
-                None
+                self.start_over();
             }
-        };
+        }
         // Used at most once: a crash from here on must not find it looking current.
         saved_pages::discard(&self.opts.meta_dir);
-        let remote_max = remote.as_ref().map_or(TxId(0), |r| r.txid);
-        if remote_max > local {
-            // The replica is ahead of this spool (spool deleted, or restored elsewhere): continue
-            // its TXID sequence; the first pass writes the whole database unless it matches.
-            let (post, commit) = remote.map_or((None, 0), |r| (r.post, r.commit));
+        self.initialized = true;
+        if let Err(e) = self.reconcile_remote() {
+            self.uploads.remote_known = false;
+            self.uploads.failures += 1;
+            let delay = super::upload::backoff(self.uploads.failures);
+            self.uploads.retry_at = Some(Instant::now() + delay);
             log::warn!(
-                "db={display}: replica {} is at txid {remote_max}, ahead of the local spool ({local}); continuing from the replica",
+                "db={display}: cannot list replica {} ({e:#}); spooling locally and retrying in {delay:?}",
+                self.replica.url()
+            );
+            self.shared.registry.update(&self.opts.path, |v| {
+                v.replica_error = Some(format!("{e:#}"))
+            });
+        }
+        let txid = self.txid;
+        self.shared
+            .registry
+            .update(&self.opts.path, |v| v.txid = txid);
+        Ok(())
+    }
+
+    /// Lists the replica and decides from its newest file: which spooled files to upload, and
+    /// whether the next file must be a snapshot (the replica is ahead of the spool, which
+    /// `litestream reset` leaves so; or it misses files the spool no longer has). Until this
+    /// succeeds nothing is uploaded.
+    pub(super) fn reconcile_remote(&mut self) -> Result<()> {
+        let display = self.opts.path.display().to_string();
+        let remote = replica_position(self.replica.as_ref())?;
+        let files = self
+            .spool()
+            .files()
+            .with_context(|| format!("{display}: list spool"))?;
+        let local = files.last().map_or(TxId(0), |f| f.max);
+        let remote_max = remote.txid;
+        self.uploads.queue.clear();
+        if remote_max > local {
+            // The replica is ahead of this spool (spool deleted by `reset`, or restored
+            // elsewhere): continue its TXID sequence with a snapshot, since nothing proves this
+            // database is the state its newest file describes.
+            log::warn!(
+                "db={display}: replica {} is at txid {remote_max}, ahead of the local spool ({local}); continuing from the replica with a snapshot",
                 self.replica.url()
             );
             self.spool()
                 .clear()
                 .with_context(|| format!("{display}: clear spool"))?;
             self.txid = remote_max;
-            self.post = post;
-            self.commit = commit;
-            self.resume = None;
-            self.saved_table = None;
-            self.uploads.replicated = remote_max;
+            self.post = remote.post;
+            self.commit = remote.commit;
+            self.start_over();
         } else {
-            self.uploads.replicated = remote_max;
             for f in files.iter().filter(|f| f.max > remote_max) {
                 let header = read_verified_header(&f.path)
                     .with_context(|| format!("{display}: spooled {}", f.path.display()))?;
@@ -261,7 +309,7 @@ impl SyncState {
             }
             let gap = match self.uploads.queue.front() {
                 Some(first) => first.min.0 > remote_max.0 + 1,
-                None => remote.is_some() && remote_max < local,
+                None => remote_max < local,
             };
             if gap {
                 log::warn!(
@@ -269,15 +317,19 @@ impl SyncState {
                     self.replica.url()
                 );
                 self.uploads.queue.clear();
-                self.needs_snapshot = true;
+                self.start_over();
             }
         }
-        let (txid, replicated) = (self.txid, self.uploads.replicated);
+        self.uploads.replicated = remote_max;
+        self.uploads.remote_known = true;
+        self.uploads.failures = 0;
+        self.uploads.retry_at = None;
+        let (txid, replicated) = (self.txid, remote_max);
         self.shared.registry.update(&self.opts.path, |v| {
             v.txid = txid;
             v.replicated_txid = replicated;
+            v.replica_error = None;
         });
-        self.initialized = true;
         Ok(())
     }
 

@@ -24,6 +24,9 @@ pub(super) struct Uploads {
     pub(super) retry_at: Option<Instant>,
     pub(super) failures: u32,
     pub(super) replicated: TxId,
+    /// Whether the replica's position is known ([`SyncState::reconcile_remote`] succeeded);
+    /// until it is, `retry_at` is when to list it again and nothing is uploaded.
+    pub(super) remote_known: bool,
 }
 
 pub(super) struct PendingUpload {
@@ -54,6 +57,9 @@ pub(super) struct Waiter {
 impl SyncState {
     /// When the next upload attempt is due, if one is waiting.
     pub(super) fn upload_wakeup(&self) -> Option<Instant> {
+        if self.initialized && !self.uploads.remote_known {
+            return self.uploads.retry_at;
+        }
         if self.uploads.in_flight || self.uploads.queue.is_empty() {
             return None;
         }
@@ -62,6 +68,12 @@ impl SyncState {
 
     /// Hands the oldest unconfirmed file to the pool if none is in flight and no backoff runs.
     pub(super) fn pump_uploads(&mut self) {
+        if !self.uploads.remote_known {
+            self.retry_reconcile();
+            if !self.uploads.remote_known {
+                return;
+            }
+        }
         let u = &mut self.uploads;
         if u.in_flight || u.retry_at.is_some_and(|t| Instant::now() < t) {
             return;
@@ -102,6 +114,33 @@ impl SyncState {
             }
             // The pool is saturated: try again shortly.
             Err(_) => u.retry_at = Some(Instant::now() + Duration::from_millis(50)),
+        }
+    }
+
+    /// Lists the replica again once the backoff after a failed listing has passed.
+    fn retry_reconcile(&mut self) {
+        if !self.initialized || self.uploads.retry_at.is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        if let Err(e) = self.reconcile_remote() {
+            self.uploads.failures += 1;
+            let delay = backoff(self.uploads.failures);
+            self.uploads.retry_at = Some(Instant::now() + delay);
+            log::warn!(
+                "db={}: cannot list replica {} ({e:#}); retrying in {delay:?}",
+                self.opts.path.display(),
+                self.replica.url()
+            );
+            let msg = format!("{e:#}");
+            self.shared
+                .registry
+                .update(&self.opts.path, |v| v.replica_error = Some(msg));
+        } else {
+            log::info!(
+                "db={}: replica {} listed; uploads start",
+                self.opts.path.display(),
+                self.replica.url()
+            );
         }
     }
 
@@ -209,7 +248,7 @@ impl SyncState {
 }
 
 /// Capped exponential backoff with jitter: 1s, 2s, 4s ... 60s, each ±20%.
-fn backoff(failures: u32) -> Duration {
+pub(super) fn backoff(failures: u32) -> Duration {
     use std::hash::{BuildHasher, Hasher};
     let base = Duration::from_secs(1) * 2u32.saturating_pow(failures.saturating_sub(1).min(6));
     let base = base.min(Duration::from_secs(60));
