@@ -48,7 +48,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::config::Config;
 use crate::durable;
@@ -150,7 +150,7 @@ pub fn next_run(src: &[LtxFileInfo], after: TxId, limit: usize) -> Vec<LtxFileIn
         }
         match run.last() {
             None => run.push(f.clone()),
-            Some(prev) if f.min.0 == prev.max.0 + 1 => run.push(f.clone()),
+            Some(prev) if prev.max.next() == Some(f.min) => run.push(f.clone()),
             // Another file with the same start as one already taken (not written by us).
             Some(prev) if f.min <= prev.max => continue,
             Some(_) => break,
@@ -776,7 +776,9 @@ impl Compactor {
     /// Starts the thread. It reads each database's replicated TXID from `registry` and
     /// reports failures in its `compaction_error`.
     pub fn start(schedule: Schedule, registry: Arc<Registry>) -> std::io::Result<Compactor> {
-        let (tx, rx) = unbounded();
+        // Bounded: one add or remove per registration change; a sender waits for room only
+        // while the thread is in the middle of a compaction and 1024 changes are queued.
+        let (tx, rx) = bounded(1024);
         let thread = thread::Builder::new()
             .name("compact".into())
             .spawn(move || {

@@ -2,10 +2,10 @@
 //! (defaults for new databases) and the file that keeps runtime registrations across restarts.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, Sender};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
@@ -14,7 +14,7 @@ use crate::config::{DbConfig, ReplicaConfig, ReplicaDefaults, ReplicaTarget};
 use crate::db::{DbCommand, DbOptions};
 use crate::durable;
 use crate::ltx::TxId;
-use crate::registry::FileId;
+use crate::registry::{FileId, Registry};
 use crate::replica::{self, ReplicaClient};
 use crate::store::{Added, Store};
 
@@ -39,8 +39,8 @@ pub struct Daemon {
     pub replica_defaults: ReplicaDefaults,
     /// Where runtime registrations are kept (`None`: not persisted).
     pub registrations_path: Option<PathBuf>,
-    /// Serialises registration changes and their file writes.
-    registrations: Mutex<()>,
+    /// Writes the registrations file (when there is one).
+    saver: Option<Saver>,
 }
 
 /// One persisted runtime registration.
@@ -103,11 +103,20 @@ impl Daemon {
         replica_defaults: ReplicaDefaults,
         registrations_path: Option<PathBuf>,
     ) -> Daemon {
+        let saver = registrations_path
+            .clone()
+            .and_then(|path| match Saver::start(path, store.registry().clone()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    log::error!("cannot start the registrations writer: {e}; registrations will not survive a restart");
+                    None
+                }
+            });
         Daemon {
             store,
             replica_defaults,
             registrations_path,
-            registrations: Mutex::new(()),
+            saver,
         }
     }
 
@@ -126,7 +135,6 @@ impl Daemon {
 
     /// `/register`: validates the path and URL, starts the database, persists the registration.
     pub fn register(&self, path: &Path, url: &str) -> Result<Added, RegisterError> {
-        let _guard = self.registrations.lock().unwrap_or_else(|e| e.into_inner());
         if self.store.registry().contains(path) {
             return Ok(Added::AlreadyRegistered);
         }
@@ -189,7 +197,7 @@ impl Daemon {
         if let Added::SameFileAs(other) = &added {
             return Err(same_file(other));
         }
-        self.save_locked().map_err(RegisterError::Internal)?;
+        self.save_registrations().map_err(RegisterError::Internal)?;
         log::info!("db={} replica={url}: registered", path.display());
         Ok(added)
     }
@@ -198,16 +206,14 @@ impl Daemon {
     /// forget the database. Returns its final TXID, `None` if it was not registered.
     pub fn unregister(&self, path: &Path, timeout: Duration) -> Result<Option<TxId>> {
         let deadline = Instant::now() + timeout;
-        // The final sync runs before the registration lock is taken, so a slow replica does
-        // not hold up other registrations.
+        // No lock is held here: a slow replica holds up this request only.
         let synced = self.final_sync(path, timeout);
-        let _guard = self.registrations.lock().unwrap_or_else(|e| e.into_inner());
         let remaining = deadline.saturating_duration_since(Instant::now());
         let Some((_, txid)) = self.store.remove(path, remaining) else {
             return Ok(None);
         };
         let txid = synced.map_or(txid, |s| s.max(txid));
-        self.save_locked()?;
+        self.save_registrations()?;
         log::info!("db={}: unregistered at txid {txid}", path.display());
         Ok(Some(txid))
     }
@@ -216,10 +222,13 @@ impl Daemon {
     fn final_sync(&self, path: &Path, timeout: Duration) -> Option<TxId> {
         let ctl = self.store.registry().ctl(path)?;
         let (tx, rx) = bounded(1);
-        ctl.send(DbCommand::Sync {
-            wait: true,
-            reply: tx,
-        })
+        ctl.send_timeout(
+            DbCommand::Sync {
+                wait: true,
+                reply: tx,
+            },
+            timeout,
+        )
         .ok()?;
         match rx.recv_timeout(timeout) {
             Ok(Ok(r)) => Some(r.txid),
@@ -237,30 +246,13 @@ impl Daemon {
         }
     }
 
-    /// Writes the runtime registrations file (after `/register`, `/unregister`).
+    /// Writes the runtime registrations file (after `/register`, `/unregister`) and waits
+    /// until a write that includes this change is durable.
     pub fn save_registrations(&self) -> Result<()> {
-        let _guard = self.registrations.lock().unwrap_or_else(|e| e.into_inner());
-        self.save_locked()
-    }
-
-    fn save_locked(&self) -> Result<()> {
-        let Some(path) = &self.registrations_path else {
-            return Ok(());
-        };
-        let databases = self
-            .store
-            .registry()
-            .list()
-            .into_iter()
-            .filter(|v| v.dynamic)
-            .map(|v| Registration {
-                path: v.path,
-                replica_url: v.replica_url,
-            })
-            .collect();
-        let text = serde_json::to_vec_pretty(&RegistrationFile { databases })?;
-        durable::write_file(path, |w| std::io::Write::write_all(w, &text))
-            .with_context(|| format!("save registrations to {}", path.display()))
+        match &self.saver {
+            Some(saver) => saver.save(),
+            None => Ok(()),
+        }
     }
 
     /// Re-registers what the registrations file lists (skipping paths the config has).
@@ -312,4 +304,57 @@ pub fn registrations_path_for(socket: &Path) -> PathBuf {
     let mut s = socket.as_os_str().to_owned();
     s.push(".registrations.json");
     PathBuf::from(s)
+}
+
+/// The one thread that writes the registrations file, so that no lock is held across its
+/// I/O and writes never interleave: each change asks for a save and waits for the write that
+/// includes it (changes that arrive while a write runs share the next one).
+struct Saver {
+    requests: Sender<Sender<Result<(), String>>>,
+}
+
+impl Saver {
+    fn start(path: PathBuf, registry: Arc<Registry>) -> std::io::Result<Saver> {
+        let (requests, rx) = bounded::<Sender<Result<(), String>>>(1024);
+        std::thread::Builder::new()
+            .name("registrations".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    let waiting: Vec<_> = std::iter::once(first).chain(rx.try_iter()).collect();
+                    let result =
+                        write_registrations(&path, &registry).map_err(|e| format!("{e:#}"));
+                    for w in waiting {
+                        let _ = w.send(result.clone());
+                    }
+                }
+            })?;
+        Ok(Saver { requests })
+    }
+
+    fn save(&self) -> Result<()> {
+        let (tx, rx) = bounded(1);
+        self.requests
+            .send(tx)
+            .map_err(|_| anyhow::anyhow!("the registrations writer has stopped"))?;
+        match rx.recv() {
+            Ok(result) => result.map_err(|e| anyhow::anyhow!(e)),
+            Err(_) => anyhow::bail!("the registrations writer has stopped"),
+        }
+    }
+}
+
+/// Writes what `/register` added (the databases not from the config) to `path`, durably.
+fn write_registrations(path: &Path, registry: &Registry) -> Result<()> {
+    let databases = registry
+        .list()
+        .into_iter()
+        .filter(|v| v.dynamic)
+        .map(|v| Registration {
+            path: v.path,
+            replica_url: v.replica_url,
+        })
+        .collect();
+    let text = serde_json::to_vec_pretty(&RegistrationFile { databases })?;
+    durable::write_file(path, |w| std::io::Write::write_all(w, &text))
+        .with_context(|| format!("save registrations to {}", path.display()))
 }

@@ -120,7 +120,7 @@ pub fn plan_files(files: &[LtxFileInfo], target: TxId) -> Result<Plan> {
     while at < target {
         let next = files
             .iter()
-            .filter(|f| f.min.0 <= at.0 + 1 && f.max > at && f.max <= target)
+            .filter(|f| at.next().is_some_and(|n| f.min <= n) && f.max > at && f.max <= target)
             .max_by_key(|f| (f.max, f.level));
         match next {
             Some(f) => {
@@ -345,7 +345,7 @@ fn decode_plan(
         let table = table.get_or_insert_with(|| PageChecksums::new(page_size));
         // The pre-apply checksum is only comparable when the file starts right after our state.
         if let Some((pre, _)) = header.ext_checksums {
-            if pre.0 != 0 && header.min_txid.0 == at.0 + 1 && table.checksum() != pre {
+            if pre.0 != 0 && at.next() == Some(header.min_txid) && table.checksum() != pre {
                 bail!(
                     "{label}: pre-apply checksum mismatch: the database at txid {at} has checksum {}, the file expects {pre}",
                     table.checksum()

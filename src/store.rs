@@ -146,10 +146,13 @@ impl Store {
         let (tx, rx) = bounded(1);
         let deadline = Instant::now() + timeout;
         if ctl
-            .send(DbCommand::Shutdown {
-                deadline,
-                reply: tx,
-            })
+            .send_timeout(
+                DbCommand::Shutdown {
+                    deadline,
+                    reply: tx,
+                },
+                deadline.saturating_duration_since(Instant::now()),
+            )
             .is_ok()
         {
             let _ = rx.recv_timeout(timeout + Duration::from_secs(5));
@@ -181,10 +184,13 @@ impl Store {
             if let Some((_, ctl)) = self.registry.remove(&view.path) {
                 let (tx, rx) = bounded(1);
                 if ctl
-                    .send(DbCommand::Shutdown {
-                        deadline,
-                        reply: tx,
-                    })
+                    .send_timeout(
+                        DbCommand::Shutdown {
+                            deadline,
+                            reply: tx,
+                        },
+                        deadline.saturating_duration_since(Instant::now()),
+                    )
                     .is_ok()
                 {
                     replies.push(rx);

@@ -261,3 +261,41 @@ fn a_clean_shutdown_abandons_nothing() {
     assert!(!log.contains("did not stop"), "{log}");
     assert!(!log.contains("abandoning"), "{log}");
 }
+
+/// A replica whose newest file is named with the largest TXID (crafted, or written by a
+/// broken tool): continuing it would overflow. The database reports a clear error in `/list`
+/// instead, and the daemon keeps serving.
+#[test]
+fn a_replica_at_the_largest_txid_is_an_error_not_an_overflow() {
+    let dir = TestDir::new();
+    let db = dir.path("app.db");
+    let replica = dir.path("replica");
+    let config = write_config(dir.dir.path(), &[(&db, &file_url(&replica))], "", "");
+    let conn = create_db(&db);
+    conn.execute("INSERT INTO t(v) VALUES ('a')", []).unwrap();
+    let daemon = Daemon::start(&config);
+    daemon.sync_wait(&db);
+    assert_eq!(daemon.terminate(), 0);
+    // A valid file under the largest name.
+    let l0 = replica.join("ltx/0");
+    let first = std::fs::read_dir(&l0)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    std::fs::copy(&first, l0.join("ffffffffffffffff-ffffffffffffffff.ltx")).unwrap();
+    let daemon = Daemon::start(&config);
+    conn.execute("INSERT INTO t(v) VALUES ('b')", []).unwrap();
+    wait_until(
+        std::time::Duration::from_secs(30),
+        "the overflow error in /list",
+        || {
+            daemon.request("GET", "/list", None).json()["databases"][0]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("largest possible"))
+        },
+    );
+    assert_eq!(daemon.request("GET", "/info", None).status, 200);
+    assert_eq!(daemon.terminate(), 0);
+}

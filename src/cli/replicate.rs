@@ -256,10 +256,13 @@ fn once(daemon: &Daemon, timeout: Duration) -> i32 {
         };
         log::info!("msg=\"syncing database\" path={}", view.path.display());
         let (tx, rx) = bounded(1);
-        let _ = ctl.send(DbCommand::Sync {
-            wait: true,
-            reply: tx,
-        });
+        let _ = ctl.send_timeout(
+            DbCommand::Sync {
+                wait: true,
+                reply: tx,
+            },
+            deadline.saturating_duration_since(Instant::now()),
+        );
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(Ok(r)) => log::info!(
                 "msg=\"database synced\" path={} txid={} replicated_txid={}",

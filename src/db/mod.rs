@@ -30,7 +30,7 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 use self::sync::{SyncState, WalPos, WalProbe};
 use self::upload::Uploads;
@@ -191,9 +191,16 @@ pub fn spawn(
     })
 }
 
-/// A new command channel for a database thread.
+/// How many commands a database thread's channel holds.
+pub const COMMAND_QUEUE: usize = 256;
+
+/// A new command channel for a database thread, bounded by construction: IPC requests give
+/// up after their own timeout when it is full (`send_timeout`), the uploader's
+/// acknowledgement waits for room (the thread drains its channel continuously and never waits
+/// on the uploader, and each database has one upload in flight), and the watcher's wakeup is
+/// a `try_send` (a full channel wakes the thread anyway).
 pub fn channel() -> (Sender<DbCommand>, Receiver<DbCommand>) {
-    unbounded()
+    bounded(COMMAND_QUEUE)
 }
 
 struct DbThread {

@@ -267,10 +267,10 @@ impl SyncState {
         Ok(())
     }
 
-    /// Lists the replica and decides from its newest file: which spooled files to upload, and
-    /// whether the next file must be a snapshot (the replica is ahead of the spool, which
-    /// `litestream reset` leaves so; or it misses files the spool no longer has). Until this
-    /// succeeds nothing is uploaded.
+    /// Lists the replica and decides from its newest file: which spooled files to upload, where
+    /// to continue when it is ahead of the spool (which `litestream reset` leaves so), and
+    /// whether the next file must be a snapshot (it misses files the spool no longer has, or
+    /// its page size is not the database's). Until this succeeds nothing is uploaded.
     pub(super) fn reconcile_remote(&mut self) -> Result<()> {
         let display = self.opts.path.display().to_string();
         let remote = replica_position(self.replica.as_ref())?;
@@ -283,10 +283,11 @@ impl SyncState {
         self.uploads.queue.clear();
         if remote_max > local {
             // The replica is ahead of this spool (spool deleted by `reset`, or restored
-            // elsewhere): continue its TXID sequence with a snapshot, since nothing proves this
-            // database is the state its newest file describes.
+            // elsewhere): continue its TXID sequence. The first pass reads the whole database:
+            // nothing is written if it is the state the newest file describes, else every page
+            // (which restores whatever came before), or a snapshot when the page size differs.
             log::warn!(
-                "db={display}: replica {} is at txid {remote_max}, ahead of the local spool ({local}); continuing from the replica with a snapshot",
+                "db={display}: replica {} is at txid {remote_max}, ahead of the local spool ({local}); continuing from the replica",
                 self.replica.url()
             );
             self.spool()
@@ -295,7 +296,18 @@ impl SyncState {
             self.txid = remote_max;
             self.post = remote.post;
             self.commit = remote.commit;
-            self.start_over();
+            self.resume = None;
+            self.saved_table = None;
+            self.table = None;
+            self.pos = None;
+            if remote.page_size.is_some_and(|p| p != self.page_size) {
+                log::info!(
+                    "db={display}: the replica's newest file has page size {}, the database {}; the next file is a snapshot",
+                    remote.page_size.unwrap_or(0),
+                    self.page_size
+                );
+                self.start_over();
+            }
         } else {
             for f in files.iter().filter(|f| f.max > remote_max) {
                 let header = read_verified_header(&f.path)
@@ -308,7 +320,7 @@ impl SyncState {
                 });
             }
             let gap = match self.uploads.queue.front() {
-                Some(first) => first.min.0 > remote_max.0 + 1,
+                Some(first) => remote_max.next().is_none_or(|n| first.min > n),
                 None => remote_max < local,
             };
             if gap {
@@ -699,7 +711,7 @@ impl SyncState {
             post ^= table.get(pgno).map_or(0, |c| c.0 & !ltx::CHECKSUM_FLAG);
         }
         let post = Checksum(post | ltx::CHECKSUM_FLAG);
-        let txid = TxId(self.txid.0 + 1);
+        let txid = self.next_txid()?;
         let ltx_header = self.ltx_header(
             txid,
             txid,
@@ -846,7 +858,7 @@ impl SyncState {
             );
             return Ok(false);
         }
-        let txid = TxId(self.txid.0 + 1);
+        let txid = self.next_txid()?;
         let min = if self.txid == TxId(0) || matches!(include, Include::Snapshot) {
             TxId(1)
         } else {
@@ -881,6 +893,18 @@ impl SyncState {
         );
         self.recorded(&ltx_header, post, path, written);
         Ok(true)
+    }
+
+    /// The TXID of the next file; an error past the largest one (a replica whose newest
+    /// file name says so cannot be continued).
+    fn next_txid(&self) -> Result<TxId> {
+        self.txid.next().with_context(|| {
+            format!(
+                "{}: txid {} is the largest possible; the replica cannot be continued (run `litestream reset` and use a new replica)",
+                self.opts.path.display(),
+                self.txid
+            )
+        })
     }
 
     /// The header of a file this daemon writes: NoChecksum (so Litestream restores it) with
@@ -1066,6 +1090,7 @@ fn replica_position(client: &dyn ReplicaClient) -> Result<ReplicaPosition> {
             txid: TxId(0),
             post: None,
             commit: 0,
+            page_size: None,
         });
     };
     let reader = client.open_ltx(best.level, best.min, best.max)?;
@@ -1074,6 +1099,7 @@ fn replica_position(client: &dyn ReplicaClient) -> Result<ReplicaPosition> {
         txid: best.max,
         post: header.ext_checksums.map(|(_, post)| post),
         commit: header.commit,
+        page_size: Some(header.page_size),
     })
 }
 
@@ -1084,4 +1110,6 @@ struct ReplicaPosition {
     post: Option<Checksum>,
     /// The database size in pages after it.
     commit: u32,
+    /// Its page size (`None`: the replica is empty).
+    page_size: Option<u32>,
 }

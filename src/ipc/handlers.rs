@@ -485,6 +485,20 @@ impl Drop for LongRequest<'_> {
     }
 }
 
+/// A command the database thread's channel did not take: full for as long as the request
+/// could wait (503), or the thread is gone (404, it was removed meanwhile).
+fn queue_refused(path: &Path, full: bool) -> ApiError {
+    if full {
+        ApiError::new(503, "database busy").details(format!(
+            "{}: {} commands are queued for its thread",
+            path.display(),
+            crate::db::COMMAND_QUEUE
+        ))
+    } else {
+        not_found(path)
+    }
+}
+
 /// The database thread's message for a sync of a stopped database (db.rs).
 const STOPPED_MESSAGE: &str = "database is stopped; start it first";
 
@@ -497,8 +511,10 @@ fn run_sync(ctx: &Ctx, path: &Path, wait: bool, timeout: Duration) -> Result<Syn
     }
     let ctl = registry.ctl(path).ok_or_else(|| not_found(path))?;
     let (tx, rx) = bounded(1);
-    ctl.send(DbCommand::Sync { wait, reply: tx })
-        .map_err(|_| not_found(path))?;
+    let started = Instant::now();
+    ctl.send_timeout(DbCommand::Sync { wait, reply: tx }, timeout)
+        .map_err(|e| queue_refused(path, e.is_timeout()))?;
+    let timeout = timeout.saturating_sub(started.elapsed());
     match rx.recv_timeout(timeout) {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(msg)) if msg == STOPPED_MESSAGE => Err(not_open(path)),
@@ -566,7 +582,8 @@ fn start_stop(rq: PathRequest, ctx: &Ctx, start: bool) -> Answer {
     } else {
         DbCommand::Pause { reply: tx }
     };
-    ctl.send(cmd).map_err(|_| not_found(&path))?;
+    ctl.send_timeout(cmd, deadline.saturating_duration_since(Instant::now()))
+        .map_err(|e| queue_refused(&path, e.is_timeout()))?;
     let wait = deadline
         .saturating_duration_since(Instant::now())
         .max(Duration::from_secs(1));

@@ -41,6 +41,14 @@ pub const PAGE_FLAG_SIZE: u16 = 0x0001;
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TxId(pub u64);
 
+impl TxId {
+    /// The TXID after this one; `None` past the largest (a replica file named with it, real
+    /// or crafted, cannot be followed).
+    pub fn next(self) -> Option<TxId> {
+        self.0.checked_add(1).map(TxId)
+    }
+}
+
 impl fmt::Display for TxId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:016x}", self.0)
@@ -92,7 +100,9 @@ pub fn parse_file_name(name: &str) -> Option<(TxId, TxId)> {
     if !is_txid(min) || !is_txid(max) {
         return None;
     }
-    Some((TxId(parse_hex_u64(min)?), TxId(parse_hex_u64(max)?)))
+    let (min, max) = (TxId(parse_hex_u64(min)?), TxId(parse_hex_u64(max)?));
+    // TXIDs start at 1 and a file covers min..=max: anything else is not a file we can use.
+    (min.0 >= 1 && min <= max).then_some((min, max))
 }
 
 /// Everything that can go wrong encoding, decoding or compacting an LTX file.
@@ -573,9 +583,23 @@ mod tests {
             "0000000000000001-000000000000000a",
             "+000000000000001-000000000000000a.ltx",
             "",
+            // No TXID 0, and no file that ends before it starts.
+            "0000000000000000-000000000000000a.ltx",
+            "000000000000000b-000000000000000a.ltx",
         ] {
             assert_eq!(parse_file_name(bad), None, "{bad}");
         }
+        let last = "ffffffffffffffff-ffffffffffffffff.ltx";
+        assert_eq!(
+            parse_file_name(last),
+            Some((TxId(u64::MAX), TxId(u64::MAX)))
+        );
+    }
+
+    #[test]
+    fn the_txid_after_the_largest_is_none() {
+        assert_eq!(TxId(1).next(), Some(TxId(2)));
+        assert_eq!(TxId(u64::MAX).next(), None);
     }
 
     #[test]
