@@ -337,8 +337,8 @@ fn kick_forever(kick: &Kick, stop: &AtomicBool, long: &LongRequests) {
     while !stop.load(Ordering::SeqCst) {
         if long.in_progress() > 0 {
             thread::sleep(Duration::from_millis(50));
-        } else {
-            long.wait_for_start(Duration::from_secs(1));
+        } else if long.wait_for_start(Duration::from_secs(1)) {
+            // The first long request just started: kick at the 50 ms pace from now on.
             continue;
         }
         let _ = match kick {
