@@ -299,3 +299,71 @@ fn a_replica_at_the_largest_txid_is_an_error_not_an_overflow() {
     assert_eq!(daemon.request("GET", "/info", None).status, 200);
     assert_eq!(daemon.terminate(), 0);
 }
+
+/// A committed WAL frame is damaged (one byte of a row's text flipped, as bit rot would) below
+/// the end SQLite published as committed. The checksum chain breaks there; the scan used to
+/// stop, report no change, and skip the transactions after it for good (restore then passed
+/// its own checks without them). Now it is an error shown in `/list`, and the database is
+/// replicated as SQLite reads it: every row.
+#[test]
+fn a_broken_checksum_chain_is_an_error_and_the_database_is_replicated_as_sqlite_reads_it() {
+    let dir = TestDir::new();
+    let db = dir.path("app.db");
+    let replica = dir.path("replica");
+    // No passes between /sync calls: the damage is made before the daemon reads the frame.
+    let config = write_config(
+        dir.dir.path(),
+        &[(&db, &file_url(&replica))],
+        "    monitor-interval: 1h\n",
+        "",
+    );
+    let conn = create_db(&db);
+    conn.execute("INSERT INTO t(v) VALUES ('first')", [])
+        .unwrap();
+    let daemon = Daemon::start(&config);
+    daemon.sync_wait(&db);
+    let marker = "M".repeat(64);
+    conn.execute("INSERT INTO t(v) VALUES (?1)", [&marker])
+        .unwrap();
+    // Flip one byte of the marker inside its frame, in the WAL file itself.
+    let wal_path = dir.path("app.db-wal");
+    let mut wal = std::fs::read(&wal_path).unwrap();
+    let at = wal
+        .windows(marker.len())
+        .rposition(|w| w == marker.as_bytes())
+        .expect("the row's frame is in the WAL");
+    wal[at + 10] = b'N';
+    std::fs::write(&wal_path, &wal).unwrap();
+    for i in 0..5 {
+        conn.execute("INSERT INTO t(v) VALUES (?1)", [format!("after {i}")])
+            .unwrap();
+    }
+    daemon.sync_wait(&db);
+    let list = daemon.request("GET", "/list", None).json();
+    let error = list["databases"][0]["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(error.contains("checksum chain breaks"), "{list}");
+    assert!(daemon.log_text().contains("as SQLite reads it"));
+    conn.execute("INSERT INTO t(v) VALUES ('later')", [])
+        .unwrap();
+    daemon.sync_wait(&db);
+    let out = dir.path("out.db");
+    restore(&file_url(&replica), &out, &[]);
+    assert_eq!(integrity(&out), "ok");
+    let rows = |p: &Path| -> Vec<(i64, String)> {
+        let c = Connection::open(p).unwrap();
+        let mut st = c.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    // (Later frames of the same page superseded the damaged one: what SQLite reads now is the
+    // application's rows, all of them.)
+    let source = rows(&db);
+    assert_eq!(source.len(), 8);
+    assert_eq!(rows(&out), source);
+    assert_eq!(daemon.terminate(), 0);
+}

@@ -272,6 +272,7 @@ impl DbThread {
                 checkpoint_retry: None,
                 writeback_at: None,
                 scan: None,
+                chain_break: None,
                 initialized: false,
                 needs_snapshot: false,
             },
@@ -561,7 +562,9 @@ impl DbThread {
                 if self.last_error.take().is_some() {
                     log::info!("db={}: sync recovered", self.path().display());
                 }
-                self.st.set_status(DbStatus::Replicating, None);
+                // Replicating, but a damaged WAL frame is still in this generation: say so.
+                let warning = self.st.chain_break().map(str::to_string);
+                self.st.set_status(DbStatus::Replicating, warning);
             }
             Err(e) => {
                 let msg = format!("{e:#}");
@@ -721,6 +724,7 @@ impl DbThread {
             }
             Err(e) => {
                 st.continuous = locks.is_held() && st.continuous;
+                st.checkpoint_retry = Some((salts, retry_at));
                 Err(e)
             }
         }

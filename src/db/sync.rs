@@ -108,6 +108,9 @@ pub(super) struct SyncState {
     /// Frames read ahead of the position between checkpoints; dropped whenever the position
     /// moves (it would no longer start there).
     pub(super) scan: Option<Scan>,
+    /// A broken checksum chain met in a WAL generation (its salts) and the message: the
+    /// generation was replicated through SQLite's index instead ([`SyncState::chain_break`]).
+    pub(super) chain_break: Option<([u8; 8], String)>,
     /// Set once the local spool and the replica position have been reconciled.
     pub(super) initialized: bool,
     /// The replica misses files the spool no longer has: the next pass writes a snapshot
@@ -347,6 +350,72 @@ impl SyncState {
 
     /// The body of a pass, under a freshly taken read lock. Returns whether an LTX file was written.
     pub(super) fn sync_locked(&mut self, page_count: &dyn Fn() -> Result<u32>) -> Result<bool> {
+        match self.sync_locked_inner(page_count) {
+            Err(e) if e.is::<BrokenChain>() => self.snapshot_as_sqlite_reads(e),
+            other => other,
+        }
+    }
+
+    /// After a [`BrokenChain`]: reads the whole database as SQLite's own readers do (the WAL
+    /// index lists each committed frame's page; no checksum chain) and writes it as a
+    /// snapshot, then continues from the committed end with the chain value SQLite keeps in the
+    /// index. The break stays reported in `/list` for the rest of this WAL generation.
+    fn snapshot_as_sqlite_reads(&mut self, why: anyhow::Error) -> Result<bool> {
+        let display = self.opts.path.display().to_string();
+        log::error!(
+            "db={display}: {why:#}; replicating a snapshot of the database as SQLite reads it instead"
+        );
+        let wal = File::open(&self.wal_path)
+            .with_context(|| format!("open {}", self.wal_path.display()))?;
+        let header = WalHeader::read(&wal)
+            .with_context(|| format!("read {}", self.wal_path.display()))?
+            .with_context(|| format!("{}: no WAL header", self.wal_path.display()))?;
+        let index = self.wal_index()?;
+        if index.salt != header.salt_bytes() {
+            // Restarted meanwhile: the next pass reads the new generation.
+            return Err(why);
+        }
+        let shm = self.open_shm()?;
+        let pages = shm::frame_pages(shm, index.max_frame)
+            .with_context(|| format!("read the WAL index of {display}"))?;
+        let mut overlay = BTreeMap::new();
+        for (i, &pgno) in pages.iter().enumerate() {
+            // A later frame of the same page replaces an earlier one, as in SQLite's lookup.
+            overlay.insert(pgno, header.frame_end(i as u32));
+        }
+        let log = Log {
+            file: &wal,
+            header,
+            limit: header.frame_end(index.max_frame),
+        };
+        let new_pos = WalPos::At {
+            header,
+            offset: log.limit,
+            checksum: index.frame_checksum,
+        };
+        let written = self.write_full_scan(
+            Some(log),
+            &Overlay::Index(overlay),
+            index.db_pages,
+            new_pos,
+            Include::Snapshot,
+            Instant::now(),
+        )?;
+        self.chain_break = Some((header.salt_bytes(), format!("{why:#}")));
+        Ok(written)
+    }
+
+    /// The break found in the current WAL generation, if any: shown in `/list` until the log
+    /// restarts.
+    pub(super) fn chain_break(&self) -> Option<&str> {
+        let (salts, msg) = self.chain_break.as_ref()?;
+        match self.pos {
+            Some(WalPos::At { header, .. }) if header.salt_bytes() == *salts => Some(msg),
+            _ => None,
+        }
+    }
+
+    fn sync_locked_inner(&mut self, page_count: &dyn Fn() -> Result<u32>) -> Result<bool> {
         let wal = match File::open(&self.wal_path) {
             Ok(f) => Some(f),
             Err(e) if e.kind() == io::ErrorKind::NotFound => None,
@@ -646,7 +715,22 @@ impl SyncState {
             committed.pages.extend(more.pages);
             committed.end = more.end;
         }
+        let reached = committed.end.map_or(from, |e| e.offset);
+        self.ensure_complete(reached, limit)?;
         Ok(committed)
+    }
+
+    /// A scan that stopped before the end SQLite published as committed met a frame that does
+    /// not chain (bit rot, a bug elsewhere): an error, never the end of the log.
+    fn ensure_complete(&self, reached: u64, limit: u64) -> Result<()> {
+        if reached < limit {
+            return Err(anyhow::Error::new(BrokenChain {
+                wal: self.wal_path.clone(),
+                at: reached,
+                limit,
+            }));
+        }
+        Ok(())
     }
 
     /// Makes what [`SyncState::collect_tail`] wrote durable. On failure the frames may already
@@ -776,24 +860,71 @@ impl SyncState {
         page_count: &dyn Fn() -> Result<u32>,
     ) -> Result<bool> {
         let started = Instant::now();
-        self.saved_table = None;
         let wal_display = self.wal_path.display().to_string();
-        let db_display = self.opts.path.display().to_string();
         // The committed frames of the current generation: newest frame of each page.
         let scanned = match current {
-            Some(log) => wal::scan_committed(
-                log.file,
-                log.header,
-                WAL_HEADER_SIZE,
-                log.header.checksum,
-                log.limit,
-            )
-            .with_context(|| format!("read {wal_display}"))?,
+            Some(log) => {
+                let scanned = wal::scan_committed(
+                    log.file,
+                    log.header,
+                    WAL_HEADER_SIZE,
+                    log.header.checksum,
+                    log.limit,
+                )
+                .with_context(|| format!("read {wal_display}"))?;
+                self.ensure_complete(scanned.end.map_or(WAL_HEADER_SIZE, |e| e.offset), log.limit)?;
+                scanned
+            }
             None => wal::Committed::default(),
         };
         let (overlay, end) = (scanned.pages, scanned.end);
         let include = match include {
             Include::FramesFrom(off) if end.is_none_or(|e| off > e.offset) => Include::All,
+            other => other,
+        };
+        let commit = match end {
+            Some(e) => e.commit,
+            None => page_count()?,
+        };
+        let new_pos = match (current, end) {
+            (Some(log), Some(e)) => WalPos::At {
+                header: log.header,
+                offset: e.offset,
+                checksum: e.checksum,
+            },
+            (Some(log), None) => WalPos::At {
+                header: log.header,
+                offset: WAL_HEADER_SIZE,
+                checksum: log.header.checksum,
+            },
+            (None, _) => WalPos::Empty,
+        };
+        self.write_full_scan(
+            current,
+            &Overlay::Chain(overlay),
+            commit,
+            new_pos,
+            include,
+            started,
+        )
+    }
+
+    /// The second half of a full scan: the checksum of every page (from `overlay` where the
+    /// current generation changed it, else from the database file), then the pages `include`
+    /// selects as one LTX file (none if nothing changed), and the position moved to `new_pos`.
+    fn write_full_scan(
+        &mut self,
+        current: Option<Log<'_>>,
+        overlay: &Overlay,
+        commit: u32,
+        new_pos: WalPos,
+        include: Include,
+        started: Instant,
+    ) -> Result<bool> {
+        self.saved_table = None;
+        let wal_display = self.wal_path.display().to_string();
+        let db_display = self.opts.path.display().to_string();
+        let include = match include {
             // Continuing a replica whose newest file carries no database checksum (Litestream
             // wrote it): a file starting at the next txid would have no pre-apply checksum to
             // record. A snapshot needs none, and costs no more: with no known state, every
@@ -801,17 +932,17 @@ impl SyncState {
             _ if self.txid > TxId(0) && self.post.is_none() => Include::Snapshot,
             other => other,
         };
-        let commit = match end {
-            Some(e) => e.commit,
-            None => page_count()?,
-        };
         let db = self.db_file.as_ref().context("database file not open")?;
         let lock = ltx::lock_pgno(self.page_size);
         let mut page = vec![0u8; self.page_size as usize];
         let read_page = |pgno: u32, page: &mut [u8]| -> Result<()> {
-            match (overlay.get(&pgno), current) {
-                (Some(frame), Some(log)) => {
-                    read_wal_page(log.file, &log.header, frame, page, &wal_display)
+            match (overlay, current) {
+                (Overlay::Chain(frames), Some(log)) if frames.contains_key(&pgno) => {
+                    read_wal_page(log.file, &log.header, &frames[&pgno], page, &wal_display)
+                }
+                (Overlay::Index(offsets), Some(log)) if offsets.contains_key(&pgno) => {
+                    read_indexed_page(log.file, &log.header, pgno, offsets[&pgno], page)
+                        .with_context(|| format!("read page {pgno} from {wal_display}"))
                 }
                 _ => db
                     .read_exact_at(page, u64::from(pgno - 1) * u64::from(self.page_size))
@@ -829,20 +960,7 @@ impl SyncState {
         let selected = |pgno: u32| match include {
             Include::All | Include::Snapshot => true,
             Include::Changed => old.as_ref().and_then(|t| t.get(pgno)) != table.get(pgno),
-            Include::FramesFrom(off) => overlay.get(&pgno).is_some_and(|f| f.offset >= off),
-        };
-        let new_pos = match (current, end) {
-            (Some(log), Some(e)) => WalPos::At {
-                header: log.header,
-                offset: e.offset,
-                checksum: e.checksum,
-            },
-            (Some(log), None) => WalPos::At {
-                header: log.header,
-                offset: WAL_HEADER_SIZE,
-                checksum: log.header.checksum,
-            },
-            (None, _) => WalPos::Empty,
+            Include::FramesFrom(off) => overlay.offset(pgno).is_some_and(|o| o >= off),
         };
         let unchanged = !matches!(include, Include::Snapshot)
             && self.txid > TxId(0)
@@ -1033,6 +1151,68 @@ pub(super) struct Tail {
     seed: WalChecksum,
     /// `None` when nothing was committed since the position.
     staged: Option<StagedLtx>,
+}
+
+/// The WAL's checksum chain ends before the end SQLite published as committed: a frame was
+/// damaged (bit rot, a bug elsewhere) or written behind SQLite's back. The committed
+/// transactions after it must not be taken for the end of the log.
+#[derive(Debug)]
+pub(super) struct BrokenChain {
+    wal: PathBuf,
+    at: u64,
+    limit: u64,
+}
+
+impl std::fmt::Display for BrokenChain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: the checksum chain breaks at offset {}, before the committed end at offset {} (a damaged frame)",
+            self.wal.display(),
+            self.at,
+            self.limit
+        )
+    }
+}
+
+impl std::error::Error for BrokenChain {}
+
+/// Where a full scan reads the pages the current WAL generation changed.
+enum Overlay {
+    /// The committed frames found by following the checksum chain (re-verified on read).
+    Chain(BTreeMap<u32, Frame>),
+    /// The newest frame of each page as SQLite's WAL index lists it (frame offsets), read as
+    /// SQLite reads them: after a [`BrokenChain`].
+    Index(BTreeMap<u32, u64>),
+}
+
+impl Overlay {
+    /// The offset of the frame a page is read from, if the WAL has it.
+    fn offset(&self, pgno: u32) -> Option<u64> {
+        match self {
+            Overlay::Chain(frames) => frames.get(&pgno).map(|f| f.offset),
+            Overlay::Index(offsets) => offsets.get(&pgno).copied(),
+        }
+    }
+}
+
+/// Reads the page of the frame at `offset` as SQLite's readers do (no checksum), after
+/// checking the frame header names this page and this generation's salts.
+fn read_indexed_page(
+    wal: &File,
+    header: &WalHeader,
+    pgno: u32,
+    offset: u64,
+    page: &mut [u8],
+) -> Result<()> {
+    let mut fh = [0u8; wal::FRAME_HEADER_SIZE as usize];
+    wal.read_exact_at(&mut fh, offset)?;
+    let word = |at: usize| u32::from_be_bytes([fh[at], fh[at + 1], fh[at + 2], fh[at + 3]]);
+    if word(0) != pgno || (word(8), word(12)) != (header.salt1, header.salt2) {
+        bail!("frame at offset {offset} is not page {pgno} of this WAL generation");
+    }
+    wal.read_exact_at(page, offset + wal::FRAME_HEADER_SIZE)?;
+    Ok(())
 }
 
 /// The current WAL generation as a pass reads it: the file, its header, and the end of what

@@ -514,8 +514,7 @@ fn run_sync(ctx: &Ctx, path: &Path, wait: bool, timeout: Duration) -> Result<Syn
     let started = Instant::now();
     ctl.send_timeout(DbCommand::Sync { wait, reply: tx }, timeout)
         .map_err(|e| queue_refused(path, e.is_timeout()))?;
-    let timeout = timeout.saturating_sub(started.elapsed());
-    match rx.recv_timeout(timeout) {
+    match rx.recv_timeout(timeout.saturating_sub(started.elapsed())) {
         Ok(Ok(r)) => Ok(r),
         Ok(Err(msg)) if msg == STOPPED_MESSAGE => Err(not_open(path)),
         Ok(Err(msg)) => Err(ApiError::new(500, "sync database").details(msg)),

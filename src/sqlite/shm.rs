@@ -23,6 +23,8 @@ const VERSION: u32 = 3_007_000;
 pub struct WalIndexHeader {
     /// Number of committed frames in the current generation.
     pub max_frame: u32,
+    /// Size of the database in pages after the last committed transaction.
+    pub db_pages: u32,
     /// The generation's salts, as the bytes stored in the WAL header (offset 16..24).
     pub salt: [u8; 8],
     /// The running checksum after frame `max_frame`.
@@ -61,9 +63,45 @@ pub fn decode(buf: &[u8; 2 * HEADER_SIZE]) -> Option<WalIndexHeader> {
     salt.copy_from_slice(&first[32..40]);
     Some(WalIndexHeader {
         max_frame: word(16),
+        db_pages: word(20),
         salt,
         frame_checksum: (word(24), word(28)),
     })
+}
+
+/// Size of the WAL index header region: two copies of the header and the checkpoint info.
+const INDEX_HEADER_SIZE: u64 = 136;
+/// Frames whose page numbers the first 32 KiB block of the index lists (after the header).
+const FIRST_BLOCK_FRAMES: u32 = 4096 - (INDEX_HEADER_SIZE as u32) / 4;
+/// Frames each later block lists, and the size of a block.
+const BLOCK_FRAMES: u32 = 4096;
+const BLOCK_SIZE: u64 = 32 * 1024;
+
+/// The page number of every frame `1..=max_frame`, from the index's `aPgno` arrays: where
+/// SQLite's own readers look a page up, without the WAL's checksum chain. The daemon reads the
+/// log this way only when the chain is broken below the committed end (see `db::sync`), to
+/// read the database exactly as SQLite does.
+pub fn frame_pages(shm: &File, max_frame: u32) -> io::Result<Vec<u32>> {
+    let mut pages = Vec::with_capacity(max_frame as usize);
+    let mut frame = 1u32;
+    let mut block = 0u64;
+    while frame <= max_frame {
+        let (start, count) = if block == 0 {
+            (INDEX_HEADER_SIZE, FIRST_BLOCK_FRAMES)
+        } else {
+            (block * BLOCK_SIZE, BLOCK_FRAMES)
+        };
+        let n = count.min(max_frame - frame + 1);
+        let mut buf = vec![0u8; n as usize * 4];
+        shm.read_exact_at(&mut buf, start)?;
+        pages.extend(
+            buf.chunks_exact(4)
+                .map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]])),
+        );
+        frame += n;
+        block += 1;
+    }
+    Ok(pages)
 }
 
 #[cfg(test)]
@@ -125,5 +163,34 @@ mod tests {
         both[48 + 16] ^= 1; // same in both copies, but the checksum no longer matches
         assert!(decode(&both).is_none());
         assert!(decode(&[0u8; 96]).is_none());
+    }
+
+    #[test]
+    fn frame_pages_match_the_frames_across_index_blocks() {
+        let tmp = tempfile::tempdir().unwrap();
+        let conn = Connection::open(tmp.path().join("t.db")).unwrap();
+        conn.pragma_update(None, "journal_mode", "wal").unwrap();
+        conn.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        conn.execute_batch("PRAGMA page_size=512; CREATE TABLE t(x);")
+            .unwrap();
+        // More than the first index block lists (4062 frames).
+        for _ in 0..2500 {
+            conn.execute("INSERT INTO t VALUES (randomblob(2000))", [])
+                .unwrap();
+        }
+        let shm = File::open(tmp.path().join("t.db-shm")).unwrap();
+        let wal = File::open(tmp.path().join("t.db-wal")).unwrap();
+        let h = read_header(&shm).unwrap().unwrap();
+        assert!(h.max_frame > FIRST_BLOCK_FRAMES + 10, "{}", h.max_frame);
+        let mut scanner = FrameScanner::from_start(&wal, WalHeader::read(&wal).unwrap().unwrap());
+        let mut from_wal = vec![];
+        while let Some(f) = scanner.next_frame().unwrap() {
+            from_wal.push(f.pgno);
+        }
+        assert_eq!(frame_pages(&shm, h.max_frame).unwrap(), from_wal);
+        let pages: u32 = conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(h.db_pages, pages);
     }
 }
