@@ -562,3 +562,42 @@ fn events_cli_prints_the_stream_and_exits_when_the_daemon_stops() {
         "{rest:?}"
     );
 }
+
+/// A subscriber that stops reading for good does not hold a thread and a queue until the
+/// daemon exits: once its connection has been unable to take a write for the deadline (15 s)
+/// its stream ends. (The socket itself stays with tiny_http until the client closes it.)
+#[test]
+fn a_subscriber_that_never_reads_has_its_stream_ended_after_the_deadline() {
+    let dir = TestDir::new();
+    let db = dir.path("app.db");
+    insert(&db);
+    let config = write_config(
+        dir.dir.path(),
+        &[(&db, &file_url(&dir.path("replica")))],
+        "    monitor-interval: 2ms\n",
+        "",
+    );
+    let d = Daemon::start(&config);
+    d.sync_wait(&db);
+    let mut silent = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();
+    silent
+        .write_all(b"GET /events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let writer = Writer::start(&db, 1000);
+    wait_until(
+        Duration::from_secs(120),
+        "the silent subscriber's stream to end",
+        || {
+            d.log_text()
+                .contains("has not read for 15s; ending its stream")
+        },
+    );
+    writer.stop();
+    // Replication went on all along, and a new subscriber is served.
+    insert(&db);
+    d.sync_wait(&db);
+    let mut fresh = EventStream::unix(&d.socket, "/events");
+    assert_eq!(fresh.next_event().unwrap()["type"], "init");
+    drop(silent);
+    assert_eq!(d.terminate(), 0);
+}

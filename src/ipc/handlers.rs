@@ -616,6 +616,9 @@ fn stream_events(rq: Request, query: &str, ctx: &Ctx) {
     let _long = ctx.long_requests.begin();
     let hub = ctx.daemon.store.events().clone();
     let sub = hub.subscribe(filter);
+    // A write blocked for longer than the deadline (the client stopped reading) fails, and
+    // the loop below ends the stream and closes the connection.
+    super::server::bound_send_time_of_accepted(super::server::SEND_DEADLINE);
     let mut w = rq.into_writer();
     let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
     let init = Event::Init {
@@ -630,21 +633,36 @@ fn stream_events(rq: Request, query: &str, ctx: &Ctx) {
         hub.unsubscribe(sub.id);
         return;
     }
+    let closed = |e: std::io::Error| {
+        if matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ) {
+            log::warn!(
+                "events: a subscriber has not read for {:?}; ending its stream",
+                super::server::SEND_DEADLINE
+            );
+        }
+    };
     loop {
         match sub.rx.recv_timeout(EVENTS_HEARTBEAT) {
             Ok(line) => {
-                if write_chunk(&mut w, &line).is_err() {
+                if let Err(e) = write_chunk(&mut w, &line) {
+                    closed(e);
                     break;
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
-                if write_raw_chunk(&mut w, b"\n").is_err() {
+                if let Err(e) = write_raw_chunk(&mut w, b"\n") {
+                    closed(e);
                     break;
                 }
             }
             Err(RecvTimeoutError::Disconnected) => {
                 // Shutdown or fell behind: end the stream properly.
-                let _ = w.write_all(b"0\r\n\r\n").and_then(|_| w.flush());
+                if let Err(e) = w.write_all(b"0\r\n\r\n").and_then(|_| w.flush()) {
+                    closed(e);
+                }
                 break;
             }
         }

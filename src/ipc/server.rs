@@ -4,6 +4,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -161,6 +162,105 @@ pub struct Listener {
     in_flight: Arc<AtomicUsize>,
 }
 
+/// How long a write to a client may block (its receive buffer full, the client not reading)
+/// before it fails: an `/events` subscriber that stops reading must not hold a thread and its
+/// queue until the daemon exits. A client that reads at least once per heartbeat interval
+/// (30 s) is never cut.
+pub const SEND_DEADLINE: Duration = Duration::from_secs(15);
+
+/// Gives the accepted Unix-socket connections a send timeout of `timeout`: a write that blocks
+/// that long fails, and the event stream writing it ends, releasing its thread and its queue.
+/// tiny_http accepts the connections and does not expose them, and on Linux (unlike TCP) an
+/// accepted Unix socket does not inherit the listener's timeout; so the process's descriptors
+/// are looked through for connected Unix stream sockets bound to a path (the server side of a
+/// connection to our listener; sockets this process opens as a client have no name). Run when
+/// an event stream starts, after its connection was accepted. (tiny_http keeps the socket
+/// itself open until the client closes it or sends another request: without the descriptor
+/// there is no way to shut it down from here.)
+pub fn bound_send_time_of_accepted(timeout: Duration) {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(fd) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<std::os::fd::RawFd>().ok())
+        else {
+            continue;
+        };
+        if is_accepted_unix_stream(fd) {
+            let _ = set_timeout(fd, libc::SO_SNDTIMEO, timeout);
+        }
+    }
+}
+
+/// Whether `fd` is a connected (not listening) Unix stream socket with a bound path.
+fn is_accepted_unix_stream(fd: std::os::fd::RawFd) -> bool {
+    let int_opt = |name| {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt writes at most `len` bytes into `v`; a non-socket fails with
+        // ENOTSOCK, which is reported as an error here.
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                name,
+                &mut v as *mut libc::c_int as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        (rc == 0).then_some(v)
+    };
+    if int_opt(libc::SO_TYPE) != Some(libc::SOCK_STREAM) || int_opt(libc::SO_ACCEPTCONN) != Some(0)
+    {
+        return false;
+    }
+    // SAFETY: sockaddr_un is plain old data; getsockname writes at most `len` bytes into it.
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t;
+    let rc = unsafe {
+        libc::getsockname(
+            fd,
+            &mut addr as *mut libc::sockaddr_un as *mut libc::sockaddr,
+            &mut len,
+        )
+    };
+    let family_len = std::mem::size_of::<libc::sa_family_t>() as libc::socklen_t;
+    rc == 0
+        && i32::from(addr.sun_family) == libc::AF_UNIX
+        && len > family_len
+        && addr.sun_path[0] != 0
+}
+
+/// Sets `SO_SNDTIMEO` or `SO_RCVTIMEO` on a socket.
+fn set_timeout(
+    fd: std::os::fd::RawFd,
+    which: libc::c_int,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: a valid timeval for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            which,
+            &tv as *const libc::timeval as *const libc::c_void,
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// How long shutdown waits for open requests (event streams ending, waited syncs answering).
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -183,6 +283,9 @@ impl Listener {
         };
         let listener =
             std::net::TcpListener::bind(&bind).with_context(|| format!("listen on {addr}"))?;
+        // Accepted TCP connections inherit the listener's send timeout (see `SEND_DEADLINE`).
+        set_timeout(listener.as_raw_fd(), libc::SO_SNDTIMEO, SEND_DEADLINE)
+            .with_context(|| format!("{addr}: set the send timeout"))?;
         let local = listener.local_addr()?;
         let server = tiny_http::Server::from_listener(listener, None)
             .map_err(|e| anyhow::anyhow!("{addr}: {e}"))?;
