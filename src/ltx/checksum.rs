@@ -4,11 +4,13 @@
 //! one page at a time: that is what lets a restore prove, without re-reading the database,
 //! that it rebuilt exactly the database the writer had.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::sync::OnceLock;
 
 use crc::{Crc, Table, CRC_64_GO_ISO};
+use crc_fast::CrcAlgorithm;
 
 use super::{parse_hex_u64, Error, Result};
 
@@ -35,113 +37,15 @@ const CRC64_XOROUT: u64 = CRC_64_GO_ISO.xorout;
 ///
 /// Raw registers, unlike `crc::Digest`, can be taken apart and joined, which is what lets the
 /// decoder hash each page once for both the file checksum and the page checksum.
-pub(crate) fn crc64_update(reg: u64, bytes: &[u8]) -> u64 {
-    #[cfg(target_arch = "x86_64")]
-    if bytes.len() >= clmul::MIN_LEN && clmul::available() {
-        // SAFETY: `available()` checked that this CPU has the instructions it needs.
-        return unsafe { clmul::update(reg, bytes) };
-    }
-    crc64_update_table(reg, bytes)
-}
-
-/// [`crc64_update`] with the `crc` crate's tables (about 3 GB/s; the portable path).
-fn crc64_update_table(reg: u64, bytes: &[u8]) -> u64 {
-    // `digest_with_initial` bit-reverses its argument for a reflected CRC, and `finalize`
-    // only XORs the output value: undo both to work on the register itself.
-    let mut digest = CRC64.digest_with_initial(reg.reverse_bits());
-    digest.update(bytes);
-    digest.finalize() ^ CRC64_XOROUT
-}
-
-/// CRC-64/ISO by carry-less multiplication (PCLMULQDQ), about 3 times the table's speed:
-/// restore hashes every page of the database, and with tables that hashing was the slower
-/// half of it.
 ///
-/// The method of Intel's "Fast CRC Computation Using PCLMULQDQ": eight 16-byte accumulators
-/// are folded forward over the input (multiplying a chunk by x^d mod P moves it d bits on),
-/// then folded into one, whose 16 bytes, with the input's last few, go through the table
-/// from register 0. The register given is XORed into the first 8 bytes, which is where
-/// CRC's linearity puts it. Registers are reflected (bit i holds x^(63-i)), and a carry-less
-/// product of two reflected values is one bit short, hence the constants x^(d-1) and
-/// x^(64+d-1) mod P for a move of d bits.
-#[cfg(target_arch = "x86_64")]
-mod clmul {
-    use std::arch::x86_64::{
-        __m128i, _mm_clmulepi64_si128, _mm_loadu_si128, _mm_set_epi64x, _mm_storeu_si128,
-        _mm_xor_si128,
-    };
-
-    // x^n mod P, reflected; the tests recompute them from the table.
-    pub(super) const K_127: u64 = 0xf500_0000_0000_0001;
-    pub(super) const K_191: u64 = 0x6b70_0000_0000_0001;
-    pub(super) const K_1023: u64 = 0xb001_0000_0001_0000;
-    pub(super) const K_1087: u64 = 0xf501_b000_0001_b000;
-
-    /// Shorter inputs go through the table: this path needs one full 128-byte block.
-    pub(super) const MIN_LEN: usize = 128;
-
-    /// True if this CPU has PCLMULQDQ (std caches the answer).
-    pub(super) fn available() -> bool {
-        std::arch::is_x86_feature_detected!("pclmulqdq")
-    }
-
-    /// Moves a 16-byte chunk on by the distance the constants `k` were made for.
-    ///
-    /// # Safety
-    /// The CPU must support PCLMULQDQ ([`available`]).
-    #[target_feature(enable = "pclmulqdq,sse2")]
-    unsafe fn fold(x: __m128i, k: __m128i) -> __m128i {
-        _mm_xor_si128(
-            _mm_clmulepi64_si128::<0x00>(x, k),
-            _mm_clmulepi64_si128::<0x11>(x, k),
-        )
-    }
-
-    /// The first 16 bytes of `chunk` (a `chunks_exact(16)` item).
-    #[inline(always)]
-    fn load(chunk: &[u8]) -> __m128i {
-        assert!(chunk.len() >= 16);
-        // SAFETY: `chunk` holds 16 readable bytes (asserted), the load has no alignment
-        // requirement, and SSE2 is part of x86_64 itself.
-        unsafe { _mm_loadu_si128(chunk.as_ptr().cast()) }
-    }
-
-    /// `crc64_update` for a CPU with PCLMULQDQ.
-    ///
-    /// # Safety
-    /// The CPU must support PCLMULQDQ ([`available`]).
-    #[target_feature(enable = "pclmulqdq,sse2")]
-    pub(super) unsafe fn update(reg: u64, bytes: &[u8]) -> u64 {
-        let mut blocks = bytes.chunks_exact(128);
-        let Some(first) = blocks.next() else {
-            return super::crc64_update_table(reg, bytes);
-        };
-        let mut x = [_mm_set_epi64x(0, 0); 8];
-        for (xi, chunk) in x.iter_mut().zip(first.chunks_exact(16)) {
-            *xi = load(chunk);
-        }
-        x[0] = _mm_xor_si128(x[0], _mm_set_epi64x(0, reg as i64));
-        let by_1024 = _mm_set_epi64x(K_1023 as i64, K_1087 as i64);
-        for block in &mut blocks {
-            for (xi, chunk) in x.iter_mut().zip(block.chunks_exact(16)) {
-                *xi = _mm_xor_si128(fold(*xi, by_1024), load(chunk));
-            }
-        }
-        let by_128 = _mm_set_epi64x(K_127 as i64, K_191 as i64);
-        let mut acc = x[0];
-        for xi in &x[1..] {
-            acc = _mm_xor_si128(fold(acc, by_128), *xi);
-        }
-        let mut chunks = blocks.remainder().chunks_exact(16);
-        for chunk in &mut chunks {
-            acc = _mm_xor_si128(fold(acc, by_128), load(chunk));
-        }
-        let mut folded = [0u8; 16];
-        // SAFETY: `folded` is 16 writable bytes, and the store has no alignment requirement.
-        unsafe { _mm_storeu_si128(folded.as_mut_ptr().cast(), acc) };
-        let reg = super::crc64_update_table(0, &folded);
-        super::crc64_update_table(reg, chunks.remainder())
-    }
+/// The bytes go through `crc-fast`, which picks a carry-less multiply at run time (PCLMULQDQ
+/// or VPCLMULQDQ on x86_64, PMULL on aarch64) and falls back to a sliced table on CPUs without
+/// one: restore hashes every page of the database, and with tables alone that hashing was the
+/// slower half of it. For a reflected CRC-64 its digest state is this same raw register.
+pub(crate) fn crc64_update(reg: u64, bytes: &[u8]) -> u64 {
+    let mut digest = crc_fast::Digest::new_with_init_state(CrcAlgorithm::Crc64GoIso, reg);
+    digest.update(bytes);
+    digest.get_state()
 }
 
 /// The final CRC-64/ISO value of a raw register (see [`crc64_update`]).
@@ -294,16 +198,29 @@ pub fn lock_pgno(page_size: u32) -> u32 {
     }
 }
 
+/// Page checksums per chunk of [`PageChecksums`]: 8 KiB chunks, so a database of n pages
+/// costs about 8n bytes while one far page number costs one chunk, not 8 bytes per number
+/// below it.
+const CHUNK_PAGES: u32 = 1024;
+
 /// The database checksum, kept up to date one page at a time.
 ///
 /// Holds 8 bytes per page (each page's checksum, so that overwriting a page can XOR its old
 /// checksum out) plus the running XOR. Restore and the sync loop both apply pages in order,
 /// and this gives the database checksum after each file without re-reading the database.
+///
+/// The checksums live in chunks of [`CHUNK_PAGES`] created as pages arrive, so memory follows
+/// the pages present: restore fills this table from a replica file before that file's own
+/// checksum has been verified, and one page numbered near `u32::MAX` (a valid number in a
+/// header that claims such a database) must not make it allocate 32 GiB.
 #[derive(Clone, Debug)]
 pub struct PageChecksums {
-    /// Page checksums indexed by pgno - 1; 0 means "page absent" (real ones have the flag).
-    pages: Vec<u64>,
-    /// XOR of every entry in `pages`, without the flag.
+    /// Page checksums by chunk (pgno - 1) / CHUNK_PAGES; 0 means "page absent" (real ones
+    /// have the flag).
+    chunks: BTreeMap<u32, Box<[u64; CHUNK_PAGES as usize]>>,
+    /// One past the highest page number the table covers (see [`PageChecksums::page_count`]).
+    len: u32,
+    /// XOR of every entry in `chunks`, without the flag.
     xor: u64,
     /// The lock page for this page size, which is never counted.
     lock_pgno: u32,
@@ -313,7 +230,8 @@ impl PageChecksums {
     /// An empty database of the given page size (the page size decides the lock page).
     pub fn new(page_size: u32) -> Self {
         PageChecksums {
-            pages: Vec::new(),
+            chunks: BTreeMap::new(),
+            len: 0,
             xor: 0,
             lock_pgno: lock_pgno(page_size),
         }
@@ -326,41 +244,52 @@ impl PageChecksums {
         if pgno == 0 || pgno == self.lock_pgno {
             return;
         }
-        let i = (pgno - 1) as usize;
-        if i >= self.pages.len() {
-            self.pages.resize(i + 1, 0);
-        }
-        self.xor ^= self.pages[i] ^ ck.0;
-        self.pages[i] = ck.0;
+        let i = pgno - 1;
+        let chunk = self
+            .chunks
+            .entry(i / CHUNK_PAGES)
+            .or_insert_with(|| Box::new([0; CHUNK_PAGES as usize]));
+        let slot = &mut chunk[(i % CHUNK_PAGES) as usize];
+        self.xor ^= *slot ^ ck.0;
+        *slot = ck.0;
+        self.len = self.len.max(pgno);
     }
 
     /// The checksum recorded for `pgno`, if that page is present.
     pub fn get(&self, pgno: u32) -> Option<Checksum> {
-        let i = (pgno as usize).checked_sub(1)?;
-        match self.pages.get(i) {
-            Some(&ck) if ck != 0 => Some(Checksum(ck)),
-            _ => None,
+        let i = pgno.checked_sub(1)?;
+        match self.chunks.get(&(i / CHUNK_PAGES))?[(i % CHUNK_PAGES) as usize] {
+            0 => None,
+            ck => Some(Checksum(ck)),
         }
     }
 
     /// Shrinks the database to `commit` pages: XORs out and drops every page past it, as when
     /// a transaction (or VACUUM) truncates the database.
     pub fn truncate(&mut self, commit: u32) {
-        let keep = commit as usize;
-        if keep >= self.pages.len() {
+        if commit >= self.len {
             return;
         }
-        for &ck in &self.pages[keep..] {
-            self.xor ^= ck;
+        // Whole chunks past the new end go; the chunk holding the new end is cut inside.
+        let first_dropped = commit.div_ceil(CHUNK_PAGES);
+        for (_, chunk) in self.chunks.split_off(&first_dropped) {
+            self.xor ^= chunk.iter().fold(0, |x, ck| x ^ ck);
         }
-        self.pages.truncate(keep);
+        if commit % CHUNK_PAGES != 0 {
+            if let Some(chunk) = self.chunks.get_mut(&(commit / CHUNK_PAGES)) {
+                for ck in &mut chunk[(commit % CHUNK_PAGES) as usize..] {
+                    self.xor ^= *ck;
+                    *ck = 0;
+                }
+            }
+        }
+        self.len = commit;
     }
 
-    /// The highest page number held (the table's length): the database size in pages when
-    /// every page 1..=n has been set, as after applying a snapshot.
+    /// The highest page number held: the database size in pages when every page 1..=n has
+    /// been set, as after applying a snapshot.
     pub fn page_count(&self) -> u32 {
-        // The table only grows through `set(pgno)`, so its length fits in a u32.
-        self.pages.len() as u32
+        self.len
     }
 
     /// The database checksum: FLAG | XOR of all page checksums (an empty database gives
@@ -431,38 +360,133 @@ mod tests {
         );
     }
 
-    #[test]
-    fn every_crc_path_agrees_with_the_table() {
-        let data: Vec<u8> = (0..70_000u32)
+    /// The `crc` crate's sliced table run on a raw register: the reference that
+    /// [`crc64_update`] must match bit for bit. `digest_with_initial` bit-reverses its argument
+    /// for a reflected CRC, and `finalize` only XORs the output value: undo both.
+    fn table_update(reg: u64, bytes: &[u8]) -> u64 {
+        let mut digest = CRC64.digest_with_initial(reg.reverse_bits());
+        digest.update(bytes);
+        digest.finalize() ^ CRC64_XOROUT
+    }
+
+    /// `len` bytes with no short period, so a misplaced block would change the CRC.
+    fn test_bytes(len: usize) -> Vec<u8> {
+        (0..len as u32)
             .map(|i| (i * 7 + i / 13 + (i >> 9) * 31) as u8)
-            .collect();
-        let lens = (0..700).chain([4095, 4096, 4097, 65536, 70_000]);
-        for len in lens {
-            for reg in [0, 1, CRC64_INIT, 0x1234_5678_9abc_def0] {
+            .collect()
+    }
+
+    #[test]
+    fn crc_fast_agrees_with_the_table() {
+        let data = test_bytes((1 << 20) + 64);
+        let regs = [0, 1, CRC64_INIT, 1 << 63, 0x1234_5678_9abc_def0];
+        // Every short length (crc-fast has separate paths for 0-15, 16, 17-31 and 32-127
+        // bytes, then blocks of 128 or 256 with tails), from aligned and unaligned starts.
+        for len in 0..=700 {
+            for start in [0, 1, 7] {
+                let bytes = &data[start..start + len];
+                for reg in regs {
+                    assert_eq!(
+                        crc64_update(reg, bytes),
+                        table_update(reg, bytes),
+                        "len {len} start {start} reg {reg:x}"
+                    );
+                }
+            }
+        }
+        let large = [
+            4095,
+            4096,
+            4097,
+            65535,
+            65536,
+            70_000,
+            1 << 20,
+            (1 << 20) + 63,
+        ];
+        for len in large {
+            for reg in regs {
                 assert_eq!(
-                    crc64_update(reg, &data[..len]),
-                    crc64_update_table(reg, &data[..len]),
+                    crc64_update(reg, &data[1..=len]),
+                    table_update(reg, &data[1..=len]),
                     "len {len} reg {reg:x}"
                 );
             }
         }
     }
 
-    #[cfg(target_arch = "x86_64")]
     #[test]
-    fn clmul_constants_are_powers_of_x_mod_p() {
-        // x^(63 + 8k) mod P is the register 1 (x^63) advanced over k zero bytes.
-        let power = |n: usize| crc64_update_table(1, &vec![0u8; (n - 63) / 8]);
-        assert_eq!(clmul::K_127, power(127));
-        assert_eq!(clmul::K_191, power(191));
-        assert_eq!(clmul::K_1023, power(1023));
-        assert_eq!(clmul::K_1087, power(1087));
-        if clmul::available() {
-            let data = vec![0xa5u8; 4096];
-            // SAFETY: checked just above.
-            let fast = unsafe { clmul::update(CRC64_INIT, &data) };
-            assert_eq!(fast, crc64_update_table(CRC64_INIT, &data));
+    fn crc_fast_digest_streams_like_the_table() {
+        let data = test_bytes(300_000);
+        assert_eq!(
+            crc_fast::checksum(CrcAlgorithm::Crc64GoIso, b"123456789"),
+            0xb90956c775a41001
+        );
+        assert_eq!(
+            crc_fast::checksum(CrcAlgorithm::Crc64GoIso, &data),
+            CRC64.checksum(&data)
+        );
+        // Uneven pieces, empty ones included, straddling crc-fast's block sizes.
+        let pieces = [
+            0, 1, 3, 8, 15, 16, 17, 31, 32, 127, 128, 129, 255, 256, 4093, 65_537,
+        ];
+        let mut digest = crc_fast::Digest::new(CrcAlgorithm::Crc64GoIso);
+        let mut reg = CRC64_INIT;
+        let mut rest = &data[..];
+        for &n in pieces.iter().cycle() {
+            if rest.is_empty() {
+                break;
+            }
+            let (piece, tail) = rest.split_at(n.min(rest.len()));
+            digest.update(piece);
+            reg = table_update(reg, piece);
+            assert_eq!(digest.get_state(), reg, "{} bytes left", rest.len());
+            rest = tail;
         }
+        assert_eq!(digest.finalize(), CRC64.checksum(&data));
+        assert_eq!(crc64_finish(reg), CRC64.checksum(&data));
+    }
+
+    /// The chunked table against a plain vector, through sets, overwrites and truncations
+    /// that cut inside chunks, at chunk edges and past the end.
+    #[test]
+    fn chunked_table_matches_a_plain_vector() {
+        let mut table = PageChecksums::new(4096);
+        let mut plain: Vec<u64> = Vec::new();
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for step in 0..20_000 {
+            let r = next();
+            if step % 97 == 0 {
+                let commit = (r % 5000) as u32;
+                table.truncate(commit);
+                plain.truncate(commit as usize);
+            } else {
+                let pgno = (r % 4500) as u32 + 1;
+                let ck = CHECKSUM_FLAG | (next() >> 1);
+                table.set(pgno, Checksum(ck));
+                if plain.len() < pgno as usize {
+                    plain.resize(pgno as usize, 0);
+                }
+                plain[pgno as usize - 1] = ck;
+            }
+            assert_eq!(table.page_count() as usize, plain.len(), "step {step}");
+            let xor = plain.iter().fold(0, |a, b| a ^ b);
+            assert_eq!(
+                table.checksum(),
+                Checksum(CHECKSUM_FLAG | xor),
+                "step {step}"
+            );
+        }
+        for (i, &ck) in plain.iter().enumerate() {
+            assert_eq!(table.get(i as u32 + 1).map_or(0, |c| c.0), ck);
+        }
+        assert_eq!(table.get(plain.len() as u32 + 1), None);
     }
 
     #[test]

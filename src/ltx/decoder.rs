@@ -361,6 +361,12 @@ impl<R: Read> Decoder<R> {
             }
         } else if !post.is_flagged() {
             return invalid(format!("post-apply checksum {post} must have bit 63 set"));
+        } else if self.header.commit == 0 && post != Checksum::EMPTY {
+            // The same rule the encoder keeps: what decodes here must also re-encode (compact).
+            return invalid(format!(
+                "post-apply checksum {post} of an empty database must be {}",
+                Checksum::EMPTY
+            ));
         } else if let Some((_, ext_post)) = self.header.ext_checksums {
             if ext_post != post {
                 return invalid(format!(

@@ -165,7 +165,10 @@ impl<'a> FrameScanner<'a> {
 
     /// The next valid frame, or `None` at the end of the generation.
     pub fn next_frame(&mut self) -> io::Result<Option<Frame>> {
-        if self.done || self.offset + self.header.frame_size() > self.limit {
+        // Checked: an offset within a frame of u64::MAX (no real WAL is that long) has no
+        // frame past it, rather than wrapping around to a small offset.
+        let end = self.offset.checked_add(self.header.frame_size());
+        if self.done || end.is_none_or(|end| end > self.limit) {
             return Ok(None);
         }
         let mut fh = [0u8; FRAME_HEADER_SIZE as usize];
@@ -331,6 +334,7 @@ struct OffsetReader<'a> {
 impl Read for OffsetReader<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.file.read_at(buf, self.offset)?;
+        // pread fails (EINVAL) past i64::MAX, so this never wraps.
         self.offset += n as u64;
         Ok(n)
     }
