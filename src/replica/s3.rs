@@ -386,10 +386,20 @@ impl S3ReplicaClient {
         let mut file =
             File::open(src).with_context(|| format!("open spooled {}", src.display()))?;
         let (mut a, mut b) = (vec![0u8; GET_CHUNK], vec![0u8; GET_CHUNK]);
+        let mut got = 0u64;
         loop {
             let n = read_full(&mut file, &mut a)?;
             let m = read_full(&mut remote, &mut b)
                 .with_context(|| format!("{}: GET {key}", self.url))?;
+            got += m as u64;
+            // A body that ends before the size HEAD gave is a cut download (the connection
+            // closed early), not a different object: retry it rather than accuse a writer.
+            if m < n && got < size {
+                bail!(
+                    "{}: GET {key}: the download ended after {got} of {size} bytes",
+                    self.url
+                );
+            }
             if n != m || a[..n] != b[..m] {
                 return Err(differ());
             }
