@@ -139,6 +139,13 @@ fn crash_loop_loses_no_acknowledged_row() {
             std::fs::remove_file(&out).unwrap();
             assert_eq!(daemon.terminate(), 0);
         }
+        if (trial + 1) % 50 == 0 {
+            eprintln!(
+                "crash loop: {} trials in {:?}, {acked} rows acknowledged, 0 lost",
+                trial + 1,
+                started.elapsed()
+            );
+        }
     }
     eprintln!(
         "crash loop: {trials} trials in {:?}, {acked} rows acknowledged, 0 lost; offline changes: {offline_done:?}",
