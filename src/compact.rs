@@ -3,9 +3,9 @@
 //!
 //! What it does, per database, as Litestream 0.5.17 does it (notes §8.5):
 //! - Level L (1..=8, one per `levels:` entry) every `interval`, on wall-clock boundaries
-//!   (`now` rounded down to the interval, plus the interval), and once when the database is
-//!   added: the contiguous run of level L-1 files after the newest level-L file merges into
-//!   one level-L file. Skipped ("compaction too early") when the newest level-L file was
+//!   (`now` rounded down to the interval, plus the interval), the first time on the first
+//!   boundary after the database is added (so a restart is not a burst): the contiguous run
+//!   of level L-1 files after the newest level-L file merges into one level-L file. Skipped ("compaction too early") when the newest level-L file was
 //!   written in the current interval already, as after a restart.
 //! - Level 9 every `snapshot.interval`: the newest snapshot plus the files after it (the
 //!   restore plan to the newest TXID in the replica, any level) merge into one file with min
@@ -43,6 +43,7 @@ use std::collections::BTreeMap;
 use std::fs::{self, File};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -284,6 +285,9 @@ pub struct DbCompaction {
     listings: [Option<Vec<LtxFileInfo>>; LEVELS],
     /// Most inputs one merge opens ([`MAX_INPUTS`]; smaller in tests).
     max_inputs: usize,
+    /// Set at shutdown: every read of a merge fails from then on, so the work in progress
+    /// ends within one buffer instead of holding up the exit (see [`Compactor::cancel`]).
+    cancel: Arc<AtomicBool>,
 }
 
 impl DbCompaction {
@@ -304,7 +308,14 @@ impl DbCompaction {
             meta_dir: meta_dir.to_path_buf(),
             listings: Default::default(),
             max_inputs: MAX_INPUTS,
+            cancel: Arc::default(),
         }
+    }
+
+    /// The same, ended early by `cancel` (the compactor's shutdown flag).
+    fn with_cancel(mut self, cancel: Arc<AtomicBool>) -> DbCompaction {
+        self.cancel = cancel;
+        self
     }
 
     fn db(&self) -> String {
@@ -660,7 +671,10 @@ impl DbCompaction {
                     File::open(p).with_context(|| format!("open {}", p.display()))?,
                 )),
             };
-            readers.push(r);
+            readers.push(Box::new(Cancellable {
+                inner: r,
+                cancel: self.cancel.clone(),
+            }));
         }
         let file = File::create(out).with_context(|| format!("create {}", out.display()))?;
         let (header, _) =
@@ -681,8 +695,13 @@ impl DbCompaction {
     /// its pages. Returns the final header.
     fn verify_output(&self, tmp: &Path, header: Header) -> Result<Header> {
         let what = || format!("verify compacted {}", tmp.display());
-        let mut dec =
-            Decoder::new(BufReader::new(File::open(tmp).with_context(what)?)).with_context(what)?;
+        let open = |p: &Path| -> Result<Cancellable<BufReader<File>>> {
+            Ok(Cancellable {
+                inner: BufReader::new(File::open(p).with_context(what)?),
+                cancel: self.cancel.clone(),
+            })
+        };
+        let mut dec = Decoder::new(open(tmp)?).with_context(what)?;
         let mut page = vec![0u8; header.page_size as usize];
         let mut xor = 0u64;
         while let Some(pgno) = dec.next_page(&mut page).with_context(what)? {
@@ -699,8 +718,7 @@ impl DbCompaction {
         };
         let ck_tmp = self.temp_path(SNAPSHOT_LEVEL, "-ck");
         {
-            let mut dec = Decoder::new(BufReader::new(File::open(tmp).with_context(what)?))
-                .with_context(what)?;
+            let mut dec = Decoder::new(open(tmp)?).with_context(what)?;
             let out =
                 File::create(&ck_tmp).with_context(|| format!("create {}", ck_tmp.display()))?;
             let mut enc = Encoder::new(BufWriter::with_capacity(64 * 1024, out), &sealed)?;
@@ -713,14 +731,33 @@ impl DbCompaction {
                 .with_context(|| format!("write {}", ck_tmp.display()))?;
         }
         // The decoder checks the new checksum against the pages once more.
-        let mut dec = Decoder::new(BufReader::new(File::open(&ck_tmp).with_context(what)?))
-            .with_context(what)?;
+        let mut dec = Decoder::new(open(&ck_tmp)?).with_context(what)?;
         while dec.next_page(&mut page).with_context(what)?.is_some() {}
         dec.finish().with_context(what)?;
         fs::rename(&ck_tmp, tmp).with_context(|| format!("rename {}", ck_tmp.display()))?;
         Ok(sealed)
     }
 }
+
+/// A reader that fails once `cancel` is set: how a merge in progress stops at shutdown.
+/// Stopping anywhere is safe: outputs are temporary files until uploaded whole, and the
+/// next start removes them and compacts again.
+struct Cancellable<R> {
+    inner: R,
+    cancel: Arc<AtomicBool>,
+}
+
+impl<R: Read> Read for Cancellable<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cancel.load(Ordering::Relaxed) {
+            return Err(std::io::Error::other(CANCELLED));
+        }
+        self.inner.read(buf)
+    }
+}
+
+/// The error a cancelled merge ends with (not logged as a failure).
+const CANCELLED: &str = "compaction cancelled by shutdown";
 
 /// One kind of scheduled work.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -770,6 +807,8 @@ enum Command {
 pub struct Compactor {
     tx: Sender<Command>,
     thread: Option<JoinHandle<()>>,
+    /// Shared with the thread and every [`DbCompaction`]: set by [`Compactor::cancel`].
+    cancel: Arc<AtomicBool>,
 }
 
 impl Compactor {
@@ -779,6 +818,8 @@ impl Compactor {
         // Bounded: one add or remove per registration change; a sender waits for room only
         // while the thread is in the middle of a compaction and 1024 changes are queued.
         let (tx, rx) = bounded(1024);
+        let cancel = Arc::new(AtomicBool::new(false));
+        let worker_cancel = cancel.clone();
         let thread = thread::Builder::new()
             .name("compact".into())
             .spawn(move || {
@@ -786,12 +827,14 @@ impl Compactor {
                     schedule,
                     registry,
                     dbs: BTreeMap::new(),
+                    cancel: worker_cancel,
                 }
                 .run(rx)
             })?;
         Ok(Compactor {
             tx,
             thread: Some(thread),
+            cancel,
         })
     }
 
@@ -809,14 +852,17 @@ impl Compactor {
         let _ = self.tx.send(Command::Remove(path.to_path_buf()));
     }
 
-    /// Asks the thread to stop once the work in progress is done, without waiting.
-    pub fn stop_soon(&self) {
+    /// Stops the work in progress at its next read and the thread after it, without
+    /// waiting: at shutdown only the final sync is worth waiting for. Compaction is
+    /// idempotent (a half-written output is a temporary file, removed at the next start;
+    /// deletions only ever follow a proof), so it simply runs again after the restart.
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::Relaxed);
         let _ = self.tx.send(Command::Stop);
     }
 
-    /// Stops the thread, waiting up to `timeout` for the work in progress; past it, the work
-    /// is abandoned with the process (a half-written output is a temporary file, removed at
-    /// the next start; deletions only ever follow a proof).
+    /// Stops the thread, waiting up to `timeout` for it to end; past it (an upload or a
+    /// listing in flight, which reads cannot interrupt), it is abandoned with the process.
     pub fn stop(&mut self, timeout: Duration) {
         let _ = self.tx.send(Command::Stop);
         let Some(t) = self.thread.take() else { return };
@@ -827,7 +873,9 @@ impl Compactor {
         if t.is_finished() {
             let _ = t.join();
         } else {
-            log::warn!("compaction still running at shutdown; abandoning it");
+            log::info!(
+                "msg=\"compaction interrupted by shutdown; it runs again at the next start\""
+            );
         }
     }
 }
@@ -842,6 +890,8 @@ struct Worker {
     schedule: Schedule,
     registry: Arc<Registry>,
     dbs: BTreeMap<PathBuf, Entry>,
+    /// See [`Compactor::cancel`].
+    cancel: Arc<AtomicBool>,
 }
 
 impl Worker {
@@ -899,9 +949,17 @@ impl Worker {
                 replica,
                 meta_dir,
             } => {
+                // Each task first runs on its next interval boundary, as Litestream's: a
+                // restart of many databases does not begin with a burst of requests, and a
+                // level already written in this interval is not rewritten.
                 let now = timefmt::now_ms();
-                let work = DbCompaction::new(&path, replica, &meta_dir);
-                let due = self.tasks().into_iter().map(|t| (t, now)).collect();
+                let work =
+                    DbCompaction::new(&path, replica, &meta_dir).with_cancel(self.cancel.clone());
+                let due = self
+                    .tasks()
+                    .into_iter()
+                    .map(|t| (t, self.next_due(t, now)))
+                    .collect();
                 self.dbs.insert(
                     path,
                     Entry {
@@ -969,6 +1027,9 @@ impl Worker {
                 .collect();
             let mut l1_wrote = false;
             for task in due {
+                if self.cancel.load(Ordering::Relaxed) {
+                    return;
+                }
                 let now = timefmt::now_ms();
                 let result = self.run_task(&path, task, replicated, now, &mut l1_wrote);
                 let next = self.next_due(task, now);
@@ -982,6 +1043,7 @@ impl Worker {
                             log::info!("db={}: {} recovered", path.display(), task.name());
                         }
                     }
+                    Err(_) if self.cancel.load(Ordering::Relaxed) => return,
                     Err(e) => {
                         let msg = format!("{}: {e:#}", task.name());
                         if entry.errors.get(&task) != Some(&msg) {
@@ -1128,6 +1190,52 @@ mod tests {
             size: 1,
             created_ms,
         }
+    }
+
+    /// A database added (at startup or by `/register`) waits for each task's next interval
+    /// boundary: a restart of many databases is not a burst of compactions.
+    #[test]
+    fn an_added_database_first_compacts_on_the_next_boundaries() {
+        let fx = Fixture::new();
+        let mut worker = Worker {
+            schedule: Schedule::default(),
+            registry: Arc::new(Registry::default()),
+            dbs: BTreeMap::new(),
+            cancel: Arc::default(),
+        };
+        let before = timefmt::now_ms();
+        worker.handle(Command::Add {
+            path: "/db".into(),
+            replica: fx.client.clone(),
+            meta_dir: fx._dir.path().join("meta"),
+        });
+        let after = timefmt::now_ms();
+        let due = &worker.dbs[Path::new("/db")].due;
+        assert_eq!(due.len(), worker.tasks().len());
+        for (task, &at) in due {
+            let earliest = worker.next_due(*task, before);
+            assert!(
+                at >= earliest && at <= worker.next_due(*task, after) && at > after,
+                "{task:?} due at {at}, now {after}"
+            );
+        }
+        let s = &worker.schedule;
+        assert!(due[&Task::Level(3)] >= next_boundary(before, s.levels[2]));
+        assert!(due[&Task::Snapshot] >= next_boundary(before, s.snapshot_interval));
+    }
+
+    /// A cancelled compaction's reads fail at once, whatever they read.
+    #[test]
+    fn a_cancelled_merge_stops_at_its_next_read() {
+        let cancel = Arc::new(AtomicBool::new(false));
+        let mut r = Cancellable {
+            inner: &[1u8, 2, 3, 4][..],
+            cancel: cancel.clone(),
+        };
+        let mut buf = [0u8; 2];
+        assert_eq!(r.read(&mut buf).unwrap(), 2);
+        cancel.store(true, Ordering::Relaxed);
+        assert_eq!(r.read(&mut buf).unwrap_err().to_string(), CANCELLED);
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod events;
 pub mod ipc;
 pub mod logging;
 pub mod ltx;
+pub mod owner;
 pub mod registry;
 pub mod replica;
 pub mod restore;

@@ -174,10 +174,11 @@ impl Store {
     /// deadline), then the uploader pool.
     pub fn shutdown(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        // No new compaction starts from here on; the one in progress is waited for below.
+        // Compaction stops at once (it runs again at the next start): only the final sync
+        // below is worth waiting for.
         let mut compactor = self.lock_compactor().take();
         if let Some(c) = compactor.as_ref() {
-            c.stop_soon();
+            c.cancel();
         }
         let mut replies = vec![];
         for view in self.registry.list() {
@@ -215,7 +216,7 @@ impl Store {
             }
         }
         if let Some(c) = compactor.as_mut() {
-            c.stop(deadline.saturating_duration_since(Instant::now()) + Duration::from_secs(1));
+            c.stop(COMPACTION_EXIT);
         }
         self.events.close_all();
         // Uploader threads are idle once every database thread has finished; an upload still
@@ -239,6 +240,10 @@ impl Store {
 /// How long a database thread that answered `Shutdown` gets to return: after its reply it
 /// only closes its connections and files.
 const THREAD_EXIT: Duration = Duration::from_secs(2);
+
+/// How long the cancelled compaction thread gets to end at shutdown (a merge ends at its next
+/// read; an upload or listing in flight cannot be interrupted and is left to the exit).
+const COMPACTION_EXIT: Duration = Duration::from_millis(500);
 
 /// Joins `thread` if it finishes by `deadline` (checked every millisecond: std has no join
 /// with a timeout); `false` when it is still running then, and it is left to the process exit.

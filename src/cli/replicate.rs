@@ -104,7 +104,7 @@ pub fn run(args: Args) -> Result<i32> {
     let compaction = (!args.once).then(|| Schedule::from_config(&config));
     let store = Store::new(config.upload_concurrency, compaction)?;
     // `-once` exits right after one sync: nobody could use a socket.
-    let socket_path = if config.socket.enabled && !args.once {
+    let mut socket_path = if config.socket.enabled && !args.once {
         let p = server::daemon_socket_path(config.socket.path.as_deref());
         if p.is_none() {
             log::warn!(
@@ -116,11 +116,26 @@ pub fn run(args: Args) -> Result<i32> {
     } else {
         None
     };
-    // Bind before starting anything: a live daemon on the socket is an error, not a takeover.
+    // Bind before starting anything: a live daemon on the socket is never taken over. On a
+    // socket the user chose that is an error; on the default one this daemon replicates
+    // without a socket (one daemon per application is common: template units, one-liners).
     let unix_listener = match &socket_path {
-        Some(p) => Some(server::bind_socket(p, config.socket.permissions)?),
+        Some(p) => match server::bind_socket(p, config.socket.permissions) {
+            Ok(l) => Some(l),
+            Err(e) if config.socket.path.is_none() && e.is::<server::SocketInUse>() => {
+                log::warn!(
+                    "msg=\"control socket disabled: another litestream daemon serves the default socket; this one replicates without a socket, so list, info, sync, register and events are not available for it\" socket={} hint=\"give each daemon its own socket.path in its config\"",
+                    p.display()
+                );
+                socket_path = None;
+                None
+            }
+            Err(e) => return Err(e),
+        },
         None => None,
     };
+    // Written into each database's owner lock, for a second daemon's refusal to name.
+    crate::owner::set_socket(socket_path.as_deref());
     let daemon = Arc::new(Daemon::new(
         store,
         config.defaults.clone(),

@@ -245,6 +245,7 @@ impl DbThread {
                 shared,
                 ctl_tx,
                 spool: None,
+                owner: None,
                 db_file: None,
                 shm_file: None,
                 wal_file: None,
@@ -565,6 +566,19 @@ impl DbThread {
                 // Replicating, but a damaged WAL frame is still in this generation: say so.
                 let warning = self.st.chain_break().map(str::to_string);
                 self.st.set_status(DbStatus::Replicating, warning);
+            }
+            Err(e) if e.is::<sync::DatabaseMissing>() => {
+                // Not a failure: the application has not created it yet. One line, and the
+                // status stays "open" until the file appears.
+                let msg = format!("{e:#}");
+                if self.last_error.as_deref() != Some(&msg) {
+                    log::info!(
+                        "db={}: msg=\"waiting for the database file to appear\"",
+                        self.path().display()
+                    );
+                }
+                self.st.set_status(DbStatus::Open, Some(msg.clone()));
+                self.last_error = Some(msg);
             }
             Err(e) => {
                 let msg = format!("{e:#}");

@@ -16,6 +16,7 @@ use crossbeam_channel::Sender;
 use crate::durable;
 use crate::events::Event;
 use crate::ltx::{self, Checksum, Encoder, Header, PageChecksums, TxId};
+use crate::owner::OwnerLock;
 use crate::registry::DbStatus;
 use crate::replica::{self, ReplicaClient};
 use crate::spool::Spool;
@@ -70,6 +71,9 @@ pub(super) struct SyncState {
     pub(super) shared: Shared,
     pub(super) ctl_tx: Sender<DbCommand>,
     pub(super) spool: Option<Spool>,
+    /// This daemon's claim on the database (see [`crate::owner`]), taken before the first
+    /// connection opens and held until the thread ends.
+    pub(super) owner: Option<OwnerLock>,
     /// The database file, opened once and kept open while SQLite has it open: closing any
     /// descriptor of it would release SQLite's POSIX locks (and let another process delete
     /// the WAL under us). Read with pread for snapshots.
@@ -118,6 +122,23 @@ pub(super) struct SyncState {
     pub(super) needs_snapshot: bool,
 }
 
+/// The database file does not exist (yet): the thread waits for it, quietly, as Litestream
+/// does, instead of reporting a failure at every pass.
+#[derive(Debug)]
+pub(super) struct DatabaseMissing(pub PathBuf);
+
+impl std::fmt::Display for DatabaseMissing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: database file does not exist; waiting for it",
+            self.0.display()
+        )
+    }
+}
+
+impl std::error::Error for DatabaseMissing {}
+
 impl SyncState {
     /// Opens the connections after checking the file: it must exist, be a SQLite database,
     /// and be (or be switched to) WAL mode.
@@ -128,11 +149,17 @@ impl SyncState {
         let file = match File::open(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                bail!("{display}: database file does not exist")
+                return Err(DatabaseMissing(path.clone()).into())
             }
             Err(e) => return Err(anyhow!(e)).with_context(|| format!("{display}: open")),
         };
         let header = sq::read_db_header_from(&file).with_context(|| format!("{display}"))?;
+        // Before any connection: another daemon's would pin the WAL it checkpoints.
+        if self.owner.is_none() {
+            self.owner = Some(
+                OwnerLock::acquire(&self.opts.meta_dir).with_context(|| format!("{display}"))?,
+            );
+        }
         self.db_file = Some(file);
         self.shm_file = None;
         self.wal_file = None;

@@ -91,6 +91,23 @@ fn dir_writable(dir: &Path) -> bool {
     unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) == 0 }
 }
 
+/// The error of [`bind_socket`] when a live daemon already answers on the socket: the caller
+/// tells it apart (`downcast_ref`) because a default socket held by another daemon is not fatal.
+#[derive(Debug)]
+pub struct SocketInUse(pub PathBuf);
+
+impl std::fmt::Display for SocketInUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}: another litestream daemon is already listening on this socket",
+            self.0.display()
+        )
+    }
+}
+
+impl std::error::Error for SocketInUse {}
+
 /// Binds the Unix socket with `mode` permissions from the first moment it is visible: it is
 /// bound under a temporary name, chmod-ed, then renamed into place. A socket file left by a
 /// crashed daemon is replaced; a live daemon on it is reported, not displaced.
@@ -98,10 +115,7 @@ pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener> {
     match std::fs::symlink_metadata(path) {
         Ok(m) if m.file_type().is_socket() => {
             if socket_is_live(path) {
-                bail!(
-                    "{}: another litestream daemon is already listening on this socket",
-                    path.display()
-                );
+                return Err(SocketInUse(path.to_path_buf()).into());
             }
             log::info!(
                 "socket {}: removing a stale socket left by a previous daemon",
