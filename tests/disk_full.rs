@@ -1,5 +1,7 @@
 //! Full disks (issue 9, fault suite), with the real binary: a file replica whose filesystem
-//! fills, and a database whose local state (`meta-path`, the spool) sits on a full filesystem.
+//! fills; a database whose local state (`meta-path`, the spool) sits on a full filesystem,
+//! filled from outside or by the spool itself while the replica is away; a restart while it
+//! is full.
 //! Each is a small tmpfs mounted in the test's directory (this needs root, or at least the
 //! right to mount). The daemon must stay up, say what is full and where, never answer a waited
 //! `/sync` with success for data the replica does not hold, never block the application's
@@ -388,6 +390,151 @@ fn a_full_meta_path_is_an_error_until_it_has_room_and_loses_nothing() {
     assert_restore_equals_source(&daemon, &db, &replica, &out, last);
     assert_eq!(temp_files(&meta), Vec::<PathBuf>::new());
     assert_eq!(temp_files(&replica), Vec::<PathBuf>::new());
+    assert_running(&mut daemon);
+    assert_eq!(daemon.terminate(), 0);
+}
+
+/// The spool fills its filesystem on its own: the replica is unreachable (its `ltx` directory
+/// replaced by a file), so every transaction stays spooled until `meta-path` is full. When
+/// the replica comes back, the uploads drain the spool, pruning frees the space, and spooling
+/// resumes without anyone freeing space by hand; nothing acknowledged is lost.
+#[test]
+fn a_spool_that_fills_while_the_replica_is_away_drains_when_it_returns() {
+    let dir = TestDir::new();
+    let mnt = dir.path("meta-fs");
+    let Some(fs) = Tmpfs::mount(&mnt, "2m") else {
+        return;
+    };
+    let meta = mnt.join("meta");
+    let replica = dir.path("replica");
+    let db = dir.path("app.db");
+    let config = write_config(
+        dir.dir.path(),
+        &[(&db, &file_url(&replica))],
+        &format!("    meta-path: {}\n", meta.display()),
+        "",
+    );
+    let conn = create_db(&db);
+    let mut daemon = Daemon::start(&config);
+    let writer = Writer::start(&db, 100);
+    assert_writer_moves(&writer, 10, "at the start");
+    daemon.sync_wait(&db);
+
+    // The replica goes away.
+    let ltx = replica.join("ltx");
+    let aside = replica.join("ltx.aside");
+    std::fs::rename(&ltx, &aside).unwrap();
+    std::fs::write(&ltx, b"not a directory").unwrap();
+    let started = Instant::now();
+    wait_until(WAIT, "the spool to fill meta-path", || {
+        bulk_insert(&conn);
+        sync_now(&daemon, &db);
+        list_entry(&daemon, &db)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(ENOSPC))
+    });
+    eprintln!(
+        "meta-path full after {:?}, {} KB free",
+        started.elapsed(),
+        fs.available() / 1024
+    );
+    let entry = list_entry(&daemon, &db);
+    assert!(
+        entry["error"]
+            .as_str()
+            .unwrap()
+            .contains(&meta.display().to_string()),
+        "the error names the meta-path: {entry}"
+    );
+    assert!(!entry["replica_error"].is_null(), "{entry}");
+    bulk_insert(&conn);
+    assert_writer_moves(&writer, 50, "while the spool is full");
+    assert_sync_not_acknowledged(&daemon, &db, "spool full, replica away");
+    assert_running(&mut daemon);
+
+    // The replica returns; nobody touches meta-path.
+    std::fs::remove_file(&ltx).unwrap();
+    std::fs::rename(&aside, &ltx).unwrap();
+    let started = Instant::now();
+    wait_until(RECOVER, "the errors to clear", || {
+        let e = list_entry(&daemon, &db);
+        e["error"].is_null() && e["replica_error"].is_null()
+    });
+    eprintln!(
+        "errors cleared {:?} after the replica returned",
+        started.elapsed()
+    );
+    daemon.sync_wait(&db);
+    assert_writer_moves(&writer, 10, "after recovery");
+    let last = writer.stop();
+    let out = dir.path("restored.db");
+    assert_restore_equals_source(&daemon, &db, &replica, &out, last);
+    assert_eq!(temp_files(&meta), Vec::<PathBuf>::new());
+    assert_eq!(temp_files(&replica), Vec::<PathBuf>::new());
+    assert_running(&mut daemon);
+    assert_eq!(daemon.terminate(), 0);
+}
+
+/// A restart while `meta-path` is full: the daemon stops cleanly, starts again (it must not
+/// refuse to start or exit), reports the error, and catches up once space is freed.
+#[test]
+fn a_restart_with_a_full_meta_path_starts_and_catches_up() {
+    let dir = TestDir::new();
+    let mnt = dir.path("meta-fs");
+    let Some(fs) = Tmpfs::mount(&mnt, "16m") else {
+        return;
+    };
+    let meta = mnt.join("meta");
+    let replica = dir.path("replica");
+    let db = dir.path("app.db");
+    let config = write_config(
+        dir.dir.path(),
+        &[(&db, &file_url(&replica))],
+        &format!("    meta-path: {}\n", meta.display()),
+        "",
+    );
+    let conn = create_db(&db);
+    let daemon = Daemon::start(&config);
+    let writer = Writer::start(&db, 100);
+    assert_writer_moves(&writer, 10, "at the start");
+    daemon.sync_wait(&db);
+
+    let dummy = mnt.join("dummy");
+    let free = fs.available();
+    std::fs::write(&dummy, vec![0u8; free.saturating_sub(100 * 1024) as usize]).unwrap();
+    wait_until(WAIT, "the spool to fail with ENOSPC", || {
+        bulk_insert(&conn);
+        sync_now(&daemon, &db);
+        list_entry(&daemon, &db)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(ENOSPC))
+    });
+    // The transactions that could not be spooled are still in the WAL for the next start.
+    assert_eq!(daemon.terminate(), 0, "a clean stop with meta-path full");
+    bulk_insert(&conn);
+    assert_writer_moves(&writer, 20, "while the daemon is down");
+
+    let mut daemon = Daemon::start(&config);
+    wait_until(WAIT, "the error after the restart", || {
+        list_entry(&daemon, &db)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(ENOSPC) && e.contains(&meta.display().to_string()))
+    });
+    assert_sync_not_acknowledged(&daemon, &db, "restarted with meta-path full");
+    assert_writer_moves(&writer, 50, "after the restart");
+    assert_running(&mut daemon);
+
+    std::fs::remove_file(&dummy).unwrap();
+    let started = Instant::now();
+    wait_until(RECOVER, "the error to clear", || {
+        let e = list_entry(&daemon, &db);
+        e["error"].is_null() && e["replica_error"].is_null()
+    });
+    eprintln!("error cleared {:?} after freeing space", started.elapsed());
+    let last = writer.stop();
+    let out = dir.path("restored.db");
+    assert_restore_equals_source(&daemon, &db, &replica, &out, last);
+    assert_eq!(temp_files(&meta), Vec::<PathBuf>::new());
     assert_running(&mut daemon);
     assert_eq!(daemon.terminate(), 0);
 }
