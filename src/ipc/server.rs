@@ -109,26 +109,11 @@ impl std::fmt::Display for SocketInUse {
 impl std::error::Error for SocketInUse {}
 
 /// Binds the Unix socket with `mode` permissions from the first moment it is visible: it is
-/// bound under a temporary name, chmod-ed, then renamed into place. A socket file left by a
-/// crashed daemon is replaced; a live daemon on it is reported, not displaced.
+/// bound under a temporary name, chmod-ed, then hard-linked into place. The link fails if the
+/// name exists, so of several daemons started at once exactly one gets the socket (a rename
+/// would let the last one silently take it from the others). A socket file left by a crashed
+/// daemon is replaced; a live daemon on it is reported ([`SocketInUse`]), not displaced.
 pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener> {
-    match std::fs::symlink_metadata(path) {
-        Ok(m) if m.file_type().is_socket() => {
-            if socket_is_live(path) {
-                return Err(SocketInUse(path.to_path_buf()).into());
-            }
-            log::info!(
-                "socket {}: removing a stale socket left by a previous daemon",
-                path.display()
-            );
-        }
-        Ok(_) => bail!(
-            "{}: exists and is not a socket; refusing to replace it",
-            path.display()
-        ),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
-    }
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -140,15 +125,51 @@ pub fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener> {
     let listener = UnixListener::bind(&tmp).with_context(|| format!("bind {}", tmp.display()))?;
     let result = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
         .with_context(|| format!("chmod {:o} {}", mode, tmp.display()))
-        .and_then(|_| {
-            std::fs::rename(&tmp, path)
-                .with_context(|| format!("rename socket to {}", path.display()))
-        });
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e);
+        .and_then(|_| claim_socket_path(&tmp, path));
+    let _ = std::fs::remove_file(&tmp);
+    result.map(|_| listener)
+}
+
+/// Links the bound socket `tmp` to `path` unless a live daemon has it: a stale socket there
+/// is removed first (a few tries, in case another starting daemon races for it).
+fn claim_socket_path(tmp: &Path, path: &Path) -> Result<()> {
+    for _ in 0..5 {
+        match std::fs::hard_link(tmp, path) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(e).with_context(|| format!("link socket to {}", path.display()))
+            }
+        }
+        match std::fs::symlink_metadata(path) {
+            Ok(m) if m.file_type().is_socket() => {
+                if socket_is_live(path) {
+                    return Err(SocketInUse(path.to_path_buf()).into());
+                }
+                log::info!(
+                    "socket {}: removing a stale socket left by a previous daemon",
+                    path.display()
+                );
+                match std::fs::remove_file(path) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(e).with_context(|| format!("remove {}", path.display()))
+                    }
+                }
+            }
+            Ok(_) => bail!(
+                "{}: exists and is not a socket; refusing to replace it",
+                path.display()
+            ),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("stat {}", path.display())),
+        }
     }
-    Ok(listener)
+    bail!(
+        "{}: could not claim the socket (another daemon keeps replacing it)",
+        path.display()
+    )
 }
 
 /// Whether a daemon listens on the socket file. Only "connection refused" proves the file is
