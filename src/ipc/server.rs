@@ -137,9 +137,7 @@ fn claim_socket_path(tmp: &Path, path: &Path) -> Result<()> {
         match std::fs::hard_link(tmp, path) {
             Ok(()) => return Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("link socket to {}", path.display()))
-            }
+            Err(e) => return Err(e).with_context(|| format!("link socket to {}", path.display())),
         }
         match std::fs::symlink_metadata(path) {
             Ok(m) if m.file_type().is_socket() => {
@@ -153,9 +151,7 @@ fn claim_socket_path(tmp: &Path, path: &Path) -> Result<()> {
                 match std::fs::remove_file(path) {
                     Ok(()) => {}
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(e).with_context(|| format!("remove {}", path.display()))
-                    }
+                    Err(e) => return Err(e).with_context(|| format!("remove {}", path.display())),
                 }
             }
             Ok(_) => bail!(
