@@ -833,3 +833,68 @@ fn a_stalled_replica_holds_up_neither_other_databases_nor_shutdown() {
     }
     assert_eq!(daemon.terminate(), 0);
 }
+
+/// SIGTERM while a compaction trickles its inputs down: the daemon exits once its final sync
+/// is done, not when the compaction would be (it runs again at the next start); nothing is
+/// logged as failed, and the replica restores.
+#[test]
+fn shutdown_does_not_wait_for_a_compaction_in_progress() {
+    let dir = TestDir::new();
+    let server = S3Server::start(dir.dir.path());
+    let proxy = FaultProxy::start(server.port);
+    let db = dir.path("app.db");
+    let conn = create_db(&db);
+    let url = proxy.url("slow/app.db");
+    let config = write_config(
+        dir.dir.path(),
+        &[(&db, &url)],
+        &format!(
+            "{}    monitor-interval: 100ms\n",
+            credentials_yaml(ACCESS_KEY, SECRET_KEY)
+        ),
+        "levels:\n  - interval: 1s\nl0-retention-check-interval: 1h\nshutdown-sync-timeout: 20s\n",
+    );
+    let daemon = Daemon::start(&config);
+    for i in 0..20 {
+        conn.execute("INSERT INTO t(v) VALUES (?1)", [format!("row {i}")])
+            .unwrap();
+        daemon.sync_wait(&db);
+    }
+    // Level-1 compaction reads the level-0 files: 100 bytes a second from now on.
+    proxy.inject(
+        Rule::new(
+            "GET",
+            Fault::SlowDownload {
+                bytes: 100,
+                every: Duration::from_secs(1),
+            },
+            Times::Always,
+        )
+        .key("slow/app.db/0000/"),
+    );
+    wait_until(
+        Duration::from_secs(10),
+        "a compaction reading level 0",
+        || proxy.seen().iter().any(|s| s.fault.is_some()),
+    );
+    conn.execute("INSERT INTO t(v) VALUES ('last')", [])
+        .unwrap();
+    let log = daemon.log.clone();
+    let started = Instant::now();
+    assert_eq!(daemon.terminate(), 0);
+    let took = started.elapsed();
+    let log = std::fs::read_to_string(log).unwrap();
+    // The compaction alone would take minutes at this rate; the old shutdown waited for it
+    // until shutdown-sync-timeout (20 s) had passed.
+    assert!(
+        took < Duration::from_secs(8),
+        "shutdown took {took:?}: {log}"
+    );
+    assert!(!log.contains("level=ERROR"), "{log}");
+    assert!(!log.contains("level=WARN"), "{log}");
+    proxy.clear();
+    let out = dir.path("out.db");
+    let o = restore_url(&url, &out);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_same_ids(&ids(&out), &ids(&db), "after the shutdown");
+}
