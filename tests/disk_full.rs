@@ -32,12 +32,13 @@ struct Tmpfs {
 }
 
 impl Tmpfs {
-    /// Mounts a tmpfs of `size` (`mount -o size=`) on `dir`, creating it. `None` when mounting
-    /// is not permitted and `LITESTREAM_TEST_NO_MOUNT=1` says to skip; panics otherwise.
-    fn mount(dir: &Path, size: &str) -> Option<Tmpfs> {
+    /// Mounts a tmpfs with `options` (`mount -o`, e.g. `size=1m`) on `dir`, creating it. `None`
+    /// when mounting is not permitted and `LITESTREAM_TEST_NO_MOUNT=1` says to skip; panics
+    /// otherwise.
+    fn mount(dir: &Path, options: &str) -> Option<Tmpfs> {
         std::fs::create_dir_all(dir).unwrap();
         let o = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", options, "tmpfs"])
             .arg(dir)
             .output();
         let why = match o {
@@ -210,7 +211,7 @@ fn assert_restore_equals_source(d: &Daemon, db: &Path, replica: &Path, out: &Pat
 fn a_full_replica_directory_is_an_error_until_it_has_room_and_loses_nothing() {
     let dir = TestDir::new();
     let mnt = dir.path("replica-fs");
-    let Some(fs) = Tmpfs::mount(&mnt, "1m") else {
+    let Some(fs) = Tmpfs::mount(&mnt, "size=1m") else {
         return;
     };
     let replica = mnt.join("replica");
@@ -307,7 +308,7 @@ fn a_full_replica_directory_is_an_error_until_it_has_room_and_loses_nothing() {
 fn a_full_meta_path_is_an_error_until_it_has_room_and_loses_nothing() {
     let dir = TestDir::new();
     let mnt = dir.path("meta-fs");
-    let Some(fs) = Tmpfs::mount(&mnt, "16m") else {
+    let Some(fs) = Tmpfs::mount(&mnt, "size=16m") else {
         return;
     };
     let meta = mnt.join("meta");
@@ -402,7 +403,7 @@ fn a_full_meta_path_is_an_error_until_it_has_room_and_loses_nothing() {
 fn a_spool_that_fills_while_the_replica_is_away_drains_when_it_returns() {
     let dir = TestDir::new();
     let mnt = dir.path("meta-fs");
-    let Some(fs) = Tmpfs::mount(&mnt, "2m") else {
+    let Some(fs) = Tmpfs::mount(&mnt, "size=2m") else {
         return;
     };
     let meta = mnt.join("meta");
@@ -481,7 +482,7 @@ fn a_spool_that_fills_while_the_replica_is_away_drains_when_it_returns() {
 fn a_restart_with_a_full_meta_path_starts_and_catches_up() {
     let dir = TestDir::new();
     let mnt = dir.path("meta-fs");
-    let Some(fs) = Tmpfs::mount(&mnt, "16m") else {
+    let Some(fs) = Tmpfs::mount(&mnt, "size=16m") else {
         return;
     };
     let meta = mnt.join("meta");
@@ -531,6 +532,79 @@ fn a_restart_with_a_full_meta_path_starts_and_catches_up() {
         e["error"].is_null() && e["replica_error"].is_null()
     });
     eprintln!("error cleared {:?} after freeing space", started.elapsed());
+    let last = writer.stop();
+    let out = dir.path("restored.db");
+    assert_restore_equals_source(&daemon, &db, &replica, &out, last);
+    assert_eq!(temp_files(&meta), Vec::<PathBuf>::new());
+    assert_running(&mut daemon);
+    assert_eq!(daemon.terminate(), 0);
+}
+
+/// Out of inodes rather than bytes: `meta-path` on a tmpfs whose inodes are all taken, so the
+/// spool cannot even create its temporary file (and compaction, which stages its output in
+/// `meta-path`, cannot either). The same answers: errors naming the path, no acknowledged
+/// sync, the writer unhindered, and a full catch-up once inodes are free.
+#[test]
+fn a_meta_path_out_of_inodes_is_an_error_until_freed_and_loses_nothing() {
+    let dir = TestDir::new();
+    let mnt = dir.path("meta-fs");
+    let Some(_fs) = Tmpfs::mount(&mnt, "size=16m,nr_inodes=40") else {
+        return;
+    };
+    let meta = mnt.join("meta");
+    let replica = dir.path("replica");
+    let db = dir.path("app.db");
+    let config = write_config(
+        dir.dir.path(),
+        &[(&db, &file_url(&replica))],
+        &format!("    meta-path: {}\n", meta.display()),
+        "levels:\n  - interval: 1s\n",
+    );
+    let conn = create_db(&db);
+    let mut daemon = Daemon::start(&config);
+    let writer = Writer::start(&db, 100);
+    assert_writer_moves(&writer, 10, "at the start");
+    daemon.sync_wait(&db);
+
+    // Take every free inode with empty files.
+    let mut taken = vec![];
+    loop {
+        let p = mnt.join(format!("inode-{}", taken.len()));
+        match std::fs::write(&p, b"") {
+            Ok(()) => taken.push(p),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("{}: {e}", p.display()),
+        }
+    }
+    wait_until(WAIT, "the spool to fail with ENOSPC", || {
+        bulk_insert(&conn);
+        sync_now(&daemon, &db);
+        list_entry(&daemon, &db)["error"]
+            .as_str()
+            .is_some_and(|e| e.contains(ENOSPC))
+    });
+    let entry = list_entry(&daemon, &db);
+    assert!(
+        entry["error"]
+            .as_str()
+            .unwrap()
+            .contains(&meta.display().to_string()),
+        "the error names the meta-path: {entry}"
+    );
+    assert_writer_moves(&writer, 50, "while meta-path has no inodes");
+    assert_sync_not_acknowledged(&daemon, &db, "meta-path out of inodes");
+    wait_until(WAIT, "compaction to fail too", || {
+        daemon.log_text().contains("compaction: ")
+    });
+    assert_running(&mut daemon);
+
+    for p in &taken {
+        std::fs::remove_file(p).unwrap();
+    }
+    wait_until(RECOVER, "the errors to clear", || {
+        let e = list_entry(&daemon, &db);
+        e["error"].is_null() && e["replica_error"].is_null() && e["compaction_error"].is_null()
+    });
     let last = writer.stop();
     let out = dir.path("restored.db");
     assert_restore_equals_source(&daemon, &db, &replica, &out, last);
