@@ -151,6 +151,12 @@ fn assert_sync_not_acknowledged(d: &Daemon, db: &Path, what: &str) {
     );
     let v = r.json();
     assert!(v["error"].is_string(), "{what}: {v}");
+    // The answer says why: a timeout names the last error, a failed pass is that error.
+    let details = v["details"].as_str().unwrap_or_default();
+    assert!(
+        details.contains("No space left on device") || details.contains("os error 28"),
+        "{what}: the answer does not give the cause: {v}"
+    );
 }
 
 /// The writer commits `n` more rows within `WAIT`.
@@ -510,8 +516,17 @@ fn a_restart_with_a_full_meta_path_starts_and_catches_up() {
             .as_str()
             .is_some_and(|e| e.contains(ENOSPC))
     });
-    // The transactions that could not be spooled are still in the WAL for the next start.
+    // The transactions that could not be spooled are still in the WAL for the next start,
+    // and the stop says so.
+    let log = daemon.log.clone();
     assert_eq!(daemon.terminate(), 0, "a clean stop with meta-path full");
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(
+        log.lines().any(|l| l.contains("level=WARN")
+            && l.contains("shutting down without the final sync")
+            && l.contains(ENOSPC)),
+        "{log}"
+    );
     bulk_insert(&conn);
     assert_writer_moves(&writer, 20, "while the daemon is down");
 

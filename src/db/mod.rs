@@ -755,7 +755,15 @@ impl DbThread {
 
     fn shutdown(&mut self, deadline: Instant) {
         if !self.paused {
-            let _ = self.pass();
+            if let Err(e) = self.pass() {
+                // `pass` logs an error only when it changes; this one must be seen at exit.
+                if self.locks.is_some() {
+                    log::warn!(
+                        "db={}: shutting down without the final sync ({e:#}); transactions it did not spool are still in the WAL and are replicated at the next start",
+                        self.path().display()
+                    );
+                }
+            }
         }
         self.st.save_page_checksums();
         // Wait for the replica to confirm what is spooled, bounded by the deadline.

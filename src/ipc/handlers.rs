@@ -520,14 +520,20 @@ fn run_sync(ctx: &Ctx, path: &Path, wait: bool, timeout: Duration) -> Result<Syn
         Ok(Err(msg)) => Err(ApiError::new(500, "sync database").details(msg)),
         Err(RecvTimeoutError::Timeout) => {
             let view = registry.get(path);
-            let (t, r) = view.map_or((0, 0), |v| (v.txid.0, v.replicated_txid.0));
+            let (t, r) = view
+                .as_ref()
+                .map_or((0, 0), |v| (v.txid.0, v.replicated_txid.0));
             let what = if wait {
                 format!("the replica has not confirmed txid {t} (replicated_txid {r})")
             } else {
                 "the database thread has not finished its sync pass".to_string()
             };
+            // Why, when the daemon knows: the replica's or the database's last error.
+            let cause = view
+                .and_then(|v| v.replica_error.or(v.last_error))
+                .map_or(String::new(), |e| format!("; last error: {e}"));
             Err(ApiError::new(503, "sync timed out").details(format!(
-                "{what} within {}",
+                "{what} within {}{cause}",
                 humantime::format_duration(timeout)
             )))
         }

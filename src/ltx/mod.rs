@@ -402,15 +402,10 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            Error::Io { source, .. } => Some(source),
-            Error::Input { source, .. } => Some(source.as_ref()),
-            _ => None,
-        }
-    }
-}
+/// No `source()`: every message already ends with its cause (an OS error, an input's own
+/// error), and a source as well would print it twice in `{:#}` chains ("No space left on
+/// device (os error 28): No space left on device (os error 28)").
+impl std::error::Error for Error {}
 
 /// Unsigned LEB128 varints, as Go's `encoding/binary` writes them in the page index.
 pub(crate) mod varint {
@@ -639,6 +634,13 @@ mod tests {
         assert!(e
             .to_string()
             .starts_with("input 1 (0000000000000004-0000000000000007.ltx): file"));
-        assert!(std::error::Error::source(&e).is_some());
+        // The cause is in the message, so not also a source (it would print twice).
+        assert!(std::error::Error::source(&e).is_none());
+        assert_eq!(
+            format!("{:#}", anyhow::Error::new(e))
+                .matches("checksum")
+                .count(),
+            1
+        );
     }
 }
