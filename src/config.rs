@@ -26,6 +26,8 @@ use std::time::Duration;
 use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_saphyr::Spanned;
 
+use crate::duration;
+
 // ---------------------------------------------------------------------------------------------
 // Defaults (each checked against the Litestream 0.5.17 source named beside it)
 // ---------------------------------------------------------------------------------------------
@@ -732,16 +734,6 @@ pub fn parse_replica_url(url: &str) -> Result<ReplicaTarget, ConfigError> {
     }
 }
 
-/// Parses a duration in Go syntax (`1s`, `500ms`, `1m30s`, `1.5h`, `0`), as Litestream's
-/// `time.ParseDuration` does. Negative durations are refused since nothing here can use one.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    match go_duration_nanos(text) {
-        Some(n) if n >= 0 => Ok(Duration::from_nanos(n.unsigned_abs())),
-        Some(_) => Err(format!("negative duration \"{text}\"")),
-        None => Err(format!("invalid duration \"{text}\"")),
-    }
-}
-
 impl Config {
     /// Reads and parses the config file at `path` (`~` expanded), logging each warning with
     /// `log::warn!`. A missing file is [`ConfigErrorKind::NotFound`].
@@ -1213,7 +1205,7 @@ impl<'n> Field<'n> {
         match &self.value.kind {
             Kind::Null => Ok(None),
             Kind::Int(0) => Ok(Some(0)),
-            Kind::Str(s) => go_duration_nanos(s).map(Some).ok_or_else(|| {
+            Kind::Str(s) => duration::parse_nanos(s).map(Some).ok_or_else(|| {
                 self.error(
                     ctx,
                     ConfigErrorKind::Type,
@@ -1254,7 +1246,7 @@ impl<'n> Field<'n> {
         Err(self.error(
             ctx,
             ConfigErrorKind::Invalid,
-            format!("{rule} (got {})", format_nanos(nanos)),
+            format!("{rule} (got {})", duration::format_nanos(nanos)),
         ))
     }
 
@@ -1726,9 +1718,9 @@ fn fold_one(
                     format!(
                         "conflicting database snapshot settings: {} is {} but {} is {}",
                         first.key,
-                        format_duration(first.value),
+                        duration::format(first.value),
                         v.key,
-                        format_duration(v.value)
+                        duration::format(v.value)
                     ),
                 ));
             }
@@ -2611,96 +2603,6 @@ fn file_error(kind: ConfigErrorKind, source: &str, message: impl Into<String>) -
     }
 }
 
-/// Go's `time.ParseDuration` as signed nanoseconds; `None` when Go would refuse the text.
-/// Units: ns, us, µs, μs, ms, s, m, h; fractions and a sign allowed; a bare `0` allowed.
-fn go_duration_nanos(text: &str) -> Option<i64> {
-    let (negative, mut s) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
-    };
-    if s == "0" {
-        return Some(0);
-    }
-    if s.is_empty() {
-        return None;
-    }
-    let mut total: u128 = 0;
-    while !s.is_empty() {
-        let (amount, rest) = duration_term(s)?;
-        total += amount;
-        s = rest;
-    }
-    let limit = if negative {
-        1u128 << 63
-    } else {
-        (1u128 << 63) - 1
-    };
-    if total > limit {
-        return None;
-    }
-    let magnitude = i128::try_from(total).ok()?;
-    i64::try_from(if negative { -magnitude } else { magnitude }).ok()
-}
-
-/// One `<number><unit>` term of a Go duration: (nanoseconds, rest of text).
-fn duration_term(s: &str) -> Option<(u128, &str)> {
-    let int_len = s.bytes().take_while(u8::is_ascii_digit).count();
-    let (int_part, rest) = s.split_at(int_len);
-    let (frac_part, rest) = match rest.strip_prefix('.') {
-        Some(r) => r.split_at(r.bytes().take_while(u8::is_ascii_digit).count()),
-        None => ("", rest),
-    };
-    if int_part.is_empty() && frac_part.is_empty() {
-        return None;
-    }
-    let unit_len = rest
-        .find(|c: char| c == '.' || c.is_ascii_digit())
-        .unwrap_or(rest.len());
-    let (unit, rest) = rest.split_at(unit_len);
-    let scale: u128 = match unit {
-        "ns" => 1,
-        "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
-        "ms" => 1_000_000,
-        "s" => 1_000_000_000,
-        "m" => 60_000_000_000,
-        "h" => 3_600_000_000_000,
-        _ => return None,
-    };
-    let whole: u128 = if int_part.is_empty() {
-        0
-    } else {
-        int_part.parse().ok()?
-    };
-    let mut amount = whole.checked_mul(scale)?;
-    // Fractions: Go keeps ~19 significant digits; nanosecond precision needs far fewer.
-    let frac = &frac_part[..frac_part.len().min(18)];
-    if !frac.is_empty() {
-        let digits: u128 = frac.parse().ok()?;
-        amount += digits * scale / 10u128.pow(u32::try_from(frac.len()).ok()?);
-    }
-    Some((amount, rest))
-}
-
-/// Human form of a duration for messages (`1m 30s`, `0s`).
-fn format_duration(d: Duration) -> String {
-    if d.is_zero() {
-        "0s".to_string()
-    } else {
-        humantime::format_duration(d).to_string()
-    }
-}
-
-/// Human form of signed nanoseconds for messages.
-fn format_nanos(nanos: i64) -> String {
-    let d = format_duration(Duration::from_nanos(nanos.unsigned_abs()));
-    if nanos < 0 {
-        format!("-{d}")
-    } else {
-        d
-    }
-}
-
 /// Go's shell-name rule for `os.Expand`: returns (name, bytes consumed after `$`).
 /// `(None, 0)` leaves the `$`; `(None, n > 0)` eats bad syntax.
 fn shell_name(s: &str) -> (Option<&str>, usize) {
@@ -3184,48 +3086,6 @@ dbs:
         assert_eq!(process_env("PID"), Some(std::process::id().to_string()));
     }
 
-    // --- durations --------------------------------------------------------------------------
-
-    #[test]
-    fn go_durations_parse_like_go() {
-        let ok = [
-            ("1s", 1_000_000_000i64),
-            ("500ms", 500_000_000),
-            ("1m30s", 90_000_000_000),
-            ("1h", 3_600_000_000_000),
-            ("24h", 86_400_000_000_000),
-            ("1.5h", 5_400_000_000_000),
-            (".5s", 500_000_000),
-            ("1µs", 1_000),
-            ("1μs", 1_000),
-            ("1us", 1_000),
-            ("2ns", 2),
-            ("1h2m3s4ms", 3_723_004_000_000),
-            ("0", 0),
-            ("+5s", 5_000_000_000),
-            ("-1s", -1_000_000_000),
-        ];
-        for (text, nanos) in ok {
-            assert_eq!(go_duration_nanos(text), Some(nanos), "{text}");
-        }
-        for bad in [
-            "",
-            "1",
-            "1d",
-            "1 s",
-            "s",
-            "1S",
-            "1m 30s",
-            ".s",
-            "-",
-            "9999999999h",
-        ] {
-            assert_eq!(go_duration_nanos(bad), None, "{bad:?}");
-        }
-        assert_eq!(parse_duration("1m30s"), Ok(Duration::from_secs(90)));
-        assert!(parse_duration("-1s").is_err());
-    }
-
     // --- replica URLs -----------------------------------------------------------------------
 
     #[test]
@@ -3604,7 +3464,7 @@ dbs:
             ("dbs:\n  - path: /a.db\n    replica:\n      type: file\n      url: file://host/x\n", "litestream.yml:5:7: dbs[0].replica.url: invalid file replica url \"file://host/x\": it names a host; use file:///absolute/path"),
             ("dbs:\n  - path: /a.db\n    meta-path: /m\n    replica: {url: file:///b}\n  - path: /b.db\n    meta-path: /m\n    replica: {url: file:///c}\n", "litestream.yml:5:5: dbs[1].path: meta-path \"/m\" is also used by dbs[0]; two databases cannot share local state"),
             ("dbs:\n  - path: /a.db\n    monitor-interval: 0s\n    replica: {url: file:///b}\n", "litestream.yml:3:5: dbs[0].monitor-interval: must be greater than 0 (got 0s)"),
-            ("dbs:\n  - path: /a.db\n    checkpoint-interval: -1m\n    replica: {url: file:///b}\n", "litestream.yml:3:5: dbs[0].checkpoint-interval: must be >= 0 (got -1m)"),
+            ("dbs:\n  - path: /a.db\n    checkpoint-interval: -1m\n    replica: {url: file:///b}\n", "litestream.yml:3:5: dbs[0].checkpoint-interval: must be >= 0 (got -1m0s)"),
             ("dbs:\n  - path: /a.db\n    min-checkpoint-page-count: 2000\n    truncate-page-n: 1000\n    replica: {url: file:///b}\n", "litestream.yml:3:5: dbs[0].min-checkpoint-page-count: min-checkpoint-page-count (2000) must not exceed truncate-page-n (1000); set truncate-page-n to 0 to disable truncation"),
             ("dbs:\n  - path: /a.db\n    min-checkpoint-page-count: -5\n    replica: {url: file:///b}\n", "litestream.yml:3:5: dbs[0].min-checkpoint-page-count: -5 is out of range"),
             ("dbs:\n  - path: /a.db\n    replica: {url: file:///b, sync-interval: 0s}\n", "litestream.yml:3:31: dbs[0].replica.sync-interval: must be greater than 0 (got 0s)"),

@@ -7,6 +7,7 @@ pub mod config;
 pub mod daemon;
 pub mod db;
 pub mod durable;
+pub mod duration;
 pub mod events;
 pub mod ipc;
 pub mod logging;

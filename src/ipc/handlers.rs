@@ -534,7 +534,7 @@ fn run_sync(ctx: &Ctx, path: &Path, wait: bool, timeout: Duration) -> Result<Syn
                 .map_or(String::new(), |e| format!("; last error: {e}"));
             Err(ApiError::new(503, "sync timed out").details(format!(
                 "{what} within {}{cause}",
-                humantime::format_duration(timeout)
+                crate::duration::format(timeout)
             )))
         }
         Err(RecvTimeoutError::Disconnected) => Err(not_found(path)),
@@ -594,7 +594,7 @@ fn start_stop(rq: PathRequest, ctx: &Ctx, start: bool) -> Answer {
         .max(Duration::from_secs(1));
     let changed = rx.recv_timeout(wait).map_err(|_| {
         ApiError::new(503, "database thread did not answer")
-            .details(format!("within {}", humantime::format_duration(timeout)))
+            .details(format!("within {}", crate::duration::format(timeout)))
     })?;
     let status = match (start, changed) {
         (true, true) => "started",
