@@ -18,9 +18,12 @@
 //! whole database through its read lock instead and writes what differs from the known state:
 //! a snapshot when nothing is known, only the changed pages otherwise.
 
+mod full_scan;
+mod recovery;
 mod saved_pages;
 mod sync;
 mod upload;
+mod wal_pass;
 
 use std::collections::VecDeque;
 use std::io;
@@ -32,8 +35,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
-use self::sync::{SyncState, WalPos, WalProbe};
+use self::sync::{SyncState, WalPos};
 use self::upload::Uploads;
+use self::wal_pass::WalProbe;
 use crate::events::EventHub;
 use crate::ltx::TxId;
 use crate::registry::{DbStatus, Registry};
@@ -567,7 +571,7 @@ impl DbThread {
                 let warning = self.st.chain_break().map(str::to_string);
                 self.st.set_status(DbStatus::Replicating, warning);
             }
-            Err(e) if e.is::<sync::DatabaseMissing>() => {
+            Err(e) if e.is::<recovery::DatabaseMissing>() => {
                 // Not a failure: the application has not created it yet. One line, and the
                 // status stays "open" until the file appears.
                 let msg = format!("{e:#}");
