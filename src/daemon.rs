@@ -10,11 +10,12 @@ use crossbeam_channel::{bounded, Sender};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DbConfig, ReplicaConfig, ReplicaDefaults, ReplicaTarget};
+use crate::config::{DbConfig, ReplicaConfig, ReplicaDefaults};
 use crate::db::{DbCommand, DbOptions};
 use crate::durable;
 use crate::ltx::TxId;
 use crate::registry::{FileId, Registry};
+use crate::replica::url::ReplicaTarget;
 use crate::replica::{self, ReplicaClient};
 use crate::store::{Added, Store};
 

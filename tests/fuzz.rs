@@ -48,13 +48,14 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use fastrand::Rng;
-use litestream::config::{ReplicaConfig, ReplicaDefaults, ReplicaTarget};
+use litestream::config::{ReplicaConfig, ReplicaDefaults};
 use litestream::daemon::{Daemon, RegisterError};
 use litestream::ipc::handlers::{self, Ctx, LongRequests};
 use litestream::ltx::{
     self, Checksum, Decoder, Encoder, Header, PageChecksums, Trailer, TxId, CHECKSUM_FLAG,
     FLAG_NO_CHECKSUM, HEADER_SIZE,
 };
+use litestream::replica::url::ReplicaTarget;
 use litestream::sqlite::shm;
 use litestream::sqlite::wal::{
     self, Frame, FrameScanner, WalChecksum, WalHeader, FRAME_HEADER_SIZE, WAL_HEADER_SIZE,

@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use litestream::config::{parse_replica_url, ReplicaTarget};
 use litestream::ltx::TxId;
 use litestream::replica::s3::S3ReplicaClient;
+use litestream::replica::url::{parse_replica_url, ReplicaTarget};
 use litestream::replica::ReplicaClient;
 use s3server::*;
 

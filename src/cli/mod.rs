@@ -21,6 +21,7 @@ use anyhow::{bail, Context, Result};
 use argh::FromArgs;
 
 use crate::config::{self, Config, DbConfig};
+use crate::replica::url::ReplicaTarget;
 use crate::replica::{self, ReplicaClient};
 
 #[derive(FromArgs)]
@@ -205,11 +206,9 @@ pub fn config_db<'a>(config: &'a Config, path: &Path) -> Result<&'a DbConfig> {
 
 /// A replica client for a URL given on the command line (no config involved).
 pub fn client_for_url(url: &str) -> Result<Arc<dyn ReplicaClient>> {
-    let target = config::parse_replica_url(url)?;
+    let target = replica::url::parse_replica_url(url)?;
     let target = match target {
-        config::ReplicaTarget::S3(s3) => {
-            config::ReplicaTarget::S3(s3.with_env_credentials(config::process_env))
-        }
+        ReplicaTarget::S3(s3) => ReplicaTarget::S3(s3.with_env_credentials(config::process_env)),
         other => other,
     };
     replica::open_client(url, &target)

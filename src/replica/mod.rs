@@ -8,6 +8,7 @@
 pub mod file;
 pub mod s3;
 pub mod uploader;
+pub mod url;
 
 use std::io::Read;
 use std::path::Path;
@@ -15,8 +16,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 
-use crate::config::ReplicaTarget;
 use crate::ltx::TxId;
+use url::ReplicaTarget;
 
 /// The level holding snapshots (files with min TXID 1 covering the whole database).
 pub const SNAPSHOT_LEVEL: u8 = 9;

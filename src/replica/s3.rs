@@ -35,8 +35,8 @@ use s3::error::S3Error;
 use s3::serde_types::{ObjectIdentifier, Part};
 use s3::{Bucket, Region};
 
+use super::url::{S3Target, DEFAULT_S3_REGION};
 use super::{LtxFileInfo, ReplicaClient};
-use crate::config::{self, S3Target, DEFAULT_S3_REGION};
 use crate::ltx::{self, TxId};
 use crate::timefmt;
 
@@ -85,12 +85,17 @@ impl fmt::Debug for S3ReplicaClient {
     }
 }
 
+/// A variable from this process's environment (credentials, region).
+fn process_env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
 impl S3ReplicaClient {
     /// A client for `target`, known to users as `url` (which must not hold secrets). Missing
     /// credentials come from `AWS_*` / `LITESTREAM_*`, then the AWS profile file; without any,
     /// requests are unsigned. No request is made here.
     pub fn new(url: &str, target: &S3Target) -> Result<S3ReplicaClient> {
-        let target = target.clone().with_env_credentials(config::process_env);
+        let target = target.clone().with_env_credentials(process_env);
         // Without a configured region: the AWS SDK's variables, then us-east-1 (Litestream asks
         // AWS for the bucket's region instead; a wrong one fails with a message naming it).
         let region_name = target
@@ -99,7 +104,7 @@ impl S3ReplicaClient {
             .or_else(|| {
                 ["AWS_REGION", "AWS_DEFAULT_REGION"]
                     .iter()
-                    .find_map(|v| config::process_env(v).filter(|r| !r.is_empty()))
+                    .find_map(|v| process_env(v).filter(|r| !r.is_empty()))
             })
             .unwrap_or_else(|| DEFAULT_S3_REGION.to_string());
         let region = match &target.endpoint {
