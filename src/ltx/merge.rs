@@ -1,4 +1,5 @@
-//! Merges contiguous LTX files into one, as Litestream's level compaction does.
+//! Merging LTX files: contiguous files become one, as Litestream's level compaction and
+//! snapshots merge them ([`compact`], [`compact_with`]).
 
 use std::io::{Read, Write};
 

@@ -6,16 +6,16 @@
 //! config). The byte layout is documented in `shared/reference/LTX.md`.
 
 pub mod checksum;
-pub mod compactor;
 pub mod decoder;
 pub mod encoder;
 pub mod header;
+pub mod merge;
 
 pub use checksum::{lock_pgno, page_checksum, Checksum, PageChecksums, CHECKSUM_FLAG};
-pub use compactor::{compact, compact_with, CompactOptions};
 pub use decoder::{read_header, Decoder, Trailer};
 pub use encoder::Encoder;
 pub use header::{Header, EXT_TAG, FLAG_NO_CHECKSUM, HEADER_SIZE};
+pub use merge::{compact, compact_with, CompactOptions};
 
 use std::fmt;
 use std::io;
