@@ -491,12 +491,17 @@ fn sync_wait_times_out_while_the_replica_is_down_then_completes() {
         took >= Duration::from_millis(900) && took < Duration::from_secs(10),
         "{took:?}"
     );
-    assert_answer(
-        &r,
-        503,
-        json!({"error": "sync timed out",
-            "details": format!("the replica has not confirmed txid {} (replicated_txid {t}) within 1s", t + 1)}),
+    // The answer says what is missing and why: the upload's error, naming the replica.
+    assert_eq!(r.status, 503, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["error"], "sync timed out", "{v}");
+    let details = v["details"].as_str().unwrap();
+    let want = format!(
+        "the replica has not confirmed txid {} (replicated_txid {t}) within 1s; last error: {}: ",
+        t + 1,
+        file_url(&replica)
     );
+    assert!(details.starts_with(&want), "{details}");
     // Fire-and-forget still works: the spool has it.
     let r = post(&d, "/sync", &format!(r#"{{"path":"{dbs}"}}"#));
     assert_eq!(r.json()["status"], "no_change", "{}", r.body);

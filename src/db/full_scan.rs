@@ -89,7 +89,7 @@ impl SyncState {
         include: Include,
         started: Instant,
     ) -> Result<bool> {
-        self.saved_table = None;
+        self.position.saved_table = None;
         let wal_display = self.wal_path.display().to_string();
         let db_display = self.opts.path.display().to_string();
         let include = match include {
@@ -97,12 +97,12 @@ impl SyncState {
             // wrote it): a file starting at the next txid would have no pre-apply checksum to
             // record. A snapshot needs none, and costs no more: with no known state, every
             // page is written either way.
-            _ if self.txid > TxId(0) && self.post.is_none() => Include::Snapshot,
+            _ if self.position.txid > TxId(0) && self.position.post.is_none() => Include::Snapshot,
             other => other,
         };
         let db = self.db_file.as_ref().context("database file not open")?;
-        let lock = ltx::lock_pgno(self.page_size);
-        let mut page = vec![0u8; self.page_size as usize];
+        let lock = ltx::lock_pgno(self.position.page_size);
+        let mut page = vec![0u8; self.position.page_size as usize];
         let read_page = |pgno: u32, page: &mut [u8]| -> Result<()> {
             match (overlay, current) {
                 (Overlay::Chain(frames), Some(log)) if frames.contains_key(&pgno) => {
@@ -113,39 +113,42 @@ impl SyncState {
                         .with_context(|| format!("read page {pgno} from {wal_display}"))
                 }
                 _ => db
-                    .read_exact_at(page, u64::from(pgno - 1) * u64::from(self.page_size))
+                    .read_exact_at(
+                        page,
+                        u64::from(pgno - 1) * u64::from(self.position.page_size),
+                    )
                     .with_context(|| format!("read page {pgno} of {db_display}")),
             }
         };
         // First pass: the checksum of every page.
-        let mut table = PageChecksums::new(self.page_size);
+        let mut table = PageChecksums::new(self.position.page_size);
         for pgno in (1..=commit).filter(|&p| p != lock) {
             read_page(pgno, &mut page)?;
             table.set(pgno, ltx::page_checksum(pgno, &page));
         }
         let post = table.checksum();
-        let old = self.table.take();
+        let old = self.position.table.take();
         let selected = |pgno: u32| match include {
             Include::All | Include::Snapshot => true,
             Include::Changed => old.as_ref().and_then(|t| t.get(pgno)) != table.get(pgno),
             Include::FramesFrom(off) => overlay.offset(pgno).is_some_and(|o| o >= off),
         };
         let unchanged = !matches!(include, Include::Snapshot)
-            && self.txid > TxId(0)
-            && self.post == Some(post)
-            && self.commit == commit;
+            && self.position.txid > TxId(0)
+            && self.position.post == Some(post)
+            && self.position.commit == commit;
         if unchanged || commit == 0 {
-            self.table = Some(table);
-            self.pos = Some(new_pos);
+            self.position.table = Some(table);
+            self.wal.pos = Some(new_pos);
             log::debug!(
                 "db={db_display} full scan: unchanged at txid {} ({:?})",
-                self.txid,
+                self.position.txid,
                 started.elapsed()
             );
             return Ok(false);
         }
         let txid = self.next_txid()?;
-        let min = if self.txid == TxId(0) || matches!(include, Include::Snapshot) {
+        let min = if self.position.txid == TxId(0) || matches!(include, Include::Snapshot) {
             TxId(1)
         } else {
             txid
@@ -170,8 +173,8 @@ impl SyncState {
             Ok(())
         })
         .with_context(|| format!("write {}", path.display()))?;
-        self.table = Some(table);
-        self.pos = Some(new_pos);
+        self.position.table = Some(table);
+        self.wal.pos = Some(new_pos);
         self.needs_snapshot = false;
         log::info!(
             "db={db_display} full scan: txid={txid} mode={include:?} pages={written}/{commit} elapsed={:?}",

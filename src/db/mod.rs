@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
-use self::sync::{SyncState, WalPos};
+use self::sync::{CheckpointState, Position, SyncState, WalCursor, WalPos};
 use self::upload::Uploads;
 use self::wal_pass::WalProbe;
 use crate::events::EventHub;
@@ -251,17 +251,9 @@ impl DbThread {
                 spool: None,
                 owner: None,
                 db_file: None,
-                shm_file: None,
-                wal_file: None,
-                page_size: 0,
-                txid: TxId(0),
-                post: None,
-                commit: 0,
-                table: None,
-                pos: None,
-                continuous: false,
-                resume: None,
-                saved_table: None,
+                position: Position::default(),
+                wal: WalCursor::default(),
+                checkpoint: CheckpointState::new(),
                 uploads: Uploads {
                     queue: VecDeque::new(),
                     in_flight: false,
@@ -271,13 +263,6 @@ impl DbThread {
                     remote_known: false,
                 },
                 waiters: vec![],
-                last_checkpoint: Instant::now(),
-                synced_since_checkpoint: false,
-                checkpoint_incomplete: false,
-                checkpoint_retry: None,
-                writeback_at: None,
-                scan: None,
-                chain_break: None,
                 initialized: false,
                 needs_snapshot: false,
             },
@@ -463,7 +448,8 @@ impl DbThread {
                     if self.burst {
                         self.st.start_wal_writeback(p, WRITEBACK_FRAMES);
                     }
-                    if self.burst && p.unread > 0 && self.locks.is_some() && self.st.continuous {
+                    if self.burst && p.unread > 0 && self.locks.is_some() && self.st.wal.continuous
+                    {
                         if let Err(e) = self.st.scan_ahead() {
                             log::debug!("db={}: read ahead: {e:#}", self.path().display());
                         }
@@ -492,10 +478,10 @@ impl DbThread {
         let st = &self.st;
         let settled = self.locks.is_some()
             && st.initialized
-            && st.continuous
+            && st.wal.continuous
             && self.last_error.is_none()
             && !st.needs_snapshot
-            && st.table.is_some();
+            && st.position.table.is_some();
         if !settled || self.time_checkpoint_due() {
             return true;
         }
@@ -508,8 +494,8 @@ impl DbThread {
         let st = &self.st;
         let interval = st.opts.checkpoint_interval;
         !interval.is_zero()
-            && st.last_checkpoint.elapsed() >= interval
-            && (st.synced_since_checkpoint || st.checkpoint_incomplete)
+            && st.checkpoint.last.elapsed() >= interval
+            && (st.checkpoint.synced_since || st.checkpoint.incomplete)
     }
 
     fn handle(&mut self, cmd: DbCommand) {
@@ -538,7 +524,7 @@ impl DbThread {
                 if was_running {
                     self.paused = true;
                     self.locks = None;
-                    self.st.continuous = false;
+                    self.st.wal.continuous = false;
                     self.st.set_status(DbStatus::Stopped, None);
                     log::info!("db={}: stopped", self.path().display());
                 }
@@ -612,7 +598,7 @@ impl DbThread {
             self.st.sync_locked(&|| page_count(locked))
         };
         locks.release_previous();
-        self.st.continuous = result.is_ok();
+        self.st.wal.continuous = result.is_ok();
         let changed = result?;
         if let Err(e) = self.maybe_checkpoint() {
             log::warn!("db={}: checkpoint failed: {e:#}", self.path().display());
@@ -622,7 +608,7 @@ impl DbThread {
 
     /// Runs our checkpoint policy after a successful pass.
     fn maybe_checkpoint(&mut self) -> Result<()> {
-        let Some(WalPos::At { header, offset, .. }) = self.st.pos else {
+        let Some(WalPos::At { header, offset, .. }) = self.st.wal.pos else {
             return Ok(());
         };
         // Only after new transactions: a checkpoint of an unchanged log (idle database, or one
@@ -630,11 +616,11 @@ impl DbThread {
         // an unfinished one is retried with the next write or after `checkpoint-interval`.
         let frames = offset.saturating_sub(WAL_HEADER_SIZE) / header.frame_size();
         let opts = &self.st.opts;
-        let since = self.st.last_checkpoint.elapsed();
+        let since = self.st.checkpoint.last.elapsed();
         // `checkpoint-interval: 0` turns the time-based checkpoint off.
         let interval_due = !opts.checkpoint_interval.is_zero() && since >= opts.checkpoint_interval;
         let due =
-            self.st.synced_since_checkpoint || (self.st.checkpoint_incomplete && interval_due);
+            self.st.checkpoint.synced_since || (self.st.checkpoint.incomplete && interval_due);
         if !due {
             return Ok(());
         }
@@ -661,7 +647,8 @@ impl DbThread {
     /// generation and the log has not grown by another threshold since.
     fn checkpoint_deferred(&self, salts: [u8; 8], frames: u64) -> bool {
         self.st
-            .checkpoint_retry
+            .checkpoint
+            .retry
             .is_some_and(|(s, at)| s == salts && frames < at)
     }
 
@@ -672,9 +659,9 @@ impl DbThread {
     fn pressure_checkpoint(&mut self, probe: WalProbe) -> Result<bool> {
         let st = &self.st;
         let settled = self.locks.is_some()
-            && st.table.is_some()
-            && st.continuous
-            && st.pos.is_some()
+            && st.position.table.is_some()
+            && st.wal.continuous
+            && st.wal.pos.is_some()
             && !st.needs_snapshot;
         let pressure = self.st.opts.pressure_frames();
         if !settled || probe.frames < pressure || probe.frames >= self.st.opts.truncate_page_n {
@@ -711,14 +698,14 @@ impl DbThread {
                 if let Err(e) = st.write_tail(tail) {
                     log::warn!("db={display}: write the transactions read during the checkpoint: {e:#}; the next pass compares the whole database");
                 }
-                st.last_checkpoint = Instant::now();
-                st.synced_since_checkpoint = false;
-                st.checkpoint_incomplete = r.busy || r.checkpointed_frames < r.log_frames;
+                st.checkpoint.last = Instant::now();
+                st.checkpoint.synced_since = false;
+                st.checkpoint.incomplete = r.busy || r.checkpointed_frames < r.log_frames;
                 // Held back by an application reader. One that was only between its read and
                 // its write (it stops a few frames short) is gone by the next attempt; one
                 // that holds an old snapshot would make every attempt a wait for the writers.
                 let held_back = r.busy || r.checkpointed_frames < r.log_frames / 2;
-                st.checkpoint_retry = held_back.then_some((salts, retry_at));
+                st.checkpoint.retry = held_back.then_some((salts, retry_at));
                 log::debug!(
                     "db={display} checkpoint mode={mode:?} frames={frames} log={} backfilled={} busy={} locked={locked:?} elapsed={:?}",
                     r.log_frames,
@@ -729,7 +716,7 @@ impl DbThread {
                 Ok(true)
             }
             Ok(Frozen::Busy) => {
-                st.checkpoint_retry = Some((salts, retry_at));
+                st.checkpoint.retry = Some((salts, retry_at));
                 log::debug!(
                     "db={display} checkpoint skipped: the application held the write lock for {:?}",
                     started.elapsed()
@@ -741,8 +728,8 @@ impl DbThread {
                 Ok(false)
             }
             Err(e) => {
-                st.continuous = locks.is_held() && st.continuous;
-                st.checkpoint_retry = Some((salts, retry_at));
+                st.wal.continuous = locks.is_held() && st.wal.continuous;
+                st.checkpoint.retry = Some((salts, retry_at));
                 Err(e)
             }
         }

@@ -42,8 +42,8 @@ impl SyncState {
             );
         }
         self.db_file = Some(file);
-        self.shm_file = None;
-        self.wal_file = None;
+        self.wal.shm_file = None;
+        self.wal.wal_file = None;
         let locks = ReadLocks::open(&path, self.opts.busy_timeout)
             .with_context(|| format!("{display}: open"))?;
         let mode = conn::journal_mode(locks.idle())
@@ -62,16 +62,16 @@ impl SyncState {
                 .idle()
                 .query_row("PRAGMA page_size", [], |r| r.get::<_, u32>(0))?,
         };
-        if self.page_size != 0 && self.page_size != page_size {
+        if self.position.page_size != 0 && self.position.page_size != page_size {
             // Changed while replication was stopped (journal_mode=delete, page_size, VACUUM):
             // nothing known about the old pages applies; the next file is a snapshot.
             log::info!(
                 "db={display}: page size changed from {} to {page_size}; the next file is a snapshot",
-                self.page_size
+                self.position.page_size
             );
             self.start_over();
         }
-        self.page_size = page_size;
+        self.position.page_size = page_size;
         // Our connections have read the database in WAL mode, so the index exists; if not
         // (yet), the first pass opens it.
         let _ = self.open_shm();
@@ -89,11 +89,18 @@ impl SyncState {
 
     /// Saves the page checksums of the current state for the next start (clean shutdown).
     pub(super) fn save_page_checksums(&self) {
-        let Some(table) = &self.table else { return };
-        if self.post != Some(table.checksum()) || self.spool.is_none() {
+        let Some(table) = &self.position.table else {
+            return;
+        };
+        if self.position.post != Some(table.checksum()) || self.spool.is_none() {
             return;
         }
-        if let Err(e) = saved_pages::save(&self.opts.meta_dir, self.page_size, self.txid, table) {
+        if let Err(e) = saved_pages::save(
+            &self.opts.meta_dir,
+            self.position.page_size,
+            self.position.txid,
+            table,
+        ) {
             log::warn!(
                 "db={}: cannot save page checksums for the next start: {e}",
                 self.opts.path.display()
@@ -105,11 +112,11 @@ impl SyncState {
     /// snapshot (min TXID 1, uploaded to level 9), which restores start from.
     pub(super) fn start_over(&mut self) {
         self.needs_snapshot = true;
-        self.table = None;
-        self.pos = None;
-        self.resume = None;
-        self.saved_table = None;
-        self.scan = None;
+        self.position.table = None;
+        self.wal.pos = None;
+        self.wal.resume = None;
+        self.position.saved_table = None;
+        self.wal.scan = None;
     }
 
     /// Reads where the local spool stands (once, at the first pass), then tries to learn where
@@ -130,23 +137,23 @@ impl SyncState {
                 )
             })?;
             let local = header.max_txid;
-            self.txid = local;
-            self.post = header.ext_checksums.map(|(_, post)| post);
-            self.saved_table = self.post.and_then(|post| {
-                saved_pages::load(&self.opts.meta_dir, self.page_size, local, post)
+            self.position.txid = local;
+            self.position.post = header.ext_checksums.map(|(_, post)| post);
+            self.position.saved_table = self.position.post.and_then(|post| {
+                saved_pages::load(&self.opts.meta_dir, self.position.page_size, local, post)
             });
-            self.commit = header.commit;
+            self.position.commit = header.commit;
             if header.wal_offset > 0 {
-                self.resume = Some(ResumePoint {
+                self.wal.resume = Some(ResumePoint {
                     salts: (header.wal_salt1, header.wal_salt2),
                     offset: (header.wal_offset + header.wal_size) as u64,
                 });
             }
-            if header.page_size != self.page_size {
+            if header.page_size != self.position.page_size {
                 log::info!(
                     "db={display}: page size changed from {} to {} since the last file; the next file is a snapshot",
                     header.page_size,
-                    self.page_size
+                    self.position.page_size
                 );
                 self.start_over();
             }
@@ -167,7 +174,7 @@ impl SyncState {
                 v.replica_error = Some(format!("{e:#}"))
             });
         }
-        let txid = self.txid;
+        let txid = self.position.txid;
         self.shared
             .registry
             .update(&self.opts.path, |v| v.txid = txid);
@@ -202,18 +209,21 @@ impl SyncState {
                 self.spool()
                     .clear()
                     .with_context(|| format!("{display}: clear spool"))?;
-                self.txid = remote_max;
-                self.post = remote.post;
-                self.commit = remote.commit;
-                self.resume = None;
-                self.saved_table = None;
-                self.table = None;
-                self.pos = None;
-                if remote.page_size.is_some_and(|p| p != self.page_size) {
+                self.position.txid = remote_max;
+                self.position.post = remote.post;
+                self.position.commit = remote.commit;
+                self.wal.resume = None;
+                self.position.saved_table = None;
+                self.position.table = None;
+                self.wal.pos = None;
+                if remote
+                    .page_size
+                    .is_some_and(|p| p != self.position.page_size)
+                {
                     log::info!(
                         "db={display}: the replica's newest file has page size {}, the database {}; the next file is a snapshot",
                         remote.page_size.unwrap_or(0),
-                        self.page_size
+                        self.position.page_size
                     );
                     self.start_over();
                 }
@@ -242,7 +252,7 @@ impl SyncState {
         self.uploads.remote_known = true;
         self.uploads.failures = 0;
         self.uploads.retry_at = None;
-        let (txid, replicated) = (self.txid, remote_max);
+        let (txid, replicated) = (self.position.txid, remote_max);
         self.shared.registry.update(&self.opts.path, |v| {
             v.txid = txid;
             v.replicated_txid = replicated;

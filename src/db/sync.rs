@@ -57,7 +57,10 @@ pub(super) enum Include {
 }
 
 /// Everything a pass reads and updates, apart from the SQLite connections (kept separate so a
-/// checkpoint can borrow the connections while a tail read updates this).
+/// checkpoint can borrow the connections while a tail read updates this). In named parts:
+/// where the replicated state stands ([`Position`]), where the reader is in the WAL
+/// ([`WalCursor`]), the checkpoint bookkeeping ([`CheckpointState`]), and the uploads with
+/// the syncs waiting on them.
 pub(super) struct SyncState {
     pub(super) opts: DbOptions,
     pub(super) wal_path: PathBuf,
@@ -72,48 +75,84 @@ pub(super) struct SyncState {
     /// descriptor of it would release SQLite's POSIX locks (and let another process delete
     /// the WAL under us). Read with pread for snapshots.
     pub(super) db_file: Option<File>,
-    /// The WAL index (`-shm`), kept open for the same reason as `db_file`.
-    pub(super) shm_file: Option<File>,
-    /// The WAL, kept open between passes for the reads between them ([`SyncState::wal_file`]).
-    pub(super) wal_file: Option<File>,
+    pub(super) position: Position,
+    pub(super) wal: WalCursor,
+    pub(super) checkpoint: CheckpointState,
+    pub(super) uploads: Uploads,
+    /// Waited syncs, answered once the replica confirms their TXID.
+    pub(super) waiters: Vec<Waiter>,
+    /// Set once the local spool and the replica position have been reconciled.
+    pub(super) initialized: bool,
+    /// The replica misses files the spool no longer has: the next pass writes a snapshot
+    /// (min TXID 1) that restores can start from, uploaded to level 9.
+    pub(super) needs_snapshot: bool,
+}
+
+/// The newest state written to the spool: its TXID and the database it describes.
+#[derive(Default)]
+pub(super) struct Position {
+    /// The database's page size (0 until it is opened).
     pub(super) page_size: u32,
     pub(super) txid: TxId,
     /// Database checksum after `txid`; `None` when the replica's last file carried none.
     pub(super) post: Option<Checksum>,
+    /// The database size in pages after `txid`.
     pub(super) commit: u32,
     /// Checksum of every page at `txid`; `None` until the first full scan.
     pub(super) table: Option<PageChecksums>,
+    /// Page checksums saved at the last clean shutdown, for the state after `txid`: lets the
+    /// first pass after a restart write only the changed pages when the WAL moved on.
+    pub(super) saved_table: Option<PageChecksums>,
+}
+
+/// Where the reader is in the WAL, and what it may assume about it.
+#[derive(Default)]
+pub(super) struct WalCursor {
+    /// The WAL, kept open between passes for the reads between them ([`SyncState::wal_file`]).
+    pub(super) wal_file: Option<File>,
+    /// The WAL index (`-shm`), kept open for the same reason as the database file.
+    pub(super) shm_file: Option<File>,
     pub(super) pos: Option<WalPos>,
     /// Whether a read lock has been held without a gap since the last successful read, which
     /// proves that a new WAL generation cannot hide frames we did not read.
     pub(super) continuous: bool,
+    /// Where a restart resumes reading, from the newest spooled file's header.
     pub(super) resume: Option<ResumePoint>,
-    /// Page checksums saved at the last clean shutdown, for the state after `txid`: lets the
-    /// first pass after a restart write only the changed pages when the WAL moved on.
-    pub(super) saved_table: Option<PageChecksums>,
-    pub(super) uploads: Uploads,
-    pub(super) waiters: Vec<Waiter>,
-    pub(super) last_checkpoint: Instant,
-    pub(super) synced_since_checkpoint: bool,
-    /// The last checkpoint could not backfill everything (application readers).
-    pub(super) checkpoint_incomplete: bool,
-    /// After a checkpoint that could not finish: the generation (salts) and the frame count
-    /// below which the next size-triggered attempt waits, since each attempt makes the
-    /// application's writers wait for our write lock.
-    pub(super) checkpoint_retry: Option<([u8; 8], u64)>,
-    /// The WAL's frame count when its writeback was last started.
-    pub(super) writeback_at: Option<u64>,
     /// Frames read ahead of the position between checkpoints; dropped whenever the position
     /// moves (it would no longer start there).
     pub(super) scan: Option<Scan>,
     /// A broken checksum chain met in a WAL generation (its salts) and the message: the
     /// generation was replicated through SQLite's index instead ([`SyncState::chain_break`]).
     pub(super) chain_break: Option<([u8; 8], String)>,
-    /// Set once the local spool and the replica position have been reconciled.
-    pub(super) initialized: bool,
-    /// The replica misses files the spool no longer has: the next pass writes a snapshot
-    /// (min TXID 1) that restores can start from, uploaded to level 9.
-    pub(super) needs_snapshot: bool,
+}
+
+/// When and how the last checkpoint went.
+pub(super) struct CheckpointState {
+    /// When the last checkpoint ran (or the thread started).
+    pub(super) last: Instant,
+    /// Something was synced since the last checkpoint (time-based checkpoints wait for it).
+    pub(super) synced_since: bool,
+    /// The last checkpoint could not backfill everything (application readers).
+    pub(super) incomplete: bool,
+    /// After a checkpoint that could not finish: the generation (salts) and the frame count
+    /// below which the next size-triggered attempt waits, since each attempt makes the
+    /// application's writers wait for our write lock.
+    pub(super) retry: Option<([u8; 8], u64)>,
+    /// The WAL's frame count when its writeback was last started.
+    pub(super) writeback_at: Option<u64>,
+}
+
+impl CheckpointState {
+    /// No checkpoint yet; the interval counts from now.
+    pub(super) fn new() -> CheckpointState {
+        CheckpointState {
+            last: Instant::now(),
+            synced_since: false,
+            incomplete: false,
+            retry: None,
+            writeback_at: None,
+        }
+    }
 }
 
 impl SyncState {
@@ -124,11 +163,11 @@ impl SyncState {
     /// The TXID of the next file; an error past the largest one (a replica whose newest
     /// file name says so cannot be continued).
     pub(super) fn next_txid(&self) -> Result<TxId> {
-        self.txid.next().with_context(|| {
+        self.position.txid.next().with_context(|| {
             format!(
                 "{}: txid {} is the largest possible; the replica cannot be continued (run `litestream reset` and use a new replica)",
                 self.opts.path.display(),
-                self.txid
+                self.position.txid
             )
         })
     }
@@ -149,11 +188,11 @@ impl SyncState {
         let pre = if min == TxId(1) {
             Checksum(0)
         } else {
-            self.post.unwrap_or(Checksum(0))
+            self.position.post.unwrap_or(Checksum(0))
         };
         Header {
             flags: ltx::FLAG_NO_CHECKSUM,
-            page_size: self.page_size,
+            page_size: self.position.page_size,
             commit,
             min_txid: min,
             max_txid: max,
@@ -176,17 +215,17 @@ impl SyncState {
         path: PathBuf,
         pages: usize,
     ) {
-        self.txid = header.max_txid;
-        self.post = Some(post);
-        self.commit = header.commit;
-        self.synced_since_checkpoint = true;
+        self.position.txid = header.max_txid;
+        self.position.post = Some(post);
+        self.position.commit = header.commit;
+        self.checkpoint.synced_since = true;
         log::debug!(
             "db={} txid={} pages={pages} commit={} checksum={post}",
             self.opts.path.display(),
             header.max_txid,
             header.commit
         );
-        let (txid, now) = (self.txid, SystemTime::now());
+        let (txid, now) = (self.position.txid, SystemTime::now());
         self.shared.registry.update(&self.opts.path, |v| {
             v.txid = txid;
             v.last_sync_at = Some(now);
@@ -195,7 +234,7 @@ impl SyncState {
             path: self.opts.path.clone(),
             txid,
             post_apply_checksum: post,
-            page_size: self.page_size,
+            page_size: self.position.page_size,
             commit: header.commit,
             timestamp_ms: header.timestamp_ms,
         });

@@ -174,7 +174,7 @@ impl SyncState {
                 if let Err(e) = self.spool().prune(replicated) {
                     log::warn!("db={}: prune spool: {e}", path.display());
                 }
-                let status_txid = self.txid;
+                let status_txid = self.position.txid;
                 let waiters = std::mem::take(&mut self.waiters);
                 for w in waiters {
                     if replicated >= w.txid {
@@ -220,7 +220,7 @@ impl SyncState {
         let replicated = self.uploads.replicated;
         let reply_now = |status| SyncReply {
             status,
-            txid: self.txid,
+            txid: self.position.txid,
             replicated_txid: replicated,
         };
         if !wait {
@@ -230,7 +230,7 @@ impl SyncState {
                 SyncStatus::NoChange
             };
             let _ = reply.send(Ok(reply_now(status)));
-        } else if replicated >= self.txid {
+        } else if replicated >= self.position.txid {
             let status = if changed {
                 SyncStatus::Synced
             } else {
@@ -239,7 +239,7 @@ impl SyncState {
             let _ = reply.send(Ok(reply_now(status)));
         } else {
             self.waiters.push(Waiter {
-                txid: self.txid,
+                txid: self.position.txid,
                 changed: true,
                 reply,
             });

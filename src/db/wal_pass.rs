@@ -74,15 +74,15 @@ impl SyncState {
             Include::Snapshot,
             Instant::now(),
         )?;
-        self.chain_break = Some((header.salt_bytes(), format!("{why:#}")));
+        self.wal.chain_break = Some((header.salt_bytes(), format!("{why:#}")));
         Ok(written)
     }
 
     /// The break found in the current WAL generation, if any: shown in `/list` until the log
     /// restarts.
     pub(super) fn chain_break(&self) -> Option<&str> {
-        let (salts, msg) = self.chain_break.as_ref()?;
-        match self.pos {
+        let (salts, msg) = self.wal.chain_break.as_ref()?;
+        match self.wal.pos {
             Some(WalPos::At { header, .. }) if header.salt_bytes() == *salts => Some(msg),
             _ => None,
         }
@@ -122,17 +122,17 @@ impl SyncState {
         if self.needs_snapshot {
             return self.full_scan(current, Include::Snapshot, page_count);
         }
-        if self.table.is_none() {
-            let include = match (self.resume.take(), header) {
-                _ if self.txid == TxId(0) => Include::All,
+        if self.position.table.is_none() {
+            let include = match (self.wal.resume.take(), header) {
+                _ if self.position.txid == TxId(0) => Include::All,
                 (Some(r), Some(h))
                     if r.salts == (h.salt1, h.salt2) && r.offset >= WAL_HEADER_SIZE =>
                 {
                     Include::FramesFrom(r.offset)
                 }
-                _ => match self.saved_table.take() {
+                _ => match self.position.saved_table.take() {
                     Some(table) => {
-                        self.table = Some(table);
+                        self.position.table = Some(table);
                         Include::Changed
                     }
                     None => Include::All,
@@ -140,7 +140,7 @@ impl SyncState {
             };
             return self.full_scan(current, include, page_count);
         }
-        match (self.pos, current) {
+        match (self.wal.pos, current) {
             (
                 Some(WalPos::At {
                     header: h0,
@@ -154,15 +154,15 @@ impl SyncState {
             // A new generation while our lock was held throughout: the old one ended where we
             // stopped reading (see sqlite::conn), so its frames are all recorded.
             (Some(WalPos::At { header: h0, .. }), Some(log))
-                if self.continuous && h0.salt_bytes() != log.header.salt_bytes() =>
+                if self.wal.continuous && h0.salt_bytes() != log.header.salt_bytes() =>
             {
                 self.sync_frames(log, WAL_HEADER_SIZE, log.header.checksum)
             }
-            (Some(WalPos::Empty), Some(log)) if self.continuous => {
+            (Some(WalPos::Empty), Some(log)) if self.wal.continuous => {
                 self.sync_frames(log, WAL_HEADER_SIZE, log.header.checksum)
             }
-            (_, None) if self.continuous => {
-                self.pos = Some(WalPos::Empty);
+            (_, None) if self.wal.continuous => {
+                self.wal.pos = Some(WalPos::Empty);
                 Ok(false)
             }
             _ => {
@@ -180,8 +180,8 @@ impl SyncState {
     /// index is not open yet or a writer is updating it, or there is no position): then a
     /// pass finds out.
     pub(super) fn probe(&self) -> Option<WalProbe> {
-        let index = shm::read_header(self.shm_file.as_ref()?).ok()??;
-        let unread = match self.pos? {
+        let index = shm::read_header(self.wal.shm_file.as_ref()?).ok()??;
+        let unread = match self.wal.pos? {
             WalPos::At { header, offset, .. } if header.salt_bytes() == index.salt => {
                 let end = header.frame_end(index.max_frame);
                 end.saturating_sub(offset) / header.frame_size()
@@ -199,24 +199,24 @@ impl SyncState {
     /// Opens the WAL index (`-shm`) once, for [`SyncState::probe`] and the passes. SQLite
     /// creates it when a connection first reads the database in WAL mode.
     pub(super) fn open_shm(&mut self) -> Result<&File> {
-        if self.shm_file.is_none() {
+        if self.wal.shm_file.is_none() {
             let shm_path = sq::shm_path(&self.opts.path);
             let f =
                 File::open(&shm_path).with_context(|| format!("open {}", shm_path.display()))?;
-            self.shm_file = Some(f);
+            self.wal.shm_file = Some(f);
         }
-        Ok(self.shm_file.as_ref().expect("opened above"))
+        Ok(self.wal.shm_file.as_ref().expect("opened above"))
     }
 
     /// Asks the kernel to start writing the WAL back once it grew by `every` frames since the
     /// last time (`sync_file_range`, which does not wait): the WAL's dirty pages then do not
     /// pile up for the fsync before a checkpoint, which the application waits for.
     pub(super) fn start_wal_writeback(&mut self, p: WalProbe, every: u64) {
-        let last = self.writeback_at.unwrap_or(0);
+        let last = self.checkpoint.writeback_at.unwrap_or(0);
         if p.frames >= last && p.frames - last < every {
             return;
         }
-        self.writeback_at = Some(p.frames);
+        self.checkpoint.writeback_at = Some(p.frames);
         if let Ok(wal) = self.wal_file() {
             // SAFETY: a valid descriptor; offset 0 and length 0 mean the whole file.
             unsafe {
@@ -233,14 +233,14 @@ impl SyncState {
     /// The WAL, opened once and kept while the connections are (SQLite neither removes nor
     /// replaces it while we hold them); reopened if it was unlinked all the same.
     pub(super) fn wal_file(&mut self) -> io::Result<&File> {
-        let stale = match &self.wal_file {
+        let stale = match &self.wal.wal_file {
             Some(f) => f.metadata().map_or(true, |m| m.nlink() == 0),
             None => true,
         };
         if stale {
-            self.wal_file = Some(File::open(&self.wal_path)?);
+            self.wal.wal_file = Some(File::open(&self.wal_path)?);
         }
-        Ok(self.wal_file.as_ref().expect("opened above"))
+        Ok(self.wal.wal_file.as_ref().expect("opened above"))
     }
 
     /// The WAL index header, retried while a writer is publishing a commit.
@@ -283,7 +283,7 @@ impl SyncState {
     /// read it from there on.
     pub(super) fn no_commit_since(&mut self, header: WalHeader, from: u64, seed: WalChecksum) {
         if from == WAL_HEADER_SIZE {
-            self.pos = Some(WalPos::At {
+            self.wal.pos = Some(WalPos::At {
                 header,
                 offset: from,
                 checksum: seed,
@@ -302,7 +302,7 @@ impl SyncState {
         let Some(wal) = self.scan_ahead()? else {
             return Ok(None);
         };
-        let scan = self.scan.take().expect("kept by scan_ahead");
+        let scan = self.wal.scan.take().expect("kept by scan_ahead");
         let (header, from, seed) = (scan.header, scan.from, scan.seed);
         let wal_display = self.wal_path.display().to_string();
         let staged = match scan.committed.end {
@@ -324,12 +324,12 @@ impl SyncState {
     }
 
     /// Reads the committed frames after the position up to the end SQLite published, and
-    /// keeps what it found (`self.scan`), so that the next call (the one under a checkpoint's
+    /// keeps what it found (`self.wal.scan`), so that the next call (the one under a checkpoint's
     /// write lock) only reads what was appended since. Safe without the write lock: under our
     /// read lock the log cannot restart, so these frames stay as they are until a pass or a
     /// checkpoint records them. `None` when the position is not an incremental one.
     pub(super) fn scan_ahead(&mut self) -> Result<Option<File>> {
-        if self.table.is_none() || self.needs_snapshot {
+        if self.position.table.is_none() || self.needs_snapshot {
             return Ok(None);
         }
         let wal = self
@@ -346,19 +346,19 @@ impl SyncState {
             return Ok(None);
         }
         let limit = header.frame_end(index.max_frame);
-        let (from, seed) = match self.pos {
+        let (from, seed) = match self.wal.pos {
             Some(WalPos::At {
                 header: h0,
                 offset,
                 checksum,
             }) if h0.salt_bytes() == header.salt_bytes() && offset <= limit => (offset, checksum),
-            Some(WalPos::At { .. }) | Some(WalPos::Empty) if self.continuous => {
+            Some(WalPos::At { .. }) | Some(WalPos::Empty) if self.wal.continuous => {
                 (WAL_HEADER_SIZE, header.checksum)
             }
             _ => return Ok(None),
         };
         let committed = self.scan_committed(&wal, header, from, seed, limit)?;
-        self.scan = Some(Scan {
+        self.wal.scan = Some(Scan {
             header,
             from,
             seed,
@@ -378,7 +378,7 @@ impl SyncState {
         seed: WalChecksum,
         limit: u64,
     ) -> Result<wal::Committed> {
-        let mut committed = match self.scan.take() {
+        let mut committed = match self.wal.scan.take() {
             Some(s) if s.header == header && s.from == from && s.seed == seed => s.committed,
             _ => wal::Committed::default(),
         };
@@ -419,8 +419,8 @@ impl SyncState {
         };
         let result = self.commit_staged(staged);
         if result.is_err() {
-            self.pos = None;
-            self.continuous = false;
+            self.wal.pos = None;
+            self.wal.continuous = false;
         }
         result
     }
@@ -441,22 +441,23 @@ impl SyncState {
             checksum: end_checksum,
             commit,
         } = end;
-        if header.page_size != self.page_size {
+        if header.page_size != self.position.page_size {
             bail!(
                 "{}: page size {} differs from the database's {}",
                 self.wal_path.display(),
                 header.page_size,
-                self.page_size
+                self.position.page_size
             );
         }
-        let lock = ltx::lock_pgno(self.page_size);
+        let lock = ltx::lock_pgno(self.position.page_size);
         let selected = |pgno: u32| pgno <= commit && pgno != lock;
         // First pass: checksums of the new pages, for the post-apply checksum in the header.
         let table = self
+            .position
             .table
             .as_ref()
             .expect("incremental sync needs the page table");
-        let mut page = vec![0u8; self.page_size as usize];
+        let mut page = vec![0u8; self.position.page_size as usize];
         let mut post = table.checksum().0 & !ltx::CHECKSUM_FLAG;
         let mut new_sums = Vec::with_capacity(dirty.len());
         for (&pgno, source) in dirty.iter().filter(|(&p, _)| selected(p)) {
@@ -515,13 +516,17 @@ impl SyncState {
             .with_context(|| format!("write {}", path.display()))?;
         let pages = staged.new_sums.len();
         let commit = staged.header.commit;
-        let table = self.table.as_mut().expect("staged from the page table");
+        let table = self
+            .position
+            .table
+            .as_mut()
+            .expect("staged from the page table");
         for (pgno, ck) in staged.new_sums {
             table.set(pgno, ck);
         }
         table.truncate(commit);
         debug_assert_eq!(table.checksum(), staged.post);
-        self.pos = Some(staged.pos);
+        self.wal.pos = Some(staged.pos);
         self.recorded(&staged.header, staged.post, path, pages);
         Ok(())
     }
