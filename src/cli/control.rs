@@ -325,14 +325,9 @@ pub fn list(a: ListArgs) -> Result<i32> {
     Ok(0)
 }
 
-/// Go's `time.Duration` format for whole seconds: `27s`, `1m9s`, `2h0m5s`.
+/// Whole seconds as Go prints a `time.Duration` (`1h0m5s`), as Litestream's CLI does.
 fn go_duration(secs: u64) -> String {
-    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
-    match (h, m) {
-        (0, 0) => format!("{s}s"),
-        (0, _) => format!("{m}m{s}s"),
-        _ => format!("{h}h{m}m{s}s"),
-    }
+    crate::duration::format(std::time::Duration::from_secs(secs))
 }
 
 /// `litestream info`.
@@ -534,6 +529,7 @@ mod tests {
         assert_eq!(go_duration(27), "27s");
         assert_eq!(go_duration(69), "1m9s");
         assert_eq!(go_duration(3605), "1h0m5s");
+        assert_eq!(go_duration(0), "0s");
     }
 
     #[test]
