@@ -15,7 +15,7 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::policy::{check_deletable, l0_expired, next_run, snapshot_expired, window_start};
 use crate::durable;
-use crate::ltx::{self, Checksum, CompactOptions, Decoder, Encoder, Header, TxId, CHECKSUM_FLAG};
+use crate::ltx::{self, Checksum, CompactOptions, Decoder, Encoder, Header, TxId};
 use crate::replica::{LtxFileInfo, ReplicaClient, SNAPSHOT_LEVEL};
 use crate::restore;
 use crate::timefmt;
@@ -482,24 +482,19 @@ impl DbCompaction {
                 cancel: self.cancel.clone(),
             })
         };
-        let mut dec = Decoder::new(open(tmp)?).with_context(what)?;
-        let mut page = vec![0u8; header.page_size as usize];
-        let mut xor = 0u64;
-        while let Some(pgno) = dec.next_page(&mut page).with_context(what)? {
-            xor ^= ltx::page_checksum(pgno, &page).0;
-        }
-        let trailer = dec.finish().with_context(what)?;
+        let verified = ltx::verify(open(tmp)?).with_context(what)?;
         if !header.is_snapshot() || header.ext_checksums.is_some() {
             return Ok(header);
         }
         // A full image: its database checksum is the XOR of its pages.
         let sealed = Header {
-            ext_checksums: Some((Checksum(0), Checksum(CHECKSUM_FLAG | xor))),
+            ext_checksums: Some((Checksum(0), verified.pages_checksum)),
             ..header
         };
         let ck_tmp = self.temp_path(SNAPSHOT_LEVEL, "-ck");
         {
             let mut dec = Decoder::new(open(tmp)?).with_context(what)?;
+            let mut page = vec![0u8; sealed.page_size as usize];
             let out =
                 File::create(&ck_tmp).with_context(|| format!("create {}", ck_tmp.display()))?;
             let mut enc = Encoder::new(BufWriter::with_capacity(64 * 1024, out), &sealed)?;
@@ -507,14 +502,12 @@ impl DbCompaction {
                 enc.encode_page(pgno, &page)?;
             }
             dec.finish().with_context(what)?;
-            let (_, mut w) = enc.finish(trailer.post_apply_checksum)?;
+            let (_, mut w) = enc.finish(verified.trailer.post_apply_checksum)?;
             w.flush()
                 .with_context(|| format!("write {}", ck_tmp.display()))?;
         }
         // The decoder checks the new checksum against the pages once more.
-        let mut dec = Decoder::new(open(&ck_tmp)?).with_context(what)?;
-        while dec.next_page(&mut page).with_context(what)?.is_some() {}
-        dec.finish().with_context(what)?;
+        ltx::verify(open(&ck_tmp)?).with_context(what)?;
         fs::rename(&ck_tmp, tmp).with_context(|| format!("rename {}", ck_tmp.display()))?;
         Ok(sealed)
     }
