@@ -211,3 +211,52 @@ fn bad_config_names_the_key_and_line() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("config file not found"));
 }
+
+/// A flood of clients that hold their requests open (event streams here) gets a clear 503
+/// past the cap instead of one thread each without bound; the daemon answers again once they
+/// go, and replication never stopped.
+#[test]
+fn a_flood_of_open_requests_is_refused_past_the_cap_and_recovers() {
+    use litestream::ipc::server::MAX_REQUESTS_IN_FLIGHT;
+    let dir = TestDir::new();
+    let db = dir.path("app.db");
+    let conn = create_db(&db);
+    let url = format!("file://{}", dir.path("replica").display());
+    let d = Daemon::start(&write_config(dir.dir.path(), &[(&db, &url)], "", ""));
+    let streams: Vec<EventStream> = (0..MAX_REQUESTS_IN_FLIGHT)
+        .map(|_| {
+            let s = EventStream::unix(&d.socket, "/events");
+            assert_eq!(s.status, 200);
+            s
+        })
+        .collect();
+    let r = d.request("GET", "/list", None);
+    assert_eq!(r.status, 503, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["error"], "too many requests", "{v}");
+    assert!(
+        v["details"]
+            .as_str()
+            .unwrap()
+            .contains(&MAX_REQUESTS_IN_FLIGHT.to_string()),
+        "{v}"
+    );
+    // Replication goes on meanwhile.
+    conn.execute("INSERT INTO t(v) VALUES ('during the flood')", [])
+        .unwrap();
+    // The subscribers leave; the next event each stream writes fails and frees its thread.
+    drop(streams);
+    wait_until(
+        Duration::from_secs(30),
+        "the daemon to answer again",
+        || {
+            conn.execute("INSERT INTO t(v) VALUES ('nudge')", [])
+                .unwrap();
+            d.request("GET", "/list", None).status == 200
+        },
+    );
+    d.sync_wait(&db);
+    let out = dir.path("out.db");
+    restore(&url, &out, &[]);
+    assert_same_ids(&ids(&out), &ids(&db), "after the flood");
+}

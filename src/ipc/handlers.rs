@@ -174,6 +174,17 @@ pub fn unavailable(rq: Request) {
     );
 }
 
+/// Answers a request that arrived while `limit` requests are already running (each holds a
+/// thread: an event stream, a waited sync), so a flood of clients cannot exhaust threads.
+pub fn overloaded(rq: Request, limit: usize) {
+    respond(
+        rq,
+        Err(ApiError::new(503, "too many requests").details(format!(
+            "{limit} requests are in progress (event streams count); try again later"
+        ))),
+    );
+}
+
 fn json_header() -> Header {
     Header::from_bytes("Content-Type", "application/json").expect("static header")
 }

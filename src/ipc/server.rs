@@ -412,6 +412,11 @@ impl Drop for InFlight {
     }
 }
 
+/// The most requests one listener runs at once, each on its own thread; past it a request is
+/// answered 503 at once. Far above what local tools open (a few event subscribers, some
+/// waited syncs), far below what would exhaust a small machine's threads or memory.
+pub const MAX_REQUESTS_IN_FLIGHT: usize = 256;
+
 fn serve(
     server: &tiny_http::Server,
     stop: &AtomicBool,
@@ -425,6 +430,10 @@ fn serve(
                     // Shutting down: answer rather than start something new.
                     handlers::unavailable(rq);
                     return;
+                }
+                if in_flight.load(Ordering::SeqCst) >= MAX_REQUESTS_IN_FLIGHT {
+                    handlers::overloaded(rq, MAX_REQUESTS_IN_FLIGHT);
+                    continue;
                 }
                 let ctx = ctx.clone();
                 let guard = InFlight::new(in_flight);
