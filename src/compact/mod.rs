@@ -54,4 +54,4 @@ pub use db::{DbCompaction, MAX_INPUTS};
 pub use policy::{
     check_deletable, l0_expired, next_boundary, next_run, snapshot_expired, Schedule,
 };
-pub use scheduler::{go_duration, Clock, Compactor};
+pub use scheduler::{Clock, Compactor};

@@ -14,6 +14,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 use super::db::DbCompaction;
 use super::policy::{next_boundary, Schedule};
+use crate::duration;
 use crate::ltx::TxId;
 use crate::registry::Registry;
 use crate::replica::{ReplicaClient, SNAPSHOT_LEVEL};
@@ -181,19 +182,19 @@ impl Worker {
             log::info!(
                 "msg=\"starting compaction monitor\" level={} interval={}",
                 i + 1,
-                go_duration(*interval)
+                duration::format(*interval)
             );
         }
         log::info!(
             "msg=\"starting compaction monitor\" level={SNAPSHOT_LEVEL} interval={} retention={}",
-            go_duration(s.snapshot_interval),
-            go_duration(s.snapshot_retention)
+            duration::format(s.snapshot_interval),
+            duration::format(s.snapshot_retention)
         );
         if !s.levels.is_empty() {
             log::info!(
                 "msg=\"starting L0 retention monitor\" interval={} retention={}",
-                go_duration(s.l0_retention_check_interval),
-                go_duration(s.l0_retention)
+                duration::format(s.l0_retention_check_interval),
+                duration::format(s.l0_retention)
             );
         }
         loop {
@@ -379,28 +380,6 @@ impl Worker {
     }
 }
 
-/// A duration as Go prints it (`30s`, `5m0s`, `1h0m0s`, `1.5s`, `500ms`), as in Litestream's
-/// log lines.
-pub fn go_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        return format!("{ms}ms");
-    }
-    let (h, m) = (ms / 3_600_000, ms / 60_000 % 60);
-    let secs = ms % 60_000;
-    let s = if secs % 1000 == 0 {
-        format!("{}s", secs / 1000)
-    } else {
-        let frac = format!("{:03}", secs % 1000);
-        format!("{}.{}s", secs / 1000, frac.trim_end_matches('0'))
-    };
-    match (h, m) {
-        (0, 0) => s,
-        (0, _) => format!("{m}m{s}"),
-        _ => format!("{h}h{m}m{s}"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::AtomicI64;
@@ -504,22 +483,6 @@ mod tests {
         assert_eq!(
             registry.get(Path::new("/db")).unwrap().compaction_error,
             None
-        );
-    }
-
-    #[test]
-    fn durations_print_as_go_does() {
-        let go = |ms| go_duration(Duration::from_millis(ms));
-        assert_eq!(
-            [
-                go(500),
-                go(1500),
-                go(30_000),
-                go(300_000),
-                go(3_600_000),
-                go(86_400_000)
-            ],
-            ["500ms", "1.5s", "30s", "5m0s", "1h0m0s", "24h0m0s"]
         );
     }
 }
