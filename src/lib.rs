@@ -12,6 +12,7 @@ pub mod events;
 pub mod ipc;
 pub mod logging;
 pub mod ltx;
+pub mod metrics;
 pub mod owner;
 pub mod registry;
 pub mod replica;

@@ -99,6 +99,11 @@ pub struct DbView {
     pub compaction_error: Option<String>,
     /// Whether it was added with `/register` (and is persisted for restarts).
     pub dynamic: bool,
+    /// Its local state directory (the spool is under it).
+    pub meta_dir: PathBuf,
+    /// Since when the replica has been behind `txid` (`None`: caught up); kept by
+    /// [`Registry::update`] for the replication lag metric.
+    pub behind_since: Option<SystemTime>,
 }
 
 struct Entry {
@@ -195,6 +200,12 @@ impl Registry {
     pub fn update(&self, path: &Path, f: impl FnOnce(&mut DbView)) {
         if let Some(e) = self.lock().get_mut(path) {
             f(&mut e.view);
+            let v = &mut e.view;
+            v.behind_since = match (v.replicated_txid < v.txid, v.behind_since) {
+                (false, _) => None,
+                (true, None) => Some(SystemTime::now()),
+                (true, since) => since,
+            };
         }
     }
 }

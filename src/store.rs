@@ -114,6 +114,8 @@ impl Store {
             replica_error: None,
             compaction_error: None,
             dynamic,
+            meta_dir: opts.meta_dir.clone(),
+            behind_since: None,
         };
         match self.registry.insert(view, tx.clone()) {
             Inserted::Added => {}

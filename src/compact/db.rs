@@ -405,7 +405,11 @@ impl DbCompaction {
                 header.max_txid
             );
         }
-        let header = self.verify_output(tmp, header)?;
+        let header = self.verify_output(tmp, header).inspect_err(|_| {
+            if !self.cancel.load(std::sync::atomic::Ordering::Relaxed) {
+                crate::metrics::global().compaction_verify_error(&self.path);
+            }
+        })?;
         let size = fs::metadata(tmp)
             .with_context(|| format!("stat {}", tmp.display()))?
             .len();

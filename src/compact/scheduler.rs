@@ -442,6 +442,8 @@ mod tests {
             replica_error: None,
             compaction_error: None,
             dynamic: false,
+            meta_dir: "/db-litestream".into(),
+            behind_since: None,
         };
         registry.insert(view, ctl);
         let now = Arc::new(AtomicI64::new(T0 + 1));

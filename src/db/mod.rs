@@ -547,7 +547,21 @@ impl DbThread {
     /// One sync pass with its bookkeeping: registry status, error logging, checkpoints.
     fn pass(&mut self) -> Result<bool> {
         self.next_pass = Instant::now() + self.st.opts.monitor_interval;
+        let started = Instant::now();
         let result = self.try_pass();
+        // A database that does not exist yet is waited for, not a failed sync.
+        let waiting = result
+            .as_ref()
+            .is_err_and(|e| e.is::<recovery::DatabaseMissing>());
+        if !waiting {
+            let failed = result.as_ref().err();
+            crate::metrics::global().sync_done(
+                &self.st.opts.path,
+                started.elapsed(),
+                failed.is_some(),
+                failed.is_some_and(crate::metrics::is_disk_full),
+            );
+        }
         match &result {
             Ok(_) => {
                 if self.last_error.take().is_some() {
@@ -690,6 +704,14 @@ impl DbThread {
         let st = &mut self.st;
         let started = Instant::now();
         let result = locks.checkpoint_frozen(mode, || st.collect_tail());
+        if matches!(result, Ok(Frozen::Done(..)) | Err(_)) {
+            crate::metrics::global().checkpoint_done(
+                &st.opts.path,
+                mode.name(),
+                started.elapsed(),
+                result.is_err(),
+            );
+        }
         let display = st.opts.path.display().to_string();
         let retry_at = frames.saturating_add(st.opts.pressure_frames());
         match result {

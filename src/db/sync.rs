@@ -219,6 +219,10 @@ impl SyncState {
         self.position.post = Some(post);
         self.position.commit = header.commit;
         self.checkpoint.synced_since = true;
+        crate::metrics::global().wal_bytes(
+            &self.opts.path,
+            pages as u64 * u64::from(self.position.page_size),
+        );
         log::debug!(
             "db={} txid={} pages={pages} commit={} checksum={post}",
             self.opts.path.display(),

@@ -103,6 +103,9 @@ pub fn handle(mut rq: Request, ctx: &Ctx) {
     if path == "/events" && method == Method::Get {
         return stream_events(rq, &query, ctx);
     }
+    if path == "/metrics" && method == Method::Get {
+        return serve_metrics(rq, ctx);
+    }
     if let Some(rest) = path.strip_prefix("/debug/pprof") {
         if !ctx.control {
             // Profiles reveal the command line and cost CPU: only for the 0600 control socket,
@@ -137,7 +140,7 @@ fn route(rq: &mut Request, method: &Method, path: &str, query: &str, ctx: &Ctx) 
         ("/sync", Method::Post) => sync(read_json(rq)?, ctx),
         ("/start", Method::Post) => start_stop(read_json(rq)?, ctx, true),
         ("/stop", Method::Post) => start_stop(read_json(rq)?, ctx, false),
-        ("/list" | "/info" | "/txid" | "/events", _) => allow("GET"),
+        ("/list" | "/info" | "/txid" | "/events" | "/metrics", _) => allow("GET"),
         ("/register" | "/unregister" | "/sync" | "/start" | "/stop", _) => allow("POST"),
         _ => Err(ApiError::new(404, "not found").details(format!("no endpoint {path}"))),
     }
@@ -164,6 +167,31 @@ fn respond(rq: Request, answer: Answer) {
     }
     // The client may have gone away; nothing to do about it.
     let _ = rq.respond(response);
+}
+
+/// `GET /metrics`: the Prometheus text exposition (see [`crate::metrics`]), on the control
+/// socket and on `addr:`.
+fn serve_metrics(rq: Request, ctx: &Ctx) {
+    let store = &ctx.daemon.store;
+    let dbs: Vec<_> = store
+        .registry()
+        .list()
+        .into_iter()
+        .map(|v| {
+            let spool = crate::db::spooled_files(&v.meta_dir).ok().map(|files| {
+                files
+                    .iter()
+                    .filter_map(|f| f.path.metadata().ok())
+                    .map(|m| m.len())
+                    .sum()
+            });
+            (v, spool)
+        })
+        .collect();
+    let text = crate::metrics::global().render(&dbs, store.events().subscriber_count());
+    let header =
+        Header::from_bytes("Content-Type", crate::metrics::CONTENT_TYPE).expect("static header");
+    let _ = rq.respond(Response::from_string(text).with_header(header));
 }
 
 /// Answers a request that arrived while the daemon shuts down.

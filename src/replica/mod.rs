@@ -6,6 +6,7 @@
 //! Objects are written once under their final name and never overwritten.
 
 pub mod file;
+pub mod metered;
 pub mod s3;
 pub mod uploader;
 pub mod url;
@@ -61,10 +62,11 @@ pub fn all_levels() -> impl Iterator<Item = u8> {
     0..=SNAPSHOT_LEVEL
 }
 
-/// Builds the client for a resolved replica target.
+/// Builds the client for a resolved replica target, counted for the metrics.
 pub fn open_client(url: &str, target: &ReplicaTarget) -> Result<Arc<dyn ReplicaClient>> {
-    match target {
-        ReplicaTarget::File { root } => Ok(Arc::new(file::FileReplicaClient::new(url, root))),
-        ReplicaTarget::S3(target) => Ok(Arc::new(s3::S3ReplicaClient::new(url, target)?)),
-    }
+    let (inner, replica_type): (Arc<dyn ReplicaClient>, _) = match target {
+        ReplicaTarget::File { root } => (Arc::new(file::FileReplicaClient::new(url, root)), "file"),
+        ReplicaTarget::S3(target) => (Arc::new(s3::S3ReplicaClient::new(url, target)?), "s3"),
+    };
+    Ok(Arc::new(metered::Metered::new(inner, replica_type)))
 }

@@ -39,6 +39,14 @@ pub enum CheckpointMode {
 }
 
 impl CheckpointMode {
+    /// The mode as SQLite and Litestream's metrics name it (`PASSIVE`, `TRUNCATE`).
+    pub fn name(self) -> &'static str {
+        match self {
+            CheckpointMode::Passive => "PASSIVE",
+            CheckpointMode::Truncate => "TRUNCATE",
+        }
+    }
+
     fn sql(self) -> &'static str {
         match self {
             CheckpointMode::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
