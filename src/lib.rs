@@ -13,6 +13,7 @@ pub mod ipc;
 pub mod logging;
 pub mod ltx;
 pub mod metrics;
+pub mod notify;
 pub mod owner;
 pub mod registry;
 pub mod replica;

@@ -610,7 +610,9 @@ fn systemd_unit_is_well_formed_and_verifies() {
     };
     let service = |k: &str| get("Service", k);
     assert!(get("Unit", "Description").is_some());
-    assert_eq!(service("Type").as_deref(), Some("simple"));
+    // The daemon speaks the notify protocol (tests/systemd.rs), and only it may.
+    assert_eq!(service("Type").as_deref(), Some("notify"));
+    assert_eq!(service("NotifyAccess").as_deref(), Some("main"));
     assert_eq!(service("Restart").as_deref(), Some("on-failure"));
     assert_eq!(service("KillSignal").as_deref(), Some("SIGTERM"));
     assert_eq!(

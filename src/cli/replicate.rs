@@ -182,6 +182,16 @@ pub fn run(args: Args) -> Result<i32> {
         log::info!("msg=\"http server listening\" addr={bound}");
         listeners.push(l);
     }
+    if !args.once {
+        // The socket answers and every configured database is registered: ready.
+        crate::notify::notify_logged("READY=1");
+        let watched = daemon.clone();
+        crate::notify::start_watchdog(move || {
+            // Blocks if the registry's lock is stuck, which stops the pings.
+            let _ = watched.store.registry().list();
+            true
+        });
+    }
 
     let code = if args.once {
         once(&daemon, config.shutdown_sync_timeout)
@@ -222,6 +232,9 @@ pub fn run(args: Args) -> Result<i32> {
     };
     // Stop taking requests, sync and close every database (event streams see the last
     // events), then let the listeners finish: streams end with their final chunk.
+    if !args.once {
+        crate::notify::notify_logged("STOPPING=1");
+    }
     for l in &listeners {
         l.stop_accepting();
     }
