@@ -308,12 +308,7 @@ pub(super) fn decide(spooled: &[SpoolFile], remote_max: TxId) -> Decision {
 /// Reads and fully verifies a local LTX file, returning its header.
 pub(super) fn read_verified_header(path: &Path) -> Result<Header> {
     let file = File::open(path)?;
-    let mut dec = ltx::Decoder::new(io::BufReader::new(file))?;
-    let header = dec.header().clone();
-    let mut page = vec![0u8; header.page_size as usize];
-    while dec.next_page(&mut page)?.is_some() {}
-    dec.finish()?;
-    Ok(header)
+    Ok(ltx::verify(io::BufReader::new(file))?.header)
 }
 
 /// The highest TXID in a replica at any level, and the database checksum after it when the
