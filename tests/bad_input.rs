@@ -7,21 +7,6 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::Value;
-
-fn list(d: &Daemon) -> Vec<Value> {
-    d.request("GET", "/list", None).json()["databases"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
-fn entry(d: &Daemon, path: &std::path::Path) -> Value {
-    list(d)
-        .into_iter()
-        .find(|e| e["path"] == path.display().to_string())
-        .unwrap_or_else(|| panic!("{} not listed", path.display()))
-}
 
 #[test]
 fn bad_databases_and_replicas_do_not_stop_the_good_one() {
@@ -71,9 +56,9 @@ fn bad_databases_and_replicas_do_not_stop_the_good_one() {
     wait_until(
         Duration::from_secs(10),
         "error status for the text file",
-        || entry(&daemon, &not_sqlite)["status"] == "error",
+        || list_entry(&daemon, &not_sqlite)["status"] == "error",
     );
-    let e = entry(&daemon, &not_sqlite);
+    let e = list_entry(&daemon, &not_sqlite);
     assert!(
         e["error"]
             .as_str()
@@ -117,7 +102,7 @@ fn bad_databases_and_replicas_do_not_stop_the_good_one() {
     );
 
     // Not there yet: an error naming the path; replicated as soon as it exists.
-    let e = entry(&daemon, &later);
+    let e = list_entry(&daemon, &later);
     assert!(
         e["error"].as_str().unwrap_or("").contains("does not exist"),
         "{e}"
@@ -128,7 +113,7 @@ fn bad_databases_and_replicas_do_not_stop_the_good_one() {
     wait_until(
         Duration::from_secs(10),
         "the late database to replicate",
-        || entry(&daemon, &later)["status"] == "replicating",
+        || list_entry(&daemon, &later)["status"] == "replicating",
     );
     daemon.sync_wait(&later);
 
@@ -137,9 +122,9 @@ fn bad_databases_and_replicas_do_not_stop_the_good_one() {
     wait_until(
         Duration::from_secs(10),
         "replica error for the blocked db",
-        || entry(&daemon, &blocked).get("replica_error").is_some(),
+        || list_entry(&daemon, &blocked).get("replica_error").is_some(),
     );
-    let e = entry(&daemon, &blocked);
+    let e = list_entry(&daemon, &blocked);
     assert!(
         e["replica_error"].as_str().unwrap().contains("in-the-way"),
         "the error names the replica: {e}"

@@ -9,13 +9,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn stdout(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn version_help_and_unknown_commands() {
     let o = run(&["version"]);

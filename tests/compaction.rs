@@ -8,7 +8,7 @@ mod common;
 mod s3server;
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -355,14 +355,6 @@ fn levels_snapshots_and_retention_keep_every_restore_point() {
     restore_at(&url, t2, &latest);
     assert_eq!(ids(&latest), ids(&db));
     reference_agrees(&url, &dir, &[t2]);
-}
-
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/reference/fixtures"
-    ))
-    .join(name)
 }
 
 fn copy_dir(from: &Path, to: &Path) {

@@ -19,7 +19,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use rusqlite::Connection;
-use serde_json::Value;
 
 const WAIT: Duration = Duration::from_secs(30);
 /// Long enough for the upload backoff (capped at a minute) after a few failures.
@@ -89,22 +88,6 @@ impl Drop for Tmpfs {
     fn drop(&mut self) {
         let _ = Command::new("umount").arg("-l").arg(&self.dir).output();
     }
-}
-
-fn file_url(p: &Path) -> String {
-    format!("file://{}", p.display())
-}
-
-fn list_entry(d: &Daemon, db: &Path) -> Value {
-    let r = d.request("GET", "/list", None);
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()["databases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["path"] == db.display().to_string())
-        .cloned()
-        .unwrap_or_else(|| panic!("{} not in /list: {}", db.display(), r.body))
 }
 
 /// Adds about 200 KB of incompressible rows to table `bulk` in one transaction.

@@ -19,22 +19,6 @@ use serde_json::{json, Value};
 const WAIT: Duration = Duration::from_secs(30);
 const INIT: &str = r#"{"type":"init","data":{"isPrimary":true}}"#;
 
-fn file_url(p: &Path) -> String {
-    format!("file://{}", p.display())
-}
-
-fn insert(db: &Path) {
-    create_db(db)
-        .execute("INSERT INTO t(v) VALUES ('x')", [])
-        .unwrap();
-}
-
-fn txid_of(d: &Daemon, db: &Path) -> u64 {
-    let r = d.request("GET", &format!("/txid?path={}", db.display()), None);
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()["txid"].as_u64().unwrap()
-}
-
 fn hex(v: &Value) -> u64 {
     u64::from_str_radix(v.as_str().unwrap(), 16).unwrap()
 }

@@ -8,10 +8,6 @@ use std::path::Path;
 use common::*;
 use rusqlite::Connection;
 
-fn file_url(p: &Path) -> String {
-    format!("file://{}", p.display())
-}
-
 /// Files in a replica level, as `(min, max)` TXIDs.
 fn level_files(replica: &Path, level: u8) -> Vec<(u64, u64)> {
     let Ok(entries) = std::fs::read_dir(replica.join("ltx").join(level.to_string())) else {
@@ -38,10 +34,12 @@ fn level_files(replica: &Path, level: u8) -> Vec<(u64, u64)> {
 /// give the old state.
 #[test]
 fn a_page_size_change_while_stopped_starts_a_snapshot() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
-    let replica = dir.path("replica");
-    let config = write_config(dir.dir.path(), &[(&db, &file_url(&replica))], "", "");
+    let OneDb {
+        dir,
+        db,
+        replica,
+        config,
+    } = OneDb::new();
     let conn = create_db(&db);
     conn.execute("INSERT INTO t(v) VALUES ('4k')", []).unwrap();
     let daemon = Daemon::start(&config);
@@ -93,10 +91,12 @@ fn a_page_size_change_while_stopped_starts_a_snapshot() {
 /// The same change while replication is stopped with `/stop`, and `/start` again.
 #[test]
 fn a_page_size_change_while_stopped_over_the_socket_starts_a_snapshot() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
-    let replica = dir.path("replica");
-    let config = write_config(dir.dir.path(), &[(&db, &file_url(&replica))], "", "");
+    let OneDb {
+        dir,
+        db,
+        replica,
+        config,
+    } = OneDb::new();
     let conn = create_db(&db);
     conn.execute("INSERT INTO t(v) VALUES ('4k')", []).unwrap();
     drop(conn);
@@ -127,10 +127,12 @@ fn a_page_size_change_while_stopped_over_the_socket_starts_a_snapshot() {
 /// snapshot (the replica is ahead of the empty spool), whatever happened to the database.
 #[test]
 fn after_reset_the_next_file_is_a_snapshot() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
-    let replica = dir.path("replica");
-    let config = write_config(dir.dir.path(), &[(&db, &file_url(&replica))], "", "");
+    let OneDb {
+        dir,
+        db,
+        replica,
+        config,
+    } = OneDb::new();
     let conn = create_db(&db);
     conn.execute("INSERT INTO t(v) VALUES ('a')", []).unwrap();
     let daemon = Daemon::start(&config);
@@ -182,10 +184,12 @@ fn change_page_size(db: &Path, page_size: u32) {
 /// spooled file as a gap, and upload a full snapshot.
 #[test]
 fn a_listing_error_at_start_is_retried_not_taken_for_an_empty_replica() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
-    let replica = dir.path("replica");
-    let config = write_config(dir.dir.path(), &[(&db, &file_url(&replica))], "", "");
+    let OneDb {
+        dir,
+        db,
+        replica,
+        config,
+    } = OneDb::new();
     let conn = create_db(&db);
     let daemon = Daemon::start(&config);
     for _ in 0..3 {
@@ -267,10 +271,12 @@ fn a_clean_shutdown_abandons_nothing() {
 /// instead, and the daemon keeps serving.
 #[test]
 fn a_replica_at_the_largest_txid_is_an_error_not_an_overflow() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
-    let replica = dir.path("replica");
-    let config = write_config(dir.dir.path(), &[(&db, &file_url(&replica))], "", "");
+    let OneDb {
+        dir: _dir,
+        db,
+        replica,
+        config,
+    } = OneDb::new();
     let conn = create_db(&db);
     conn.execute("INSERT INTO t(v) VALUES ('a')", []).unwrap();
     let daemon = Daemon::start(&config);

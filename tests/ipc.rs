@@ -40,60 +40,76 @@ fn assert_answer(r: &HttpResponse, status: u16, expected: Value) {
     assert_eq!(r.json(), expected);
 }
 
-fn file_url(p: &Path) -> String {
-    format!("file://{}", p.display())
-}
-
-fn txid_of(d: &Daemon, db: &Path) -> u64 {
-    let r = get(d, &format!("/txid?path={}", db.display()));
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()["txid"].as_u64().unwrap()
-}
-
-fn list_entry(d: &Daemon, db: &Path) -> Option<Value> {
-    let r = get(d, "/list");
-    assert_eq!(r.status, 200);
-    r.json()["databases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["path"] == db.display().to_string())
-        .cloned()
-}
-
-/// Waits until a database has replicated at least one transaction.
-fn wait_replicated(d: &Daemon, db: &Path) {
-    wait_until(WAIT, &format!("{} to replicate", db.display()), || {
-        list_entry(d, db).is_some_and(|e| {
-            e["status"] == "replicating" && e["replicated_txid"].as_u64().unwrap_or(0) >= 1
-        })
-    });
-}
-
-fn insert(db: &Path) {
-    create_db(db)
-        .execute("INSERT INTO t(v) VALUES ('x')", [])
-        .unwrap();
-}
-
 /// An RFC 3339 UTC timestamp with nanoseconds, as Go's `time.RFC3339Nano`.
 fn is_rfc3339(s: &str) -> bool {
     s.len() >= 20 && s.ends_with('Z') && s.as_bytes()[10] == b'T'
 }
 
-#[test]
-fn every_endpoint_answers_its_exact_json() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
-    insert(&db);
-    let replica = dir.path("replica");
-    let config = write_config(dir.dir.path(), &[(&db, &file_url(&replica))], "", "");
-    let d = Daemon::start(&config);
-    wait_replicated(&d, &db);
-    let dbs = db.display().to_string();
+/// A daemon replicating `app.db` (one row) to a file replica, once that row is on the
+/// replica: the fixture of the per-endpoint tests. `t` is the txid `/list` shows then.
+struct Replicating {
+    // Declared first so the daemon stops before the directory goes.
+    d: Daemon,
+    one: OneDb,
+    /// The database's path as text.
+    dbs: String,
+    t: u64,
+}
 
-    // GET /list: the seed's fields in its order, then ours.
-    let r = get(&d, "/list");
+impl Replicating {
+    fn start() -> Replicating {
+        let one = OneDb::new();
+        insert(&one.db);
+        let d = one.start();
+        wait_replicated(&d, &one.db);
+        let t = list_entry(&d, &one.db)["txid"].as_u64().unwrap();
+        Replicating {
+            dbs: one.db.display().to_string(),
+            d,
+            one,
+            t,
+        }
+    }
+
+    /// `POST /register` of `path` with `url`.
+    fn register(&self, path: &str, url: &str) -> HttpResponse {
+        post(
+            &self.d,
+            "/register",
+            &format!(r#"{{"path":"{path}","replica_url":"{url}"}}"#),
+        )
+    }
+
+    /// Registers `b.db` (one row) with the file replica `replica-b`, and waits until it has
+    /// replicated.
+    fn register_b(&self) -> PathBuf {
+        let b = self.one.dir.path("b.db");
+        insert(&b);
+        let bs = b.display().to_string();
+        assert_answer(
+            &self.register(&bs, &file_url(&self.one.dir.path("replica-b"))),
+            200,
+            json!({"status": "registered", "path": bs}),
+        );
+        wait_replicated(&self.d, &b);
+        b
+    }
+
+    #[track_caller]
+    fn assert_kept_running(&self) {
+        assert!(
+            self.d.log_text().contains("replicating"),
+            "the daemon kept running"
+        );
+    }
+}
+
+/// `GET /list`: the seed's fields in its order, then ours.
+#[test]
+fn list_answers_the_seed_fields_in_order_then_ours() {
+    let f = Replicating::start();
+    let (d, dbs) = (&f.d, &f.dbs);
+    let r = get(d, "/list");
     assert!(
         r.body.starts_with(&format!(
             r#"{{"databases":[{{"path":"{dbs}","status":"replicating","last_sync_at":""#
@@ -108,11 +124,17 @@ fn every_endpoint_answers_its_exact_json() {
         &r,
         200,
         json!({"databases": [{"path": dbs, "status": "replicating", "last_sync_at": last,
-            "replica_url": file_url(&replica), "txid": t, "replicated_txid": t}]}),
+            "replica_url": file_url(&f.one.replica), "txid": t, "replicated_txid": t}]}),
     );
+    f.assert_kept_running();
+}
 
-    // GET /info.
-    let r = get(&d, "/info");
+/// `GET /info`: version, pid, uptime, start time and database count.
+#[test]
+fn info_answers_version_pid_uptime_and_database_count() {
+    let f = Replicating::start();
+    let d = &f.d;
+    let r = get(d, "/info");
     assert!(r.body.starts_with(r#"{"version":"#), "{}", r.body);
     let v = r.json();
     assert!(is_rfc3339(v["started_at"].as_str().unwrap()));
@@ -123,34 +145,46 @@ fn every_endpoint_answers_its_exact_json() {
             "uptime_seconds": v["uptime_seconds"].as_u64().unwrap(), "started_at": v["started_at"],
             "database_count": 1}),
     );
+    f.assert_kept_running();
+}
 
-    // GET /txid, and its errors.
+/// `GET /txid`, with the path plain and percent-encoded, and its errors.
+#[test]
+fn txid_answers_and_refuses_missing_unknown_and_relative_paths() {
+    let f = Replicating::start();
+    let (d, dbs, t) = (&f.d, &f.dbs, f.t);
     assert_answer(
-        &get(&d, &format!("/txid?path={dbs}")),
+        &get(d, &format!("/txid?path={dbs}")),
         200,
         json!({"txid": t, "replicated_txid": t}),
     );
     let escaped = dbs.replace('/', "%2F");
     assert_answer(
-        &get(&d, &format!("/txid?path={escaped}")),
+        &get(d, &format!("/txid?path={escaped}")),
         200,
         json!({"txid": t, "replicated_txid": t}),
     );
-    assert_answer(&get(&d, "/txid"), 400, json!({"error": "path required"}));
+    assert_answer(&get(d, "/txid"), 400, json!({"error": "path required"}));
     assert_answer(
-        &get(&d, "/txid?path=/nope.db"),
+        &get(d, "/txid?path=/nope.db"),
         404,
         json!({"error": "database not found", "details": "/nope.db"}),
     );
     assert_answer(
-        &get(&d, "/txid?path=app.db"),
+        &get(d, "/txid?path=app.db"),
         400,
         json!({"error": "path must be absolute", "details": "got \"app.db\""}),
     );
+    f.assert_kept_running();
+}
 
-    // POST /sync: no_change, synced_local (fire-and-forget), synced (wait), and errors.
+/// `POST /sync`: no_change, synced_local (fire-and-forget), synced (wait), and errors.
+#[test]
+fn sync_answers_each_status_and_refuses_bad_requests() {
+    let f = Replicating::start();
+    let (d, db, dbs, t) = (&f.d, &f.one.db, &f.dbs, f.t);
     let sync = |body: String| {
-        let r = post(&d, "/sync", &body);
+        let r = post(d, "/sync", &body);
         let ms = r.json()["duration_ms"].as_u64();
         (r, ms)
     };
@@ -161,7 +195,7 @@ fn every_endpoint_answers_its_exact_json() {
         200,
         json!({"status": "no_change", "path": dbs, "txid": t, "replicated_txid": t, "duration_ms": ms}),
     );
-    insert(&db);
+    insert(db);
     let (r, ms) = sync(format!(r#"{{"path":"{dbs}"}}"#));
     let replicated = r.json()["replicated_txid"].as_u64().unwrap();
     assert!(replicated == t || replicated == t + 1, "{}", r.body);
@@ -170,7 +204,7 @@ fn every_endpoint_answers_its_exact_json() {
         200,
         json!({"status": "synced_local", "path": dbs, "txid": t + 1, "replicated_txid": replicated, "duration_ms": ms}),
     );
-    insert(&db);
+    insert(db);
     let (r, ms) = sync(format!(r#"{{"path":"{dbs}","wait":true,"timeout":60}}"#));
     assert_answer(
         &r,
@@ -183,78 +217,79 @@ fn every_endpoint_answers_its_exact_json() {
         200,
         json!({"status": "no_change", "path": dbs, "txid": t + 2, "replicated_txid": t + 2, "duration_ms": ms}),
     );
-    assert!(replica
+    assert!(f
+        .one
+        .replica
         .join(format!("ltx/0/{:016x}-{:016x}.ltx", t + 2, t + 2))
         .exists());
     assert_answer(
-        &post(&d, "/sync", "{bad"),
+        &post(d, "/sync", "{bad"),
         400,
         json!({"error": "invalid request body", "details": "key must be a string at line 1 column 2"}),
     );
     assert_answer(
-        &post(&d, "/sync", ""),
+        &post(d, "/sync", ""),
         400,
         json!({"error": "invalid request body", "details": "EOF while parsing a value at line 1 column 0"}),
     );
     assert_answer(
-        &post(&d, "/sync", "{}"),
+        &post(d, "/sync", "{}"),
         400,
         json!({"error": "path required"}),
     );
     assert_answer(
-        &post(&d, "/sync", r#"{"path":"/nope.db"}"#),
+        &post(d, "/sync", r#"{"path":"/nope.db"}"#),
         404,
         json!({"error": "database not found", "details": "/nope.db"}),
     );
     assert_answer(
-        &post(&d, "/sync", &format!(r#"{{"path":"{dbs}","timeout":0}}"#)),
+        &post(d, "/sync", &format!(r#"{{"path":"{dbs}","timeout":0}}"#)),
         400,
         json!({"error": "invalid timeout", "details": "0 (want seconds > 0)"}),
     );
     assert_answer(
-        &post(&d, "/sync", &format!(r#"{{"path":"{dbs}","wait":"yes"}}"#)),
+        &post(d, "/sync", &format!(r#"{{"path":"{dbs}","wait":"yes"}}"#)),
         400,
         json!({"error": "invalid request body", "details": "invalid type: string \"yes\", expected a boolean at line 1 column 44"
             .replace("44", &(dbs.len() + 23).to_string())}),
     );
+    f.assert_kept_running();
+}
 
-    // POST /register: registered, already_registered, and every refusal.
+/// `POST /register`: registered, already_registered, and every refusal.
+#[test]
+fn register_answers_registered_already_registered_and_every_refusal() {
+    let f = Replicating::start();
+    let (d, dir) = (&f.d, &f.one.dir);
     let b = dir.path("b.db");
     insert(&b);
     let (bs, b_url) = (b.display().to_string(), file_url(&dir.path("replica-b")));
-    let reg = |path: &str, url: &str| {
-        post(
-            &d,
-            "/register",
-            &format!(r#"{{"path":"{path}","replica_url":"{url}"}}"#),
-        )
-    };
-    let r = reg(&bs, &b_url);
+    let r = f.register(&bs, &b_url);
     assert_eq!(
         r.body,
         format!("{{\"status\":\"registered\",\"path\":\"{bs}\"}}\n")
     );
     assert_answer(&r, 200, json!({"status": "registered", "path": bs}));
     assert_answer(
-        &reg(&bs, &b_url),
+        &f.register(&bs, &b_url),
         200,
         json!({"status": "already_registered", "path": bs}),
     );
     assert_answer(
-        &reg("b.db", &b_url),
+        &f.register("b.db", &b_url),
         400,
         json!({"error": "path must be absolute", "details": "got \"b.db\""}),
     );
-    let cfg = config.display().to_string();
+    let cfg = f.one.config.display().to_string();
     assert_answer(
-        &reg(&cfg, &b_url),
+        &f.register(&cfg, &b_url),
         400,
         json!({"error": "invalid database",
             "details": format!("{cfg}: not a SQLite database: file does not start with the SQLite header")}),
     );
     let missing = dir.path("missing.db").display().to_string();
     assert_answer(
-        &reg(&missing, &b_url),
+        &f.register(&missing, &b_url),
         400,
         json!({"error": "invalid database", "details": format!("{missing}: database file does not exist")}),
     );
@@ -262,103 +297,129 @@ fn every_endpoint_answers_its_exact_json() {
     insert(&c);
     let cs = c.display().to_string();
     assert_answer(
-        &reg(&cs, "bogus://x/y"),
+        &f.register(&cs, "bogus://x/y"),
         400,
         json!({"error": "invalid replica url", "details": "unknown replica type \"bogus\" (supported: file, s3)"}),
     );
     assert_answer(
-        &reg(&cs, "file://relative/dir"),
+        &f.register(&cs, "file://relative/dir"),
         400,
         json!({"error": "invalid replica url",
             "details": "invalid file replica url \"file://relative/dir\": it names a host; use file:///absolute/path"}),
     );
     assert_answer(
-        &post(&d, "/register", &format!(r#"{{"path":"{cs}"}}"#)),
+        &post(d, "/register", &format!(r#"{{"path":"{cs}"}}"#)),
         400,
         json!({"error": "replica_url required"}),
     );
     assert_answer(
-        &post(&d, "/register", r#"{"replica_url":"file:///tmp/x"}"#),
+        &post(d, "/register", r#"{"replica_url":"file:///tmp/x"}"#),
         400,
         json!({"error": "path required"}),
     );
     assert!(
-        list_entry(&d, &c).is_none(),
+        find_list_entry(d, &c).is_none(),
         "a refused database is not registered"
     );
-    wait_replicated(&d, &b);
+    wait_replicated(d, &b);
+    f.assert_kept_running();
+}
 
-    // POST /stop and /start: each status, and what a stopped database answers.
-    let bt = txid_of(&d, &b);
+/// `POST /stop` and `/start`: each status, and what a stopped database answers.
+#[test]
+fn stop_and_start_answer_each_status_and_a_stopped_database_refuses_sync() {
+    let f = Replicating::start();
+    let d = &f.d;
+    let b = f.register_b();
+    let bs = b.display().to_string();
+    let bt = txid_of(d, &b);
     let path_body = format!(r#"{{"path":"{bs}"}}"#);
     assert_answer(
-        &post(&d, "/stop", &path_body),
+        &post(d, "/stop", &path_body),
         200,
         json!({"status": "stopped", "path": bs, "txid": bt}),
     );
     assert_answer(
-        &post(&d, "/stop", &path_body),
+        &post(d, "/stop", &path_body),
         200,
         json!({"status": "already_stopped", "path": bs, "txid": bt}),
     );
-    assert_eq!(list_entry(&d, &b).unwrap()["status"], "stopped");
+    assert_eq!(list_entry(d, &b)["status"], "stopped");
     assert_answer(
-        &post(&d, "/sync", &path_body),
+        &post(d, "/sync", &path_body),
         409,
         json!({"error": "database not open", "details": format!("{bs} is stopped; start it first")}),
     );
     assert_answer(
-        &post(&d, "/start", &path_body),
+        &post(d, "/start", &path_body),
         200,
         json!({"status": "started", "path": bs, "txid": bt}),
     );
     assert_answer(
-        &post(&d, "/start", &path_body),
+        &post(d, "/start", &path_body),
         200,
         json!({"status": "already_running", "path": bs, "txid": bt}),
     );
     wait_until(WAIT, "b.db to replicate again", || {
-        list_entry(&d, &b).unwrap()["status"] == "replicating"
+        list_entry(d, &b)["status"] == "replicating"
     });
     assert_answer(
-        &post(&d, "/start", r#"{"path":"/nope.db"}"#),
+        &post(d, "/start", r#"{"path":"/nope.db"}"#),
         404,
         json!({"error": "database not found", "details": "/nope.db"}),
     );
     assert_answer(
-        &post(&d, "/stop", r#"{"path":"/nope.db"}"#),
+        &post(d, "/stop", r#"{"path":"/nope.db"}"#),
         404,
         json!({"error": "database not found", "details": "/nope.db"}),
     );
+    f.assert_kept_running();
+}
 
-    // POST /unregister: a final sync, then gone.
+/// `POST /unregister`: a final sync, then gone.
+#[test]
+fn unregister_syncs_a_last_time_then_forgets_the_database() {
+    let f = Replicating::start();
+    let d = &f.d;
+    let b = f.register_b();
+    let bs = b.display().to_string();
+    let bt = txid_of(d, &b);
+    let path_body = format!(r#"{{"path":"{bs}"}}"#);
     insert(&b);
-    let r = post(&d, "/unregister", &path_body);
+    let r = post(d, "/unregister", &path_body);
     assert_answer(
         &r,
         200,
         json!({"status": "unregistered", "path": bs, "txid": bt + 1}),
     );
-    assert!(dir
+    assert!(f
+        .one
+        .dir
         .path("replica-b")
         .join(format!("ltx/0/{:016x}-{:016x}.ltx", bt + 1, bt + 1))
         .exists());
     assert_answer(
-        &post(&d, "/unregister", &path_body),
+        &post(d, "/unregister", &path_body),
         200,
         json!({"status": "already_unregistered", "path": bs, "txid": 0}),
     );
-    assert!(list_entry(&d, &b).is_none());
-    assert_eq!(get(&d, "/info").json()["database_count"], 1);
+    assert!(find_list_entry(d, &b).is_none());
+    assert_eq!(get(d, "/info").json()["database_count"], 1);
+    f.assert_kept_running();
+}
 
-    // Unknown paths and wrong methods: JSON, with Allow on 405.
+/// Unknown paths and wrong methods: JSON, with Allow on 405.
+#[test]
+fn unknown_paths_and_wrong_methods_answer_json_with_allow() {
+    let f = Replicating::start();
+    let d = &f.d;
     assert_answer(
-        &get(&d, "/nope"),
+        &get(d, "/nope"),
         404,
         json!({"error": "not found", "details": "no endpoint /nope"}),
     );
     assert_answer(
-        &post(&d, "/", "{}"),
+        &post(d, "/", "{}"),
         404,
         json!({"error": "not found", "details": "no endpoint /"}),
     );
@@ -388,10 +449,7 @@ fn every_endpoint_answers_its_exact_json() {
         405,
         json!({"error": "method not allowed", "details": "pprof endpoints accept GET"}),
     );
-    assert!(
-        d.log_text().contains("replicating"),
-        "the daemon kept running"
-    );
+    f.assert_kept_running();
 }
 
 #[test]
@@ -465,11 +523,13 @@ fn bodies_over_one_mib_are_refused_and_absurd_lengths_do_not_crash() {
 
 #[test]
 fn sync_wait_times_out_while_the_replica_is_down_then_completes() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir: _dir,
+        db,
+        replica,
+        config,
+    } = OneDb::new();
     insert(&db);
-    let replica = dir.path("replica");
-    let config = write_config(dir.dir.path(), &[(&db, &file_url(&replica))], "", "");
     let d = Daemon::start(&config);
     wait_replicated(&d, &db);
     let dbs = db.display().to_string();
@@ -508,7 +568,7 @@ fn sync_wait_times_out_while_the_replica_is_down_then_completes() {
     assert_eq!(r.json()["txid"], t + 1);
     assert_eq!(r.json()["replicated_txid"], t);
     wait_until(WAIT, "/list to show the replica error", || {
-        list_entry(&d, &db).unwrap()["replica_error"].is_string()
+        list_entry(&d, &db)["replica_error"].is_string()
     });
 
     // The replica comes back: the waited sync completes.
@@ -524,7 +584,7 @@ fn sync_wait_times_out_while_the_replica_is_down_then_completes() {
     assert!(l0
         .join(format!("{:016x}-{:016x}.ltx", t + 1, t + 1))
         .exists());
-    assert!(list_entry(&d, &db).unwrap().get("replica_error").is_none());
+    assert!(list_entry(&d, &db).get("replica_error").is_none());
 }
 
 #[test]
@@ -617,7 +677,7 @@ fn registrations_survive_a_restart() {
 
     let d = Daemon::start(&config);
     wait_replicated(&d, &b);
-    let e = list_entry(&d, &b).unwrap();
+    let e = list_entry(&d, &b);
     assert_eq!(e["replica_url"], b_url);
     assert_eq!(get(&d, "/info").json()["database_count"], 2);
     insert(&b);
@@ -635,8 +695,8 @@ fn registrations_survive_a_restart() {
     assert_eq!(r.json()["status"], "unregistered");
     assert_eq!(d.terminate(), 0);
     let d = Daemon::start(&config);
-    assert!(list_entry(&d, &b).is_none());
-    assert!(list_entry(&d, &db).is_some());
+    assert!(find_list_entry(&d, &b).is_none());
+    assert!(find_list_entry(&d, &db).is_some());
 }
 
 #[test]
@@ -934,7 +994,7 @@ fn cli_commands_print_what_litestream_prints() {
     );
     ok(&["start", "-socket", &s, &bs]);
     wait_until(WAIT, "b.db to run again", || {
-        list_entry(&d, &b).unwrap()["status"] == "replicating"
+        list_entry(&d, &b)["status"] == "replicating"
     });
 
     // sync: decimal txids; replica_txid only with -wait; a relative path is resolved.
@@ -1034,7 +1094,7 @@ fn cli_commands_print_what_litestream_prints() {
         ok(&["unregister", "-socket", &s, "-dry-run", &bs]),
         format!("Dry run: unregister request preview\n  database: {bs}\n  socket: {s}\n  replicas: daemon-managed replica for this database\n  final sync: daemon close will sync the database and replica before the command completes\n  timeout: 30s\nNo unregister request was sent.\n")
     );
-    assert!(list_entry(&d, &b).is_some());
+    assert!(find_list_entry(&d, &b).is_some());
     assert_eq!(
         ok(&["unregister", "-socket", &s, "-json", &bs]),
         format!("{{\n  \"status\": \"unregistered\",\n  \"db_path\": \"{bs}\",\n  \"final_txid\": {},\n  \"socket\": \"{s}\"\n}}\n", bt + 2)
@@ -1443,7 +1503,7 @@ fn a_second_path_to_a_replicated_file_is_refused_and_replication_goes_on() {
         assert_eq!(r.json()["error"], "database already registered");
         let details = r.json()["details"].as_str().unwrap().to_string();
         assert!(details.contains(&db.display().to_string()), "{details}");
-        assert!(list_entry(&d, &alias).is_none());
+        assert!(find_list_entry(&d, &alias).is_none());
     }
     // The application's last connection closes: with our locks intact, SQLite cannot take
     // the exclusive lock it needs to checkpoint and delete the WAL.

@@ -8,14 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../shared/reference/fixtures"
-    ))
-    .join(name)
-}
-
 /// The fixtures' README table: txid, rows, bytes, database checksum.
 const FIXTURE_STATES: [(u64, usize, u64, &str); 10] = [
     (1, 0, 16384, "dda6d5f12099881c"),
@@ -29,10 +21,6 @@ const FIXTURE_STATES: [(u64, usize, u64, &str); 10] = [
     (9, 280, 40960, "8772698b6f7f5c68"),
     (10, 320, 45056, "964acda739482407"),
 ];
-
-fn stderr(o: &std::process::Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 #[test]
 fn restores_both_fixtures_at_every_txid() {

@@ -53,12 +53,6 @@ fn s3_config(dir: &Path, db: &Path, url: &str, secret: &str, extra_db: &str) -> 
     write_config(dir, &[(db, url)], &extra, "")
 }
 
-fn list_entry(daemon: &Daemon) -> serde_json::Value {
-    let r = daemon.request("GET", "/list", None);
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()["databases"][0].clone()
-}
-
 #[test]
 fn client_round_trip_immutability_multipart_and_paging() {
     let dir = TestDir::new();
@@ -458,7 +452,7 @@ fn s3_outage_of_30s_under_load() {
         );
         local_syncs += 1;
         txid_during = v["txid"].as_u64().unwrap();
-        let entry = list_entry(&daemon);
+        let entry = list_entry(&daemon, &db);
         if let Some(e) = entry["replica_error"].as_str() {
             saw_error = Some(e.to_string());
         }
@@ -466,7 +460,7 @@ fn s3_outage_of_30s_under_load() {
     }
     let e = saw_error.expect("/list showed no replica error during the outage");
     assert!(e.contains(&url), "the error names the replica: {e}");
-    let entry = list_entry(&daemon);
+    let entry = list_entry(&daemon, &db);
     assert!(
         entry["replicated_txid"].as_u64().unwrap() < entry["txid"].as_u64().unwrap(),
         "transactions piled up locally: {entry}"
@@ -476,7 +470,7 @@ fn s3_outage_of_30s_under_load() {
     server.restart();
     let restarted = Instant::now();
     wait_until(Duration::from_secs(120), "the replica to catch up", || {
-        let e = list_entry(&daemon);
+        let e = list_entry(&daemon, &db);
         e["replicated_txid"].as_u64().unwrap() >= txid_during && e["replica_error"].is_null()
     });
     eprintln!(
@@ -554,7 +548,7 @@ fn wrong_credentials_back_off_with_a_clear_error() {
         "says why: {line}"
     );
     assert!(!log.contains(wrong), "the secret leaked into the log");
-    let entry = list_entry(&daemon);
+    let entry = list_entry(&daemon, &db);
     let e = entry["replica_error"].as_str().unwrap_or_default();
     assert!(
         e.contains("SignatureDoesNotMatch") || e.contains("403"),

@@ -43,18 +43,6 @@ fn restore_url(url: &str, out: &Path) -> Output {
     with_credentials(&mut cmd).output().unwrap()
 }
 
-fn list_entry(daemon: &Daemon, db: &Path) -> serde_json::Value {
-    let r = daemon.request("GET", "/list", None);
-    assert_eq!(r.status, 200, "{}", r.body);
-    r.json()["databases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|d| d["path"].as_str() == Some(db.to_str().unwrap()))
-        .unwrap_or_else(|| panic!("{} not in /list: {}", db.display(), r.body))
-        .clone()
-}
-
 /// Polls `/list` on a thread and keeps every distinct `replica_error` it shows for `db`.
 struct ErrorWatch {
     stop: Arc<AtomicBool>,

@@ -282,22 +282,12 @@ fn a_second_daemon_for_the_same_database_is_refused_naming_the_first() {
         "",
     ));
     second.sync_wait(&own);
-    let entry = |d: &Daemon, p: &Path| {
-        let list = d.request("GET", "/list", None).json();
-        list["databases"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["path"].as_str() == Some(p.to_str().unwrap()))
-            .cloned()
-            .unwrap()
-    };
     wait_until(Duration::from_secs(10), "the refusal in /list", || {
-        entry(&second, &db)["error"]
+        list_entry(&second, &db)["error"]
             .as_str()
             .is_some_and(|e| e.contains("another litestream daemon"))
     });
-    let e = entry(&second, &db);
+    let e = list_entry(&second, &db);
     let error = e["error"].as_str().unwrap();
     assert_eq!(e["status"], "error", "{e}");
     assert!(
@@ -322,7 +312,7 @@ fn a_second_daemon_for_the_same_database_is_refused_naming_the_first() {
     assert_eq!(first.terminate(), 0);
     insert_rows(&db, 5);
     wait_until(Duration::from_secs(10), "the takeover", || {
-        entry(&second, &db)["status"] == "replicating"
+        list_entry(&second, &db)["status"] == "replicating"
     });
     second.sync_wait(&db);
     let out = dir.path("r2.db");

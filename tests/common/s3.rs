@@ -136,10 +136,6 @@ impl S3Server {
         }
     }
 
-    pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
     /// A replica URL for `prefix` in the test bucket, as users write it.
     pub fn url(&self, prefix: &str) -> String {
         url_for(self.port, prefix)
@@ -551,15 +547,6 @@ impl FaultProxy {
     /// Every request so far, in arrival order.
     pub fn seen(&self) -> Vec<Seen> {
         self.state.seen.lock().unwrap().clone()
-    }
-
-    /// The requests so far by kind.
-    pub fn counts(&self) -> BTreeMap<String, u64> {
-        let mut counts = BTreeMap::new();
-        for s in self.state.seen.lock().unwrap().iter() {
-            *counts.entry(s.kind.clone()).or_default() += 1;
-        }
-        counts
     }
 }
 
