@@ -97,6 +97,18 @@ pub fn replica_client(db: &DbConfig) -> Result<Arc<dyn ReplicaClient>> {
     replica::open_client(&url, &target)
 }
 
+/// Where `/unregister` left a database.
+#[derive(Debug)]
+pub struct Unregistered {
+    /// Its last TXID.
+    pub txid: TxId,
+    /// The newest TXID its replica confirmed (below `txid` when the final sync could not
+    /// reach the replica in time).
+    pub replicated_txid: TxId,
+    /// Its local state, where unconfirmed files stay.
+    pub meta_dir: PathBuf,
+}
+
 impl Daemon {
     /// Wraps a store.
     pub fn new(
@@ -204,19 +216,39 @@ impl Daemon {
     }
 
     /// `/unregister`: a last sync whose uploads are waited for (bounded by `timeout`), then
-    /// forget the database. Returns its final TXID, `None` if it was not registered.
-    pub fn unregister(&self, path: &Path, timeout: Duration) -> Result<Option<TxId>> {
+    /// forget the database. Returns where it ended, `None` if it was not registered.
+    pub fn unregister(&self, path: &Path, timeout: Duration) -> Result<Option<Unregistered>> {
         let deadline = Instant::now() + timeout;
         // No lock is held here: a slow replica holds up this request only.
         let synced = self.final_sync(path, timeout);
         let remaining = deadline.saturating_duration_since(Instant::now());
-        let Some((_, txid)) = self.store.remove(path, remaining) else {
+        let Some((view, txid)) = self.store.remove(path, remaining) else {
             return Ok(None);
         };
         let txid = synced.map_or(txid, |s| s.max(txid));
+        // The waited sync answers once the replica confirmed its TXID.
+        let replicated_txid = synced.map_or(view.replicated_txid, |s| s.max(view.replicated_txid));
         self.save_registrations()?;
-        log::info!("db={}: unregistered at txid {txid}", path.display());
-        Ok(Some(txid))
+        if replicated_txid < txid {
+            log::warn!(
+                "db={}: unregistered at txid {txid}, the replica {} confirmed only {replicated_txid}; the rest stays in {}",
+                path.display(),
+                view.replica_url,
+                view.meta_dir.display()
+            );
+        } else {
+            log::info!("db={}: unregistered at txid {txid}", path.display());
+        }
+        Ok(Some(Unregistered {
+            txid,
+            replicated_txid,
+            meta_dir: view.meta_dir,
+        }))
+    }
+
+    /// The replica URL a registered database replicates to, if it is registered.
+    pub fn replica_url_of(&self, path: &Path) -> Option<String> {
+        self.store.registry().get(path).map(|v| v.replica_url)
     }
 
     /// A waited sync of a database about to be removed; its TXID, if it completed in time.

@@ -173,12 +173,25 @@ fn tx_events_match_txid_the_replica_and_restored_checksums() {
     let mut all = subscribe(|| EventStream::unix(&d.socket, "/events"));
     let mut only_app =
         subscribe(|| EventStream::unix(&d.socket, &format!("/events?db={app_path}")));
+    // The name the events carry in `db` selects the same database as its path.
+    let mut by_name = subscribe(|| EventStream::unix(&d.socket, "/events?db=app.db"));
     let mut tcp = subscribe(|| EventStream::tcp(&addr, "/events"));
-    let r = d.request("GET", "/events?db=app.db", None);
-    assert_eq!(r.status, 400);
+    // An unknown database is a 404, by name or by path, not an open empty stream.
+    let r = d.request("GET", "/events?db=nothing.db", None);
     assert_eq!(
-        r.json(),
-        json!({"error": "path must be absolute", "details": "got \"app.db\""})
+        (r.status, r.json()),
+        (
+            404,
+            json!({"error": "database not found", "details": "no registered database is named \"nothing.db\""})
+        )
+    );
+    let r = d.request("GET", "/events?db=/nowhere/app.db", None);
+    assert_eq!(
+        (r.status, r.json()),
+        (
+            404,
+            json!({"error": "database not found", "details": "/nowhere/app.db"})
+        )
     );
 
     // Writers on both databases, then a final waited sync of each.
@@ -212,6 +225,16 @@ fn tx_events_match_txid_the_replica_and_restored_checksums() {
         via_filter.len(),
         1,
         "?db= gives only that database: {via_filter:?}"
+    );
+    let via_name = collect(
+        &mut by_name,
+        &dbs,
+        &BTreeMap::from([(app_path.clone(), finals[&app_path])]),
+    );
+    assert_eq!(
+        via_name.len(),
+        1,
+        "?db=app.db gives only that database: {via_name:?}"
     );
     let via_tcp = collect(&mut tcp, &dbs, &finals);
     let via_socket = collect(&mut all, &dbs, &finals);
@@ -250,6 +273,7 @@ fn tx_events_match_txid_the_replica_and_restored_checksums() {
                 seen.tx, via_filter[&path].tx,
                 "?db= has every event of its database"
             );
+            assert_eq!(seen.tx, via_name[&path].tx, "so has ?db=<name>");
         }
 
         // postApplyChecksum and commit are those of the database restored at that txid.

@@ -164,7 +164,11 @@ fn txid_answers_and_refuses_missing_unknown_and_relative_paths() {
         200,
         json!({"txid": t, "replicated_txid": t}),
     );
-    assert_answer(&get(d, "/txid"), 400, json!({"error": "path required"}));
+    assert_answer(
+        &get(d, "/txid"),
+        400,
+        json!({"error": "path required", "details": "give the database's absolute path"}),
+    );
     assert_answer(
         &get(d, "/txid?path=/nope.db"),
         404,
@@ -235,7 +239,7 @@ fn sync_answers_each_status_and_refuses_bad_requests() {
     assert_answer(
         &post(d, "/sync", "{}"),
         400,
-        json!({"error": "path required"}),
+        json!({"error": "path required", "details": "give the database's absolute path"}),
     );
     assert_answer(
         &post(d, "/sync", r#"{"path":"/nope.db"}"#),
@@ -275,6 +279,15 @@ fn register_answers_registered_already_registered_and_every_refusal() {
         200,
         json!({"status": "already_registered", "path": bs}),
     );
+    // Another replica for a registered database is refused, naming the one in use (the old
+    // answer was 200 already_registered, and the new URL was silently dropped).
+    let other_url = file_url(&dir.path("replica-b2"));
+    assert_answer(
+        &f.register(&bs, &other_url),
+        409,
+        json!({"error": "database already registered",
+            "details": format!("{bs} replicates to {b_url}; unregister it first to change its replica")}),
+    );
     assert_answer(
         &f.register("b.db", &b_url),
         400,
@@ -310,12 +323,12 @@ fn register_answers_registered_already_registered_and_every_refusal() {
     assert_answer(
         &post(d, "/register", &format!(r#"{{"path":"{cs}"}}"#)),
         400,
-        json!({"error": "replica_url required"}),
+        json!({"error": "replica_url required", "details": "e.g. file:///var/backups/app.db or s3://bucket/path"}),
     );
     assert_answer(
         &post(d, "/register", r#"{"replica_url":"file:///tmp/x"}"#),
         400,
-        json!({"error": "path required"}),
+        json!({"error": "path required", "details": "give the database's absolute path"}),
     );
     assert!(
         find_list_entry(d, &c).is_none(),
@@ -377,6 +390,42 @@ fn stop_and_start_answer_each_status_and_a_stopped_database_refuses_sync() {
 }
 
 /// `POST /unregister`: a final sync, then gone.
+/// `/unregister` of a database whose replica is unreachable: the answer itself says what the
+/// replica does not have and where the rest is (not only the log).
+#[test]
+fn unregister_says_in_its_answer_what_the_replica_did_not_confirm() {
+    let one = OneDb::new();
+    insert(&one.db);
+    let d = one.start();
+    wait_replicated(&d, &one.db);
+    let confirmed = txid_of(&d, &one.db);
+    let l0 = one.replica.join("ltx/0");
+    std::fs::rename(&l0, one.replica.join("ltx/0.away")).unwrap();
+    std::fs::write(&l0, b"not a directory").unwrap();
+    insert(&one.db);
+    let path = one.db.display().to_string();
+    let r = post(
+        &d,
+        "/unregister",
+        &format!(r#"{{"path":"{path}","timeout":1}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(v["status"], "unregistered", "{v}");
+    assert_eq!(v["txid"], confirmed + 1, "{v}");
+    assert_eq!(v["replicated_txid"], confirmed, "{v}");
+    let meta = one.dir.path(".app.db-litestream");
+    assert_eq!(
+        v["warning"],
+        format!(
+            "the replica confirmed txid {confirmed:016x} of {:016x}; the rest stays spooled in {} and is uploaded if the database is registered again",
+            confirmed + 1,
+            meta.display()
+        ),
+        "{v}"
+    );
+}
+
 #[test]
 fn unregister_syncs_a_last_time_then_forgets_the_database() {
     let f = Replicating::start();
@@ -390,7 +439,8 @@ fn unregister_syncs_a_last_time_then_forgets_the_database() {
     assert_answer(
         &r,
         200,
-        json!({"status": "unregistered", "path": bs, "txid": bt + 1}),
+        // Litestream's fields, plus what the replica confirmed (all of it: no warning).
+        json!({"status": "unregistered", "path": bs, "txid": bt + 1, "replicated_txid": bt + 1}),
     );
     assert!(f
         .one

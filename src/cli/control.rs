@@ -415,6 +415,12 @@ pub fn unregister(a: UnregisterArgs) -> Result<i32> {
         println!("final_txid: {}", u64_field(&body, "txid"));
         println!("socket: {}", c.socket().display());
     }
+    // The replica did not confirm everything: said on stderr whatever the format, and in
+    // the exit status, so a script notices.
+    if let Some(w) = body.get("warning").and_then(|w| w.as_str()) {
+        eprintln!("warning: {w}");
+        return Ok(1);
+    }
     Ok(0)
 }
 

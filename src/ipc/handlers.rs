@@ -169,6 +169,38 @@ fn respond(rq: Request, answer: Answer) {
     let _ = rq.respond(response);
 }
 
+/// The database `?db=` names: an absolute path, or the name the events themselves carry in
+/// `db` (the file name); it must be registered, and a name must be unambiguous.
+fn events_filter(db: &str, ctx: &Ctx) -> Result<PathBuf, ApiError> {
+    let registry = ctx.daemon.store.registry();
+    if Path::new(db).is_absolute() {
+        let p = PathBuf::from(db);
+        return match registry.get(&p) {
+            Some(_) => Ok(p),
+            None => Err(not_found(&p)),
+        };
+    }
+    let matches: Vec<PathBuf> = registry
+        .list()
+        .into_iter()
+        .map(|v| v.path)
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy() == db))
+        .collect();
+    match matches.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => Err(ApiError::new(404, "database not found")
+            .details(format!("no registered database is named {db:?}"))),
+        several => Err(ApiError::new(400, "ambiguous database name").details(format!(
+            "{db:?} names {}; give the absolute path",
+            several
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
+}
+
 /// `GET /metrics`: the Prometheus text exposition (see [`crate::metrics`]), on the control
 /// socket and on `addr:`.
 fn serve_metrics(rq: Request, ctx: &Ctx) {
@@ -342,7 +374,9 @@ fn percent_decode(s: &str) -> String {
 fn db_path(path: Option<String>) -> Result<PathBuf, ApiError> {
     let p = path
         .filter(|p| !p.is_empty())
-        .ok_or_else(|| ApiError::new(400, "path required"))?;
+        .ok_or_else(|| {
+            ApiError::new(400, "path required").details("give the database's absolute path")
+        })?;
     let p = PathBuf::from(p);
     if !p.is_absolute() {
         return Err(ApiError::new(400, "path must be absolute")
@@ -410,7 +444,20 @@ fn register(rq: RegisterRequest, ctx: &Ctx) -> Answer {
     let url = rq
         .replica_url
         .filter(|u| !u.is_empty())
-        .ok_or_else(|| ApiError::new(400, "replica_url required"))?;
+        .ok_or_else(|| {
+            ApiError::new(400, "replica_url required")
+                .details("e.g. file:///var/backups/app.db or s3://bucket/path")
+        })?;
+    // Registered already: the same replica is a no-op, another one is refused (silently
+    // keeping the old URL would hide that the new one is not used).
+    if let Some(current) = ctx.daemon.replica_url_of(&path) {
+        if current != url && current != crate::replica::url::redact_url(&url) {
+            return Err(ApiError::new(409, "database already registered").details(format!(
+                "{} replicates to {current}; unregister it first to change its replica",
+                path.display()
+            )));
+        }
+    }
     let status = match ctx.daemon.register(&path, &url) {
         Ok(Added::Registered) => "registered",
         Ok(Added::AlreadyRegistered) => "already_registered",
@@ -445,16 +492,41 @@ fn unregister(rq: PathRequest, ctx: &Ctx) -> Answer {
     let path = db_path(rq.path)?;
     let timeout = timeout_field(rq.timeout, crate::daemon::UNREGISTER_TIMEOUT.as_secs_f64())?;
     let _long = ctx.long_requests.begin();
-    let (status, txid) = match ctx.daemon.unregister(&path, timeout) {
-        Ok(Some(txid)) => ("unregistered", txid.0),
-        Ok(None) => ("already_unregistered", 0),
-        Err(e) => return Err(ApiError::new(500, "unregister failed").details(format!("{e:#}"))),
-    };
-    ok(&StatusBody {
-        status,
-        path: &path,
-        txid: Some(txid),
-    })
+    match ctx.daemon.unregister(&path, timeout) {
+        Ok(Some(u)) => ok(&UnregisterBody {
+            status: "unregistered",
+            path: &path,
+            txid: u.txid.0,
+            replicated_txid: u.replicated_txid.0,
+            // Said in the answer, not only in the log: what the replica does not have.
+            warning: (u.replicated_txid < u.txid).then(|| {
+                format!(
+                    "the replica confirmed txid {} of {}; the rest stays spooled in {} and is uploaded if the database is registered again",
+                    u.replicated_txid,
+                    u.txid,
+                    u.meta_dir.display()
+                )
+            }),
+        }),
+        Ok(None) => ok(&StatusBody {
+            status: "already_unregistered",
+            path: &path,
+            txid: Some(0),
+        }),
+        Err(e) => Err(ApiError::new(500, "unregister failed").details(format!("{e:#}"))),
+    }
+}
+
+/// `/unregister`'s answer: Litestream's `status`, `path` and `txid`, plus what the replica
+/// confirmed and, when that is less, a warning saying where the rest is.
+#[derive(Serialize)]
+struct UnregisterBody<'a> {
+    status: &'a str,
+    path: &'a Path,
+    txid: u64,
+    replicated_txid: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -652,7 +724,7 @@ fn start_stop(rq: PathRequest, ctx: &Ctx, start: bool) -> Answer {
 /// `GET /events`: newline-delimited JSON, one chunk per event, flushed as it happens.
 fn stream_events(rq: Request, query: &str, ctx: &Ctx) {
     let filter = match query_param(query, "db")
-        .map(|p| db_path(Some(p)))
+        .map(|db| events_filter(&db, ctx))
         .transpose()
     {
         Ok(f) => f,
