@@ -36,7 +36,12 @@ struct DbCounters {
 }
 
 /// A per-database family: name, type, help, and its value from the counters.
-type DbFamily = (&'static str, &'static str, &'static str, fn(&DbCounters) -> f64);
+type DbFamily = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&DbCounters) -> f64,
+);
 
 /// A per-database, per-checkpoint-mode family: name, help, value from (count, errors, seconds).
 type ModeFamily = (&'static str, &'static str, fn(&(u64, u64, f64)) -> f64);

@@ -190,14 +190,16 @@ fn events_filter(db: &str, ctx: &Ctx) -> Result<PathBuf, ApiError> {
         [one] => Ok(one.clone()),
         [] => Err(ApiError::new(404, "database not found")
             .details(format!("no registered database is named {db:?}"))),
-        several => Err(ApiError::new(400, "ambiguous database name").details(format!(
-            "{db:?} names {}; give the absolute path",
-            several
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        ))),
+        several => Err(
+            ApiError::new(400, "ambiguous database name").details(format!(
+                "{db:?} names {}; give the absolute path",
+                several
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )),
+        ),
     }
 }
 
@@ -372,11 +374,9 @@ fn percent_decode(s: &str) -> String {
 
 /// A database path from a request: required and absolute.
 fn db_path(path: Option<String>) -> Result<PathBuf, ApiError> {
-    let p = path
-        .filter(|p| !p.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(400, "path required").details("give the database's absolute path")
-        })?;
+    let p = path.filter(|p| !p.is_empty()).ok_or_else(|| {
+        ApiError::new(400, "path required").details("give the database's absolute path")
+    })?;
     let p = PathBuf::from(p);
     if !p.is_absolute() {
         return Err(ApiError::new(400, "path must be absolute")
@@ -441,21 +441,20 @@ struct StatusBody<'a> {
 
 fn register(rq: RegisterRequest, ctx: &Ctx) -> Answer {
     let path = db_path(rq.path)?;
-    let url = rq
-        .replica_url
-        .filter(|u| !u.is_empty())
-        .ok_or_else(|| {
-            ApiError::new(400, "replica_url required")
-                .details("e.g. file:///var/backups/app.db or s3://bucket/path")
-        })?;
+    let url = rq.replica_url.filter(|u| !u.is_empty()).ok_or_else(|| {
+        ApiError::new(400, "replica_url required")
+            .details("e.g. file:///var/backups/app.db or s3://bucket/path")
+    })?;
     // Registered already: the same replica is a no-op, another one is refused (silently
     // keeping the old URL would hide that the new one is not used).
     if let Some(current) = ctx.daemon.replica_url_of(&path) {
         if current != url && current != crate::replica::url::redact_url(&url) {
-            return Err(ApiError::new(409, "database already registered").details(format!(
-                "{} replicates to {current}; unregister it first to change its replica",
-                path.display()
-            )));
+            return Err(
+                ApiError::new(409, "database already registered").details(format!(
+                    "{} replicates to {current}; unregister it first to change its replica",
+                    path.display()
+                )),
+            );
         }
     }
     let status = match ctx.daemon.register(&path, &url) {
