@@ -245,3 +245,26 @@ fn a_flood_of_open_requests_is_refused_past_the_cap_and_recovers() {
     restore(&url, &out, &[]);
     assert_same_ids(&ids(&out), &ids(&db), "after the flood");
 }
+
+/// `replicate` prints the config's warnings itself (it loads the file before its logger
+/// exists; the warnings used to be lost there and shown only by `databases`).
+#[test]
+fn replicate_prints_the_warnings_of_its_config() {
+    let dir = TestDir::new();
+    let db = dir.path("app.db");
+    create_db(&db);
+    let url = format!("file://{}", dir.path("replica").display());
+    let config = write_config(dir.dir.path(), &[(&db, &url)], "    frobnicate: 1\n", "");
+    let d = Daemon::start(&config);
+    d.sync_wait(&db);
+    let log = d.log_text();
+    let warning = log
+        .lines()
+        .find(|l| l.contains("frobnicate"))
+        .unwrap_or_else(|| panic!("no warning for the unknown key: {log}"));
+    assert!(
+        warning.contains("level=WARN")
+            && warning.contains("litestream.yml:5:5: unknown key \"dbs[0].frobnicate\" (ignored)"),
+        "{warning}"
+    );
+}

@@ -171,6 +171,19 @@ pub fn main() -> i32 {
 
 /// Loads the config named by `-config`, `$LITESTREAM_CONFIG`, or `/etc/litestream.yml`.
 pub fn load_config(path: Option<&Path>, no_expand_env: bool) -> Result<Config> {
+    let (config, warnings) = load_config_with_warnings(path, no_expand_env)?;
+    for warning in &warnings {
+        log::warn!("{warning}");
+    }
+    Ok(config)
+}
+
+/// [`load_config`], with the warnings handed back for a caller whose logger does not exist
+/// yet (`replicate` reads its log settings from this very file).
+pub fn load_config_with_warnings(
+    path: Option<&Path>,
+    no_expand_env: bool,
+) -> Result<(Config, Vec<config::ConfigWarning>)> {
     let path = path.map_or_else(
         || config::default_config_path(config::process_env),
         Path::to_path_buf,
@@ -178,7 +191,7 @@ pub fn load_config(path: Option<&Path>, no_expand_env: bool) -> Result<Config> {
     if !path.exists() {
         bail!("config file not found: {}", path.display());
     }
-    Ok(Config::load(&path, !no_expand_env)?)
+    Ok(Config::load_with_warnings(&path, !no_expand_env)?)
 }
 
 /// Whether a positional argument is a replica URL rather than a database path.

@@ -12,7 +12,7 @@ use argh::FromArgs;
 use crossbeam_channel::{bounded, select, Receiver};
 
 use crate::compact::Schedule;
-use crate::config::{Config, DbConfig, LogLevel, ReplicaConfig};
+use crate::config::{Config, ConfigWarning, DbConfig, LogLevel, ReplicaConfig};
 use crate::daemon::{self, Daemon};
 use crate::db::DbCommand;
 use crate::ipc::handlers::{Ctx, LongRequests};
@@ -53,10 +53,11 @@ enum Stop {
     ChildExited(Option<i32>),
 }
 
-/// Builds the configuration from the flags: the file, or one database from the arguments.
-fn load(args: &Args) -> Result<Config> {
+/// Builds the configuration from the flags: the file, or one database from the arguments;
+/// with the file's warnings, printed once the logger exists.
+fn load(args: &Args) -> Result<(Config, Vec<ConfigWarning>)> {
     match args.args.as_slice() {
-        [] => super::load_config(args.config.as_deref(), args.no_expand_env),
+        [] => super::load_config_with_warnings(args.config.as_deref(), args.no_expand_env),
         [db] => bail!("must specify at least one replica URL for {db}"),
         [db, url] => {
             if args.config.is_some() {
@@ -69,7 +70,7 @@ fn load(args: &Args) -> Result<Config> {
             let mut db = DbConfig::new(path.clone(), rc);
             db.meta_path = crate::spool::default_meta_dir(&path);
             config.dbs.push(db);
-            Ok(config)
+            Ok((config, vec![]))
         }
         _ => bail!("too many arguments: want DB_PATH REPLICA_URL"),
     }
@@ -80,7 +81,7 @@ pub fn run(args: Args) -> Result<i32> {
     if args.once && args.exec.is_some() {
         bail!("cannot specify -once flag with -exec");
     }
-    let config = load(&args)?;
+    let (config, warnings) = load(&args)?;
     // Before anything a supervisor could see (the socket): a SIGTERM from then on is a clean
     // shutdown, never the default kill.
     let signals = signal_channel()?;
@@ -91,6 +92,10 @@ pub fn run(args: Args) -> Result<i32> {
         None => config.logging.level,
     };
     crate::logging::init(level, config.logging.format, config.logging.stderr);
+    // The config's own warnings (unknown or unsupported keys) once there is a log to see them.
+    for warning in &warnings {
+        log::warn!("{warning}");
+    }
     log::info!("msg=litestream version={}", crate::VERSION);
     let exec = args.exec.clone().or_else(|| config.exec.clone());
 
