@@ -104,6 +104,66 @@ pub struct DbView {
     /// Since when the replica has been behind `txid` (`None`: caught up); kept by
     /// [`Registry::update`] for the replication lag metric.
     pub behind_since: Option<SystemTime>,
+    /// What its thread is doing or last did, for `/debug/sync-status`.
+    pub activity: Activity,
+}
+
+/// The current or last sync pass or checkpoint of a database, as Litestream 0.5.17's
+/// `/debug/sync-status` reports it: so that a stuck pass shows which step and for how long.
+#[derive(Clone, Debug, Default)]
+pub struct Activity {
+    /// A pass or checkpoint is running now.
+    pub active: bool,
+    /// `sync` or `checkpoint` (empty before the first).
+    pub operation: &'static str,
+    /// Where it is (Litestream's phase names where ours match: `verify_and_sync`,
+    /// `sync_complete`, `checkpoint_exec`).
+    pub phase: &'static str,
+    pub started_at: Option<SystemTime>,
+    pub updated_at: Option<SystemTime>,
+    /// The TXID when it ended.
+    pub txid: TxId,
+    /// The WAL's size when it started.
+    pub wal_size: u64,
+    /// The WAL offset the daemon had read to when it started.
+    pub last_synced_wal_offset: u64,
+    /// The pass reads the whole database (no position to continue from).
+    pub snapshotting: bool,
+    /// `PASSIVE` or `TRUNCATE` for a checkpoint.
+    pub checkpoint_mode: Option<&'static str>,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl Activity {
+    /// An operation starting now.
+    pub fn begin(
+        operation: &'static str,
+        phase: &'static str,
+        wal_size: u64,
+        offset: u64,
+    ) -> Activity {
+        let now = SystemTime::now();
+        Activity {
+            active: true,
+            operation,
+            phase,
+            started_at: Some(now),
+            updated_at: Some(now),
+            wal_size,
+            last_synced_wal_offset: offset,
+            ..Activity::default()
+        }
+    }
+
+    /// The operation ended in `phase`, at `txid`, with `error` if it failed.
+    pub fn end(&mut self, phase: &'static str, txid: TxId, error: Option<String>) {
+        self.active = false;
+        self.phase = phase;
+        self.updated_at = Some(SystemTime::now());
+        self.txid = txid;
+        self.error = error;
+    }
 }
 
 struct Entry {

@@ -116,6 +116,7 @@ impl Store {
             dynamic,
             meta_dir: opts.meta_dir.clone(),
             behind_since: None,
+            activity: Default::default(),
         };
         match self.registry.insert(view, tx.clone()) {
             Inserted::Added => {}

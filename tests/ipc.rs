@@ -1574,3 +1574,45 @@ fn a_second_path_to_a_replicated_file_is_refused_and_replication_goes_on() {
     assert!(!state.exists() || !std::fs::read_to_string(&state).unwrap().contains("alias"));
     assert_eq!(d.terminate(), 0);
 }
+
+/// `GET /debug/sync-status`: Litestream 0.5.17's diagnostics shape, for the last pass.
+#[test]
+fn sync_status_reports_the_last_pass_in_litestreams_shape() {
+    let one = OneDb::new();
+    insert(&one.db);
+    let d = one.start();
+    wait_replicated(&d, &one.db);
+    insert(&one.db);
+    let synced = d.sync_wait(&one.db);
+    let path = one.db.display().to_string();
+    let r = get(&d, &format!("/debug/sync-status?path={path}"));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    let dbs = v["databases"].as_array().unwrap();
+    assert_eq!(dbs.len(), 1, "{v}");
+    let s = &dbs[0];
+    assert_eq!(s["path"], path.as_str(), "{s}");
+    assert_eq!(s["active"], false, "{s}");
+    assert!(
+        matches!(
+            (s["operation"].as_str(), s["phase"].as_str()),
+            (Some("sync"), Some("sync_complete")) | (Some("checkpoint"), Some("checkpoint_exec"))
+        ),
+        "{s}"
+    );
+    assert_eq!(s["txid"], synced["txid"], "{s}");
+    assert!(
+        s["started_at"].is_string() && s["updated_at"].is_string(),
+        "{s}"
+    );
+    assert!(s.get("error").is_none(), "{s}");
+    // All databases without ?path=; an unknown path is 404, a relative one 400.
+    let all = get(&d, "/debug/sync-status").json();
+    assert_eq!(all["databases"].as_array().unwrap().len(), 1, "{all}");
+    assert_answer(
+        &get(&d, "/debug/sync-status?path=/nowhere.db"),
+        404,
+        json!({"error": "database not found", "details": "/nowhere.db"}),
+    );
+    assert_eq!(get(&d, "/debug/sync-status?path=x.db").status, 400);
+}

@@ -444,6 +444,7 @@ mod tests {
             dynamic: false,
             meta_dir: "/db-litestream".into(),
             behind_since: None,
+            activity: Default::default(),
         };
         registry.insert(view, ctl);
         let now = Arc::new(AtomicI64::new(T0 + 1));

@@ -40,7 +40,7 @@ use self::upload::Uploads;
 use self::wal_pass::WalProbe;
 use crate::events::EventHub;
 use crate::ltx::TxId;
-use crate::registry::{DbStatus, Registry};
+use crate::registry::{Activity, DbStatus, Registry};
 use crate::replica::uploader::UploadQueue;
 use crate::replica::ReplicaClient;
 use crate::spool::{Spool, SpoolFile};
@@ -544,11 +544,37 @@ impl DbThread {
         }
     }
 
+    /// Records in the registry that an operation starts (`/debug/sync-status`).
+    fn activity_begin(&self, operation: &'static str, phase: &'static str) {
+        let st = &self.st;
+        let wal_size = std::fs::metadata(&st.wal_path).map_or(0, |m| m.len());
+        let offset = wal_offset(st.wal.pos);
+        let snapshotting = st.needs_snapshot || st.position.table.is_none();
+        st.shared.registry.update(&st.opts.path, |v| {
+            v.activity = Activity::begin(operation, phase, wal_size, offset);
+            v.activity.snapshotting = snapshotting;
+        });
+    }
+
+    /// Records that the operation begun by [`DbThread::activity_begin`] ended.
+    fn activity_end(&self, phase: &'static str, error: Option<String>) {
+        let txid = self.st.position.txid;
+        self.st
+            .shared
+            .registry
+            .update(&self.st.opts.path, |v| v.activity.end(phase, txid, error));
+    }
+
     /// One sync pass with its bookkeeping: registry status, error logging, checkpoints.
     fn pass(&mut self) -> Result<bool> {
         self.next_pass = Instant::now() + self.st.opts.monitor_interval;
         let started = Instant::now();
+        self.activity_begin("sync", "verify_and_sync");
         let result = self.try_pass();
+        self.activity_end(
+            "sync_complete",
+            result.as_ref().err().map(|e| format!("{e:#}")),
+        );
         // A database that does not exist yet is waited for, not a failed sync.
         let waiting = result
             .as_ref()
@@ -703,7 +729,20 @@ impl DbThread {
         let locks = self.locks.as_mut().expect("open after a pass");
         let st = &mut self.st;
         let started = Instant::now();
+        let wal_size = std::fs::metadata(&st.wal_path).map_or(0, |m| m.len());
+        let offset = wal_offset(st.wal.pos);
+        st.shared.registry.update(&st.opts.path, |v| {
+            v.activity = Activity::begin("checkpoint", "checkpoint_exec", wal_size, offset);
+            v.activity.checkpoint_mode = Some(mode.name());
+        });
         let result = locks.checkpoint_frozen(mode, || st.collect_tail());
+        let (error, txid) = (
+            result.as_ref().err().map(|e| format!("{e:#}")),
+            st.position.txid,
+        );
+        st.shared.registry.update(&st.opts.path, |v| {
+            v.activity.end("checkpoint_exec", txid, error)
+        });
         if matches!(result, Ok(Frozen::Done(..)) | Err(_)) {
             crate::metrics::global().checkpoint_done(
                 &st.opts.path,
@@ -813,6 +852,14 @@ impl DbThread {
             let _ = w.reply.send(Err("shutting down".into()));
         }
         self.locks = None;
+    }
+}
+
+/// The WAL offset a position stands at (0 without a generation).
+fn wal_offset(pos: Option<WalPos>) -> u64 {
+    match pos {
+        Some(WalPos::At { offset, .. }) => offset,
+        _ => 0,
     }
 }
 

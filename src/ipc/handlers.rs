@@ -135,12 +135,15 @@ fn route(rq: &mut Request, method: &Method, path: &str, query: &str, ctx: &Ctx) 
         ("/list", Method::Get) => ok(&list(ctx)),
         ("/info", Method::Get) => ok(&info(ctx)),
         ("/txid", Method::Get) => txid(query, ctx),
+        ("/debug/sync-status", Method::Get) => sync_status(query, ctx),
         ("/register", Method::Post) => register(read_json(rq)?, ctx),
         ("/unregister", Method::Post) => unregister(read_json(rq)?, ctx),
         ("/sync", Method::Post) => sync(read_json(rq)?, ctx),
         ("/start", Method::Post) => start_stop(read_json(rq)?, ctx, true),
         ("/stop", Method::Post) => start_stop(read_json(rq)?, ctx, false),
-        ("/list" | "/info" | "/txid" | "/events" | "/metrics", _) => allow("GET"),
+        ("/list" | "/info" | "/txid" | "/events" | "/metrics" | "/debug/sync-status", _) => {
+            allow("GET")
+        }
         ("/register" | "/unregister" | "/sync" | "/start" | "/stop", _) => allow("POST"),
         _ => Err(ApiError::new(404, "not found").details(format!("no endpoint {path}"))),
     }
@@ -201,6 +204,86 @@ fn events_filter(db: &str, ctx: &Ctx) -> Result<PathBuf, ApiError> {
             )),
         ),
     }
+}
+
+/// One database in `/debug/sync-status`, with Litestream 0.5.17's field names (empty fields
+/// left out, as its `omitempty` does).
+#[derive(Serialize)]
+struct SyncDiagnostic {
+    path: String,
+    active: bool,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    operation: &'static str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    phase: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    updated_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    elapsed_seconds: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    txid: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    wal_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_synced_wal_offset: Option<u64>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    snapshotting: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    checkpoint_mode: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SyncStatusBody {
+    databases: Vec<SyncDiagnostic>,
+}
+
+/// `GET /debug/sync-status[?path=]`: what each database's thread is doing or last did, so
+/// that the diagnostics scripts written for Litestream work here.
+fn sync_status(query: &str, ctx: &Ctx) -> Answer {
+    let registry = ctx.daemon.store.registry();
+    let views = match query_param(query, "path") {
+        Some(p) => {
+            let p = db_path(Some(p))?;
+            vec![registry.get(&p).ok_or_else(|| not_found(&p))?]
+        }
+        None => registry.list(),
+    };
+    let now = SystemTime::now();
+    let databases = views
+        .into_iter()
+        .map(|v| {
+            let a = v.activity;
+            let elapsed = a.started_at.map(|start| {
+                let end = if a.active {
+                    now
+                } else {
+                    a.updated_at.unwrap_or(now)
+                };
+                end.duration_since(start).unwrap_or_default().as_secs_f64()
+            });
+            let nonzero = |n: u64| (n > 0).then_some(n);
+            SyncDiagnostic {
+                path: v.path.display().to_string(),
+                active: a.active,
+                operation: a.operation,
+                phase: a.phase,
+                started_at: a.started_at.map(timefmt::rfc3339_nanos),
+                updated_at: a.updated_at.map(timefmt::rfc3339_nanos),
+                elapsed_seconds: elapsed.filter(|e| *e > 0.0),
+                txid: nonzero(a.txid.0),
+                wal_size: nonzero(a.wal_size),
+                last_synced_wal_offset: nonzero(a.last_synced_wal_offset),
+                snapshotting: a.snapshotting,
+                checkpoint_mode: a.checkpoint_mode,
+                error: a.error,
+            }
+        })
+        .collect();
+    ok(&SyncStatusBody { databases })
 }
 
 /// `GET /metrics`: the Prometheus text exposition (see [`crate::metrics`]), on the control
