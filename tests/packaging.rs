@@ -391,6 +391,7 @@ fn sample(k: &DocKey, dir: &Path) -> String {
         "string" => "x".into(),
         "path" => dir.join("x").display().to_string(),
         "url" => format!("file://{}/replica", dir.display()),
+        "http_url" => "http://127.0.0.1:9/ping".into(),
         "address" => "127.0.0.1:9090".into(),
         "command" => "true".into(),
         "mapping" => "{}".into(),

@@ -187,6 +187,13 @@ pub fn run(args: Args) -> Result<i32> {
         log::info!("msg=\"http server listening\" addr={bound}");
         listeners.push(l);
     }
+    if let (Some(url), false) = (&config.heartbeat_url, args.once) {
+        crate::heartbeat::start(
+            url.clone(),
+            config.heartbeat_interval,
+            daemon.store.registry().clone(),
+        );
+    }
     if !args.once {
         // The socket answers and every configured database is registered: ready.
         crate::notify::notify_logged("READY=1");

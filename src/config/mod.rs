@@ -79,6 +79,10 @@ pub const DEFAULT_SNAPSHOT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 pub const DEFAULT_L0_RETENTION: Duration = Duration::from_secs(5 * 60);
 /// How often L0 retention is enforced (store.go `DefaultL0RetentionCheckInterval`).
 pub const DEFAULT_L0_RETENTION_CHECK_INTERVAL: Duration = Duration::from_secs(15);
+/// `heartbeat-interval` when not set (Litestream's `DefaultHeartbeatInterval`).
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(300);
+/// The shortest `heartbeat-interval` accepted (Litestream's `MinHeartbeatInterval`).
+pub const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
 /// How long shutdown keeps retrying the final sync; 0 means no retry
 /// (db.go `DefaultShutdownSyncTimeout`).
 pub const DEFAULT_SHUTDOWN_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
@@ -121,6 +125,10 @@ pub struct Config {
     pub exec: Option<String>,
     /// How long shutdown retries the final sync (`shutdown-sync-timeout`, 0 = no retry).
     pub shutdown_sync_timeout: Duration,
+    /// `heartbeat-url`: an HTTP(S) URL to GET while every database replicates.
+    pub heartbeat_url: Option<String>,
+    /// `heartbeat-interval` (default 5m, at least 1m, as Litestream).
+    pub heartbeat_interval: Duration,
     /// Pause between shutdown sync retries (`shutdown-sync-interval`).
     pub shutdown_sync_interval: Duration,
     /// Snapshot schedule (`snapshot`).
@@ -148,6 +156,8 @@ impl Default for Config {
             defaults: ReplicaDefaults::default(),
             exec: None,
             shutdown_sync_timeout: DEFAULT_SHUTDOWN_SYNC_TIMEOUT,
+            heartbeat_url: None,
+            heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             shutdown_sync_interval: DEFAULT_SHUTDOWN_SYNC_INTERVAL,
             snapshot: SnapshotConfig::default(),
             levels: DEFAULT_COMPACTION_INTERVALS

@@ -15,14 +15,8 @@ use crate::duration;
 use crate::replica::url;
 
 /// Top-level keys Litestream 0.5.17 knows and this build ignores (with a warning).
-pub(super) const TOP_LEVEL_NOT_YET: &[&str] = &[
-    "mcp-addr",
-    "validation",
-    "verify-compaction",
-    "retention",
-    "heartbeat-url",
-    "heartbeat-interval",
-];
+pub(super) const TOP_LEVEL_NOT_YET: &[&str] =
+    &["mcp-addr", "validation", "verify-compaction", "retention"];
 /// Keys of Litestream's `ReplicaSettings` (valid globally and per replica) not implemented here.
 pub(super) const REPLICA_SETTINGS_NOT_YET: &[&str] = &[
     "validation-interval",
@@ -129,6 +123,34 @@ pub(super) fn parse_schedules(
     }
     if let Some(v) = take_positive(ctx, m, "shutdown-sync-interval")? {
         config.shutdown_sync_interval = v;
+    }
+    if let Some(f) = m.take("heartbeat-url") {
+        if let Some(u) = f.string(ctx)? {
+            let lower = u.to_ascii_lowercase();
+            if !(lower.starts_with("http://") || lower.starts_with("https://")) || u.len() < 9 {
+                return Err(f.error(
+                    ctx,
+                    ConfigErrorKind::Invalid,
+                    format!("heartbeat URL must be a valid HTTP or HTTPS URL (got {u:?})"),
+                ));
+            }
+            config.heartbeat_url = Some(u);
+        }
+    }
+    if let Some(f) = m.take("heartbeat-interval") {
+        if let Some(v) = f.non_negative_duration(ctx)? {
+            if v < super::MIN_HEARTBEAT_INTERVAL {
+                return Err(f.error(
+                    ctx,
+                    ConfigErrorKind::Invalid,
+                    format!(
+                        "heartbeat interval must be at least 1m0s (got {})",
+                        crate::duration::format(v)
+                    ),
+                ));
+            }
+            config.heartbeat_interval = v;
+        }
     }
     if let Some(f) = m.take("upload-concurrency") {
         if let Some(n) = f.int::<usize>(ctx)? {
