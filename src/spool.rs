@@ -31,6 +31,20 @@ pub fn default_meta_dir(db: &Path) -> PathBuf {
     db.with_file_name(format!(".{name}-litestream"))
 }
 
+/// The spooled files of `meta_dir` as they are now, for readers outside the database's thread
+/// (`/metrics`, `litestream status`): nothing is created and nothing cleaned up, so a
+/// temporary file the thread is writing is never removed under it (that is
+/// [`Spool::open`]'s job, in the thread that owns the spool). No spool yet: no files.
+pub fn list(meta_dir: &Path) -> io::Result<Vec<SpoolFile>> {
+    let spool = Spool {
+        dir: meta_dir.join("ltx").join("0"),
+    };
+    match spool.files() {
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(vec![]),
+        listed => listed,
+    }
+}
+
 impl Spool {
     /// Opens (creating) `<meta_dir>/ltx/0` and removes temporary files a crash left behind.
     pub fn open(meta_dir: &Path) -> io::Result<Spool> {
@@ -95,5 +109,39 @@ impl Spool {
             fs::remove_file(&f.path)?;
         }
         durable::sync_dir(&self.dir)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Readers outside the database's thread list without side effects: no directory made,
+    /// and a temporary file being written stays (only `Spool::open` cleans up).
+    #[test]
+    fn listing_leaves_the_spool_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = dir.path().join(".app.db-litestream");
+        assert_eq!(list(&meta).unwrap(), vec![]);
+        assert!(!meta.exists(), "listing created the spool");
+        let spool = Spool::open(&meta).unwrap();
+        let file = spool.path(TxId(1), TxId(2)).unwrap();
+        fs::write(&file, b"x").unwrap();
+        let tmp = spool
+            .dir()
+            .join(".0000000000000003-0000000000000003.ltx.tmp");
+        fs::write(&tmp, b"being written").unwrap();
+        let listed = list(&meta).unwrap();
+        assert_eq!(
+            listed,
+            vec![SpoolFile {
+                min: TxId(1),
+                max: TxId(2),
+                path: file
+            }]
+        );
+        assert!(tmp.exists(), "listing removed a temporary file");
+        Spool::open(&meta).unwrap();
+        assert!(!tmp.exists(), "open cleans up");
     }
 }

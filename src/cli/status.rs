@@ -6,8 +6,6 @@ use anyhow::Result;
 use argh::FromArgs;
 use serde_json::json;
 
-use crate::spool::Spool;
-
 #[derive(FromArgs)]
 /// Displays the replication status of the configured databases (local state only).
 #[argh(subcommand, name = "status")]
@@ -63,7 +61,7 @@ pub fn run(args: Args) -> Result<i32> {
                 .meta_path
                 .join("ltx/0")
                 .is_dir()
-                .then(|| Spool::open(&db.meta_path).and_then(|s| s.files()));
+                .then(|| crate::spool::list(&db.meta_path));
             match newest {
                 None => ("not initialized".into(), "-".into(), humanize_bytes(wal)),
                 Some(Ok(files)) => match files.last() {

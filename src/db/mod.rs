@@ -43,7 +43,6 @@ use crate::ltx::TxId;
 use crate::registry::{Activity, DbStatus, Registry};
 use crate::replica::uploader::UploadQueue;
 use crate::replica::ReplicaClient;
-use crate::spool::{Spool, SpoolFile};
 use crate::sqlite::conn::{CheckpointMode, Frozen, ReadLocks};
 use crate::sqlite::wal::WAL_HEADER_SIZE;
 use crate::sqlite::{self as sq};
@@ -866,9 +865,4 @@ fn wal_offset(pos: Option<WalPos>) -> u64 {
 /// `PRAGMA page_count` in the held read transaction: the database size at our read mark.
 fn page_count(conn: &rusqlite::Connection) -> Result<u32> {
     Ok(conn.query_row("PRAGMA page_count", [], |r| r.get::<_, u32>(0))?)
-}
-
-/// Spooled files (for `litestream ltx` and reset), exposed for the CLI.
-pub fn spooled_files(meta_dir: &Path) -> io::Result<Vec<SpoolFile>> {
-    Spool::open(meta_dir)?.files()
 }

@@ -295,7 +295,7 @@ fn serve_metrics(rq: Request, ctx: &Ctx) {
         .list()
         .into_iter()
         .map(|v| {
-            let spool = crate::db::spooled_files(&v.meta_dir).ok().map(|files| {
+            let spool = crate::spool::list(&v.meta_dir).ok().map(|files| {
                 files
                     .iter()
                     .filter_map(|f| f.path.metadata().ok())
