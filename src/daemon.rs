@@ -148,7 +148,18 @@ impl Daemon {
 
     /// `/register`: validates the path and URL, starts the database, persists the registration.
     pub fn register(&self, path: &Path, url: &str) -> Result<Added, RegisterError> {
-        if self.store.registry().contains(path) {
+        // Registered already: the same replica is a no-op, another one is refused (silently
+        // keeping the old URL would hide that the new one is not used).
+        if let Some(current) = self.store.registry().get(path).map(|v| v.replica_url) {
+            if current != url && current != crate::replica::url::redact_url(url) {
+                return Err(RegisterError::Conflict(
+                    "database already registered".into(),
+                    format!(
+                        "{} replicates to {current}; unregister it first to change its replica",
+                        path.display()
+                    ),
+                ));
+            }
             return Ok(Added::AlreadyRegistered);
         }
         let bad = |why: String| {
@@ -244,11 +255,6 @@ impl Daemon {
             replicated_txid,
             meta_dir: view.meta_dir,
         }))
-    }
-
-    /// The replica URL a registered database replicates to, if it is registered.
-    pub fn replica_url_of(&self, path: &Path) -> Option<String> {
-        self.store.registry().get(path).map(|v| v.replica_url)
     }
 
     /// A waited sync of a database about to be removed; its TXID, if it completed in time.

@@ -528,18 +528,6 @@ fn register(rq: RegisterRequest, ctx: &Ctx) -> Answer {
         ApiError::new(400, "replica_url required")
             .details("e.g. file:///var/backups/app.db or s3://bucket/path")
     })?;
-    // Registered already: the same replica is a no-op, another one is refused (silently
-    // keeping the old URL would hide that the new one is not used).
-    if let Some(current) = ctx.daemon.replica_url_of(&path) {
-        if current != url && current != crate::replica::url::redact_url(&url) {
-            return Err(
-                ApiError::new(409, "database already registered").details(format!(
-                    "{} replicates to {current}; unregister it first to change its replica",
-                    path.display()
-                )),
-            );
-        }
-    }
     let status = match ctx.daemon.register(&path, &url) {
         Ok(Added::Registered) => "registered",
         Ok(Added::AlreadyRegistered) => "already_registered",
