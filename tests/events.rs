@@ -6,7 +6,7 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,36 +21,6 @@ const INIT: &str = r#"{"type":"init","data":{"isPrimary":true}}"#;
 
 fn hex(v: &Value) -> u64 {
     u64::from_str_radix(v.as_str().unwrap(), 16).unwrap()
-}
-
-/// The TCP address the daemon bound for `addr: 127.0.0.1:0`, from its log.
-fn tcp_addr(d: &Daemon) -> String {
-    let mut addr = None;
-    wait_until(WAIT, "the http listener's log line", || {
-        addr = d
-            .log_text()
-            .lines()
-            .find(|l| l.contains("http server listening"))
-            .and_then(|l| l.split("addr=").nth(1))
-            .map(|a| a.trim().to_string());
-        addr.is_some()
-    });
-    addr.unwrap()
-}
-
-/// One HTTP request over TCP (`Connection: close`).
-fn tcp_http(addr: &str, method: &str, path: &str, body: &str) -> HttpResponse {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(WAIT)).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
-    let mut raw = vec![];
-    s.read_to_end(&mut raw).unwrap();
-    parse_response(&raw)
 }
 
 /// Opens a stream and checks its head and its first line: `init`, always.

@@ -4,7 +4,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use common::*;
@@ -160,23 +159,7 @@ fn metrics_have_litestreams_names_and_move_with_writes() {
     assert!(events.next_event().is_some());
 
     // The same on `addr:`.
-    let addr = d
-        .log_text()
-        .lines()
-        .find(|l| l.contains("http server listening"))
-        .and_then(|l| l.split("addr=").nth(1))
-        .map(|a| a.trim().to_string())
-        .expect("http listener");
-    let mut s = std::net::TcpStream::connect(&addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).unwrap();
-    let r = parse_response(&raw);
+    let r = tcp_http(&tcp_addr(&d), "GET", "/metrics", "");
     assert_eq!(r.status, 200);
     let tcp = Scrape::parse(&r.body);
     assert_eq!(tcp.get(&format!("litestream_txid{label}")), txid);

@@ -582,6 +582,40 @@ impl EventStream {
     }
 }
 
+/// The TCP address the daemon bound for `addr: 127.0.0.1:0`, from its log.
+pub fn tcp_addr(d: &Daemon) -> String {
+    let mut addr = None;
+    wait_until(
+        Duration::from_secs(30),
+        "the http listener's log line",
+        || {
+            addr = d
+                .log_text()
+                .lines()
+                .find(|l| l.contains("http server listening"))
+                .and_then(|l| l.split("addr=").nth(1))
+                .map(|a| a.trim().to_string());
+            addr.is_some()
+        },
+    );
+    addr.unwrap()
+}
+
+/// One HTTP request over TCP (`Connection: close`).
+pub fn tcp_http(addr: &str, method: &str, path: &str, body: &str) -> HttpResponse {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut raw = vec![];
+    s.read_to_end(&mut raw).unwrap();
+    parse_response(&raw)
+}
+
 /// The daemon's pid.
 pub fn pid_of(d: &Daemon) -> u32 {
     d.child.id()
