@@ -23,6 +23,7 @@
 //! with locations and the typed walk over it; `sections.rs` one parser per section; `env.rs`
 //! variable expansion and paths; `error.rs` errors and warnings.
 
+mod directory;
 mod env;
 mod error;
 mod sections;
@@ -38,6 +39,7 @@ use crate::replica::url::{
     self, clean_path, redact, redact_url, ReplicaTarget, S3Keys, S3UrlParts,
 };
 
+pub use directory::DirConfig;
 pub use env::{default_config_path, expand_env, process_env};
 pub use error::{ConfigError, ConfigErrorKind, ConfigWarning};
 
@@ -112,6 +114,8 @@ pub const META_DIR_SUFFIX: &str = "-litestream";
 pub struct Config {
     /// Databases to replicate (`dbs`), paths absolute and unique.
     pub dbs: Vec<DbConfig>,
+    /// Directories whose databases are replicated (`dbs` entries with `dir`).
+    pub dirs: Vec<DirConfig>,
     /// Bind address of the metrics/events HTTP listener (`addr`), e.g. `":9090"`.
     pub addr: Option<String>,
     /// Control socket (`socket`).
@@ -150,6 +154,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             dbs: Vec::new(),
+            dirs: Vec::new(),
             addr: None,
             socket: SocketConfig::default(),
             logging: LoggingConfig::default(),
