@@ -110,6 +110,42 @@ fn is_state_dir(name: &OsStr) -> bool {
         .ends_with(META_DIR_SUFFIX.as_bytes())
 }
 
+/// The WAL-mode SQLite databases a `dir:` entry takes now, sorted (for `litestream databases`).
+pub fn find(entry: &DirConfig) -> Vec<PathBuf> {
+    let mut files = BTreeSet::new();
+    collect(entry, &entry.dir, &mut files);
+    files
+        .into_iter()
+        .filter(|p| classify(p) == Candidate::WalDatabase)
+        .collect()
+}
+
+/// Adds every file under `dir` (searched as `entry` says) whose name matches its pattern.
+fn collect(entry: &DirConfig, dir: &Path, files: &mut BTreeSet<PathBuf>) {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) => {
+            if e.kind() != io::ErrorKind::NotFound || dir == entry.dir {
+                log::warn!("directory {}: cannot read it: {e}", dir.display());
+            }
+            return;
+        }
+    };
+    for item in entries.flatten() {
+        let name = item.file_name();
+        let Ok(kind) = item.file_type() else {
+            continue;
+        };
+        if kind.is_dir() {
+            if entry.recursive && !is_state_dir(&name) {
+                collect(entry, &item.path(), files);
+            }
+        } else if !is_side_file(&name) && entry.matches(&name) {
+            files.insert(item.path());
+        }
+    }
+}
+
 /// The running directory monitor. Dropping it stops its thread.
 pub struct DirectoryMonitor {
     stop: Arc<AtomicBool>,
@@ -196,29 +232,7 @@ impl Monitor {
     }
 
     fn collect(&self, i: usize, dir: &Path, files: &mut BTreeSet<PathBuf>) {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) => {
-                if e.kind() != io::ErrorKind::NotFound || dir == self.dirs[i].dir {
-                    log::warn!("directory {}: cannot read it: {e}", dir.display());
-                }
-                return;
-            }
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let path = entry.path();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                if self.dirs[i].recursive && !is_state_dir(&name) {
-                    self.collect(i, &path, files);
-                }
-            } else if !is_side_file(&name) && self.dirs[i].matches(&name) {
-                files.insert(path);
-            }
-        }
+        collect(&self.dirs[i], dir, files);
     }
 
     /// Looks at one file that matches directory `i`'s pattern: starts it if it is a WAL

@@ -118,6 +118,31 @@ fn nested_databases_replicate_under_their_relative_paths() {
         restore_both_ways(&t, relative, db);
     }
     assert_eq!(d.terminate(), 0);
+
+    // The CLI knows the directory's databases from the config too.
+    let config = t.path("litestream.yml");
+    let config = config.to_str().unwrap();
+    let o = run(&["databases", "-config", config]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    for db in &dbs {
+        assert!(out.contains(&*db.to_string_lossy()), "{out}");
+    }
+    assert!(
+        !out.contains("notes.db") && !out.contains("rollback.db"),
+        "{out}"
+    );
+    let restored = t.path("by-path.db");
+    let o = run(&[
+        "restore",
+        "-config",
+        config,
+        "-o",
+        restored.to_str().unwrap(),
+        dbs[1].to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_same_ids(&ids(&restored), &ids(&dbs[1]), "restore by path");
 }
 
 #[test]

@@ -60,6 +60,16 @@ impl DirConfig {
             .filter(|r| !r.as_os_str().is_empty())
     }
 
+    /// Whether a database at `path` belongs to this entry: under the directory (directly,
+    /// unless recursive) and named to match the pattern.
+    pub fn covers(&self, path: &Path) -> bool {
+        let Some(relative) = self.relative(path) else {
+            return false;
+        };
+        (self.recursive || relative.components().count() == 1)
+            && path.file_name().is_some_and(|n| self.matches(n))
+    }
+
     /// The config entry of one database found under the directory: the template with its
     /// own path, local state directory and replica.
     pub fn entry(&self, db: &Path) -> DbConfig {

@@ -31,6 +31,7 @@ mod sections;
 mod tests;
 mod yaml;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -506,9 +507,17 @@ impl Config {
         Ok((config, warnings))
     }
 
-    /// The database whose configured path is `path`, if any.
-    pub fn db(&self, path: &Path) -> Option<&DbConfig> {
-        self.dbs.iter().find(|db| db.path == path)
+    /// The entry of the database at `path`: listed with `path:`, or one a `dir:` entry would
+    /// take (under its directory, matching its pattern, whether or not the file exists yet),
+    /// so `restore` and `ltx` work for databases of replicated directories too.
+    pub fn db(&self, path: &Path) -> Option<Cow<'_, DbConfig>> {
+        if let Some(db) = self.dbs.iter().find(|db| db.path == path) {
+            return Some(Cow::Borrowed(db));
+        }
+        self.dirs
+            .iter()
+            .find(|d| d.covers(path))
+            .map(|d| Cow::Owned(d.entry(path)))
     }
 }
 
