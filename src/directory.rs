@@ -113,19 +113,20 @@ fn is_state_dir(name: &OsStr) -> bool {
 /// The WAL-mode SQLite databases a `dir:` entry takes now, sorted (for `litestream databases`).
 pub fn find(entry: &DirConfig) -> Vec<PathBuf> {
     let mut files = BTreeSet::new();
-    collect(entry, &entry.dir, &mut files);
+    collect(entry, &entry.dir, &mut files, false);
     files
         .into_iter()
         .filter(|p| classify(p) == Candidate::WalDatabase)
         .collect()
 }
 
-/// Adds every file under `dir` (searched as `entry` says) whose name matches its pattern.
-fn collect(entry: &DirConfig, dir: &Path, files: &mut BTreeSet<PathBuf>) {
+/// Adds every file under `dir` (searched as `entry` says) whose name matches its pattern;
+/// with `report`, says why a directory cannot be read.
+fn collect(entry: &DirConfig, dir: &Path, files: &mut BTreeSet<PathBuf>, report: bool) {
     let entries = match std::fs::read_dir(dir) {
         Ok(e) => e,
         Err(e) => {
-            if e.kind() != io::ErrorKind::NotFound || dir == entry.dir {
+            if report && (e.kind() != io::ErrorKind::NotFound || dir == entry.dir) {
                 log::warn!("directory {}: cannot read it: {e}", dir.display());
             }
             return;
@@ -138,7 +139,7 @@ fn collect(entry: &DirConfig, dir: &Path, files: &mut BTreeSet<PathBuf>) {
         };
         if kind.is_dir() {
             if entry.recursive && !is_state_dir(&name) {
-                collect(entry, &item.path(), files);
+                collect(entry, &item.path(), files, report);
             }
         } else if !is_side_file(&name) && entry.matches(&name) {
             files.insert(item.path());
@@ -232,7 +233,7 @@ impl Monitor {
     }
 
     fn collect(&self, i: usize, dir: &Path, files: &mut BTreeSet<PathBuf>) {
-        collect(&self.dirs[i], dir, files);
+        collect(&self.dirs[i], dir, files, true);
     }
 
     /// Looks at one file that matches directory `i`'s pattern: starts it if it is a WAL
