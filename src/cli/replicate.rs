@@ -162,6 +162,7 @@ pub fn run(args: Args) -> Result<i32> {
             daemon.clone(),
         )?)
     };
+    warn_if_short_of_files(daemon.store.registry().list().len());
 
     let long_requests = Arc::new(LongRequests::default());
     let mut listeners = vec![];
@@ -374,6 +375,31 @@ fn signal_channel() -> Result<Receiver<i32>> {
             }
         })?;
     Ok(rx)
+}
+
+/// Open files one replicated database holds: SQLite's descriptors of the database, its WAL
+/// and its index, ours of the database and the index (kept: closing a descriptor would drop
+/// SQLite's locks), and the owner lock; more during a pass.
+const FILES_PER_DATABASE: u64 = 8;
+
+/// Says once, at start, when the open-file limit cannot hold every database, rather than
+/// leaving the user to infer it from "Too many open files" errors of some databases.
+fn warn_if_short_of_files(databases: usize) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit with a valid resource and a pointer to a live rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return;
+    }
+    let need = databases as u64 * FILES_PER_DATABASE + 64;
+    if limit.rlim_cur != libc::RLIM_INFINITY && need > limit.rlim_cur {
+        log::warn!(
+            "{databases} databases need about {need} open files and the limit is {}: some will fail with \"Too many open files\"; raise it (LimitNOFILE= in the systemd unit, ulimit -n)",
+            limit.rlim_cur
+        );
+    }
 }
 
 /// Raises the soft limit on open files to the hard limit, as Go programs (Litestream among

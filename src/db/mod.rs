@@ -469,9 +469,14 @@ impl DbThread {
             let idle = self.subscription.is_some() && self.look_at.is_none();
             let ticks = if idle { IDLE_TICKS } else { 1 };
             if idle {
+                // An idle database holds what protects its position and no more: the read
+                // lock's connection and the files whose descriptors carry SQLite's locks. The
+                // spare connection and our WAL descriptor (SQLite locks the index, never the
+                // log) are opened again by the next pass.
                 if let Some(locks) = self.locks.as_mut() {
                     locks.hibernate();
                 }
+                self.st.wal.wal_file = None;
             }
             self.next_pass = now + self.st.opts.monitor_interval * ticks;
         }
