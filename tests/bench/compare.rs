@@ -38,6 +38,12 @@
 //! 0.5.17's restored replica are counted and printed (it does lose a few there, see
 //! `restore_missing`); ours losing any still panics.
 //!
+//! - (f) issue 12: `BENCH_MANY_DBS` idle databases in one directory, replicated through one
+//!   `dir:` entry (Litestream 0.5.17 reads the same keys): the time from start until `/list`
+//!   shows them all, one `GET /list`, RSS and idle CPU after `BENCH_SETTLE` seconds, and the
+//!   time from a one-row commit to one of them until its replica holds the new LTX file
+//!   (median of five), also with the database alone in the directory.
+//!
 //! `BENCH_OURS_BIN=/path/to/litestream` measures another build of ours (e.g. another profile).
 //!
 //! `cargo test` builds this target without `--bench` and it then exits at once.
@@ -65,6 +71,7 @@ struct Settings {
     rounds: usize,
     burst_tx: u64,
     paced_seconds: u64,
+    many_dbs: usize,
     only: String,
 }
 
@@ -89,7 +96,8 @@ impl Settings {
             rounds: env_or::<usize>("BENCH_ROUNDS", 1).max(1),
             burst_tx: env_or::<u64>("BENCH_BURST_TX", 20_000).max(1),
             paced_seconds: env_or("BENCH_PACED_SECONDS", 10),
-            only: env_or("BENCH_ONLY", "a,b,c,d,e".to_string()),
+            many_dbs: env_or::<usize>("BENCH_MANY_DBS", 1000).max(1),
+            only: env_or("BENCH_ONLY", "a,b,c,d,e,f".to_string()),
         }
     }
 
@@ -102,7 +110,7 @@ impl Settings {
             .map(|b| format!("BENCH_OURS_BIN={b} "))
             .unwrap_or_default();
         format!(
-            "{ours}BENCH_SECONDS={} BENCH_RATE={} BENCH_ROUNDS={} BENCH_IDLE_DBS={} BENCH_SETTLE={} BENCH_RESTORE_MB={} BENCH_RESTORE_RUNS={} BENCH_BURST_TX={} BENCH_PACED_SECONDS={} BENCH_ONLY={} cargo bench --bench compare",
+            "{ours}BENCH_SECONDS={} BENCH_RATE={} BENCH_ROUNDS={} BENCH_IDLE_DBS={} BENCH_SETTLE={} BENCH_RESTORE_MB={} BENCH_RESTORE_RUNS={} BENCH_BURST_TX={} BENCH_PACED_SECONDS={} BENCH_MANY_DBS={} BENCH_ONLY={} cargo bench --bench compare",
             self.seconds,
             self.rate,
             self.rounds,
@@ -112,6 +120,7 @@ impl Settings {
             self.restore_runs,
             self.burst_tx,
             self.paced_seconds,
+            self.many_dbs,
             self.only
         )
     }
@@ -688,6 +697,127 @@ fn has_ltx(replica: &Path) -> bool {
                 .any(|f| f.file_name().to_string_lossy().ends_with(".ltx"))
         })
     })
+}
+
+/// (f) issue 12: many databases in one directory, replicated by one `dir:` entry.
+struct Many {
+    /// From the daemon's start until `/list` shows every database.
+    listed_s: f64,
+    /// Median time of one `GET /list` once they are all listed.
+    list_ms: f64,
+    rss_mb: f64,
+    anon_mb: f64,
+    threads: u64,
+    idle_cpu_ms_per_s: f64,
+    /// Median time from a one-row commit to one of the databases until its replica holds
+    /// one more LTX file.
+    write_to_replica_ms: f64,
+}
+
+/// LTX files at level 0 of a file replica.
+fn l0_files(replica: &Path) -> usize {
+    fs::read_dir(replica.join("ltx/0")).map_or(0, |d| {
+        d.flatten()
+            .filter(|f| f.file_name().to_string_lossy().ends_with(".ltx"))
+            .count()
+    })
+}
+
+fn many(tool: &Tool, s: &Settings, n: usize) -> Many {
+    let tmp = tempdir("many");
+    let dir = tmp.path();
+    let data = dir.join("data");
+    fs::create_dir_all(&data).expect("data dir");
+    let dbs: Vec<PathBuf> = (0..n).map(|i| data.join(format!("t{i:05}.db"))).collect();
+    for db in &dbs {
+        let conn = common::create_db(db);
+        conn.execute("INSERT INTO t(v) VALUES ('x')", [])
+            .expect("insert");
+    }
+    let replica = dir.join("replica");
+    let config = dir.join("litestream.yml");
+    fs::write(
+        &config,
+        format!(
+            "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    replica:\n      url: file://{}\nsocket:\n  enabled: true\n  path: {}\n",
+            data.display(),
+            replica.display(),
+            dir.join("ls.sock").display()
+        ),
+    )
+    .expect("write config");
+    let started = Instant::now();
+    let d = Daemon::start(tool, &config);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while d.listed() < n {
+        assert!(
+            Instant::now() < deadline,
+            "{}: /list never showed all {n} databases: {}",
+            tool.name,
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let listed_s = started.elapsed().as_secs_f64();
+    let replica_of = |db: &Path| replica.join(db.file_name().expect("db name"));
+    while let Some(missing) = dbs.iter().find(|db| !has_ltx(&replica_of(db))) {
+        assert!(
+            Instant::now() < deadline,
+            "{}: {} never reached its replica: {}",
+            tool.name,
+            missing.display(),
+            d.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let list_ms = median(
+        (0..5)
+            .map(|_| {
+                let t = Instant::now();
+                d.listed();
+                t.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect(),
+    );
+    std::thread::sleep(Duration::from_secs(s.settle));
+    let cpu0 = cpu_seconds(d.pid());
+    let idle_from = Instant::now();
+    std::thread::sleep(Duration::from_secs(s.settle));
+    let idle_cpu_ms_per_s =
+        (cpu_seconds(d.pid()) - cpu0) * 1000.0 / idle_from.elapsed().as_secs_f64();
+    let m = mem(d.pid());
+    // A write to one database among the idle others, five of them spread over the set.
+    let mut latencies = vec![];
+    for k in 0..5 {
+        let db = &dbs[(k * 7919) % n];
+        let target = replica_of(db);
+        let before = l0_files(&target);
+        let t = Instant::now();
+        common::create_db(db)
+            .execute("INSERT INTO t(v) VALUES ('y')", [])
+            .expect("insert");
+        while l0_files(&target) <= before {
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "{}: the write to {} never reached its replica: {}",
+                tool.name,
+                db.display(),
+                d.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    d.stop();
+    Many {
+        listed_s,
+        list_ms,
+        rss_mb: m.rss_kb as f64 / 1024.0,
+        anon_mb: m.anon_kb as f64 / 1024.0,
+        threads: m.threads,
+        idle_cpu_ms_per_s,
+        write_to_replica_ms: median(latencies),
+    }
 }
 
 /// (c) restore of a large database.
@@ -1528,6 +1658,64 @@ fn main() {
     }
 
     println!();
+    if s.runs("f") {
+        println!(
+            "(f) {} idle databases in one directory (dir: entry), and one database alone ...",
+            s.many_dbs
+        );
+        let (o, t) = (many(&ours, &s, s.many_dbs), many(&theirs, &s, s.many_dbs));
+        let (o1, t1) = (many(&ours, &s, 1), many(&theirs, &s, 1));
+        for (name, r, one) in [(ours.name, &o, &o1), (theirs.name, &t, &t1)] {
+            println!(
+                "  {name}: all listed {:.2} s after start, GET /list {:.1} ms, RSS {:.1} MiB ({:.1} anon), {} threads, idle CPU {:.2} ms/s, write to replica {:.0} ms (alone: {:.0} ms)",
+                r.listed_s, r.list_ms, r.rss_mb, r.anon_mb, r.threads, r.idle_cpu_ms_per_s, r.write_to_replica_ms, one.write_to_replica_ms
+            );
+        }
+        let sc = format!("f: {} dbs in a dir", s.many_dbs);
+        table.row(
+            &sc,
+            "start to /list complete",
+            o.listed_s,
+            t.listed_s,
+            "s",
+            "",
+        );
+        table.row(&sc, "GET /list", o.list_ms, t.list_ms, "ms", "<= 1000 ms");
+        table.row(&sc, "RSS settled", o.rss_mb, t.rss_mb, "MiB", "<= 40 MB");
+        table.row(
+            &sc,
+            "private memory (RssAnon)",
+            o.anon_mb,
+            t.anon_mb,
+            "MiB",
+            "",
+        );
+        table.row(
+            &sc,
+            "idle CPU",
+            o.idle_cpu_ms_per_s,
+            t.idle_cpu_ms_per_s,
+            "ms/s",
+            "<= 30 ms/s",
+        );
+        table.row(
+            &sc,
+            "write to replica, median",
+            o.write_to_replica_ms,
+            t.write_to_replica_ms,
+            "ms",
+            "",
+        );
+        table.row(
+            &sc,
+            "write to replica / 1 db alone",
+            o.write_to_replica_ms / o1.write_to_replica_ms,
+            t.write_to_replica_ms / t1.write_to_replica_ms,
+            "x",
+            "~1",
+        );
+    }
+
     table.print();
     println!();
     println!("reproduce: {}", s.command());
