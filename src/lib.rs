@@ -6,6 +6,7 @@ pub mod compact;
 pub mod config;
 pub mod daemon;
 pub mod db;
+pub mod directory;
 pub mod durable;
 pub mod duration;
 pub mod events;

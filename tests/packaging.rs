@@ -389,6 +389,7 @@ fn sample(k: &DocKey, dir: &Path) -> String {
         "integer" => "1".into(),
         "boolean" => "true".into(),
         "string" => "x".into(),
+        "glob" => "\"*.db\"".into(),
         "path" => dir.join("x").display().to_string(),
         "url" => format!("file://{}/replica", dir.display()),
         "http_url" => "http://127.0.0.1:9/ping".into(),
@@ -426,6 +427,17 @@ fn configs_using(k: &DocKey, dir: &Path) -> Vec<String> {
             "replicas" => format!("dbs:\n  - path: {db}\n    replicas: [{{url: \"{url}\"}}]\n"),
             _ => format!("dbs:\n  - path: {db}\n    {key}: {v}\n    replica:\n      url: {url}\n"),
         }],
+        "Directory replication" => vec![match key.as_str() {
+            "dir" => format!("dbs:\n  - dir: {v}\n    pattern: \"*.db\"\n    replica:\n      url: {url}\n"),
+            "pattern" => format!(
+                "dbs:\n  - dir: {}\n    pattern: {v}\n    replica:\n      url: {url}\n",
+                dir.display()
+            ),
+            _ => format!(
+                "dbs:\n  - dir: {}\n    pattern: \"*.db\"\n    {key}: {v}\n    replica:\n      url: {url}\n",
+                dir.display()
+            ),
+        }],
         "replica" => vec![replica_key()],
         "Replica settings" => vec![replica_key(), format!("{key}: {v}\n")],
         other => panic!("{k:?}: keys under section {other:?} are not tested; add it here"),
@@ -460,6 +472,7 @@ fn every_config_key_the_man_page_documents_loads_without_a_warning() {
         "levels",
         "snapshot",
         "dbs",
+        "Directory replication",
         "replica",
         "Replica settings",
     ] {

@@ -24,15 +24,27 @@ pub struct Args {
     extra: Vec<String>,
 }
 
-/// Prints one row per configured database.
+/// Prints one row per configured database, those found under `dir:` entries included.
 pub fn run(args: Args) -> Result<i32> {
     if !args.extra.is_empty() {
         anyhow::bail!("too many arguments");
     }
     let config = super::load_config(args.config.as_deref(), args.no_expand_env)?;
+    // Databases of `dir:` entries as the daemon would find them now.
+    let found: Vec<_> = config
+        .dirs
+        .iter()
+        .flat_map(|d| {
+            crate::directory::find(d)
+                .into_iter()
+                .map(|p| d.entry(&p))
+                .collect::<Vec<_>>()
+        })
+        .collect();
     let rows: Vec<(String, String)> = config
         .dbs
         .iter()
+        .chain(&found)
         .map(|db| {
             (
                 db.path.display().to_string(),

@@ -58,7 +58,7 @@ pub fn run(args: Args) -> Result<i32> {
         [t] => {
             let config = super::load_config(args.config.as_deref(), args.no_expand_env)?;
             let path = super::absolute(t)?;
-            crate::daemon::replica_client(super::config_db(&config, &path)?)?
+            crate::daemon::replica_client(&*super::config_db(&config, &path)?)?
         }
         _ => bail!("too many arguments"),
     };

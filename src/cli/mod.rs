@@ -14,6 +14,7 @@ mod restore;
 mod status;
 mod version;
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -211,7 +212,7 @@ pub fn absolute(path: &str) -> Result<PathBuf> {
 }
 
 /// The config entry of a database given on the command line.
-pub fn config_db<'a>(config: &'a Config, path: &Path) -> Result<&'a DbConfig> {
+pub fn config_db<'a>(config: &'a Config, path: &Path) -> Result<Cow<'a, DbConfig>> {
     config
         .db(path)
         .with_context(|| format!("database not found in config: {}", path.display()))

@@ -15,6 +15,7 @@ use crate::compact::Schedule;
 use crate::config::{Config, ConfigWarning, DbConfig, LogLevel, ReplicaConfig};
 use crate::daemon::{self, Daemon};
 use crate::db::DbCommand;
+use crate::directory::DirectoryMonitor;
 use crate::ipc::handlers::{Ctx, LongRequests};
 use crate::ipc::server::{self, Listener};
 use crate::restore;
@@ -97,6 +98,7 @@ pub fn run(args: Args) -> Result<i32> {
         warning.log();
     }
     log::info!(version = crate::VERSION; "litestream");
+    raise_open_file_limit();
     let exec = args.exec.clone().or_else(|| config.exec.clone());
 
     if args.restore_if_db_not_exists {
@@ -156,6 +158,14 @@ pub fn run(args: Args) -> Result<i32> {
         }
     }
     daemon.restore_registrations();
+    let directories = if config.dirs.is_empty() {
+        None
+    } else {
+        Some(DirectoryMonitor::start(
+            config.dirs.clone(),
+            daemon.clone(),
+        )?)
+    };
 
     let long_requests = Arc::new(LongRequests::default());
     let mut listeners = vec![];
@@ -253,6 +263,9 @@ pub fn run(args: Args) -> Result<i32> {
     }
     for l in &listeners {
         l.stop_accepting();
+    }
+    if let Some(d) = directories {
+        d.stop();
     }
     daemon.store.shutdown(config.shutdown_sync_timeout);
     for l in listeners {
@@ -357,4 +370,27 @@ fn signal_channel() -> Result<Receiver<i32>> {
             }
         })?;
     Ok(rx)
+}
+
+/// Raises the soft limit on open files to the hard limit, as Go programs (Litestream among
+/// them) do at start: each database holds several descriptors (its file, WAL and index through
+/// two SQLite connections, plus ours), so the common soft limit of 1024 would stop a daemon at
+/// about 150 databases while the hard limit allows far more.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a live rlimit.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let soft = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+            log::debug!(soft_limit = soft; "cannot raise the open file limit");
+        }
+    }
 }

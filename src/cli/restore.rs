@@ -87,7 +87,7 @@ pub fn run(args: Args) -> Result<i32> {
                 Some(o) => super::absolute(&o.to_string_lossy())?,
                 None => path.clone(),
             };
-            (p.clone(), crate::daemon::replica_client(db)?, out)
+            (p.clone(), crate::daemon::replica_client(&db)?, out)
         }
         _ => bail!("too many arguments"),
     };

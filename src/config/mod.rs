@@ -23,6 +23,7 @@
 //! with locations and the typed walk over it; `sections.rs` one parser per section; `env.rs`
 //! variable expansion and paths; `error.rs` errors and warnings.
 
+mod directory;
 mod env;
 mod error;
 mod sections;
@@ -30,6 +31,7 @@ mod sections;
 mod tests;
 mod yaml;
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -38,6 +40,7 @@ use crate::replica::url::{
     self, clean_path, redact, redact_url, ReplicaTarget, S3Keys, S3UrlParts,
 };
 
+pub use directory::DirConfig;
 pub use env::{default_config_path, expand_env, process_env};
 pub use error::{ConfigError, ConfigErrorKind, ConfigWarning};
 
@@ -112,6 +115,8 @@ pub const META_DIR_SUFFIX: &str = "-litestream";
 pub struct Config {
     /// Databases to replicate (`dbs`), paths absolute and unique.
     pub dbs: Vec<DbConfig>,
+    /// Directories whose databases are replicated (`dbs` entries with `dir`).
+    pub dirs: Vec<DirConfig>,
     /// Bind address of the metrics/events HTTP listener (`addr`), e.g. `":9090"`.
     pub addr: Option<String>,
     /// Control socket (`socket`).
@@ -150,6 +155,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             dbs: Vec::new(),
+            dirs: Vec::new(),
             addr: None,
             socket: SocketConfig::default(),
             logging: LoggingConfig::default(),
@@ -501,9 +507,17 @@ impl Config {
         Ok((config, warnings))
     }
 
-    /// The database whose configured path is `path`, if any.
-    pub fn db(&self, path: &Path) -> Option<&DbConfig> {
-        self.dbs.iter().find(|db| db.path == path)
+    /// The entry of the database at `path`: listed with `path:`, or one a `dir:` entry would
+    /// take (under its directory, matching its pattern, whether or not the file exists yet),
+    /// so `restore` and `ltx` work for databases of replicated directories too.
+    pub fn db(&self, path: &Path) -> Option<Cow<'_, DbConfig>> {
+        if let Some(db) = self.dbs.iter().find(|db| db.path == path) {
+            return Some(Cow::Borrowed(db));
+        }
+        self.dirs
+            .iter()
+            .find(|d| d.covers(path))
+            .map(|d| Cow::Owned(d.entry(path)))
     }
 }
 

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::directory::{parse_dir_entry, DirConfig};
 use super::env::strip_sqlite_prefix;
 use super::error::{quote, ConfigError, ConfigErrorKind, ConfigWarning};
 use super::yaml::{Ctx, Field, Kind, MapView, Node};
@@ -59,15 +60,7 @@ pub(super) const REPLICA_SETTINGS_NOT_YET: &[&str] = &[
     "timeout",
 ];
 /// Per-database keys Litestream 0.5.17 knows and this build ignores (with a warning).
-pub(super) const DB_NOT_YET: &[&str] = &[
-    "dir",
-    "pattern",
-    "recursive",
-    "watch",
-    "meta-dir",
-    "max-sync-wal-bytes",
-    "restore-if-db-not-exists",
-];
+pub(super) const DB_NOT_YET: &[&str] = &["max-sync-wal-bytes", "restore-if-db-not-exists"];
 /// Logging keys Litestream 0.5.17 knows and this build ignores.
 pub(super) const LOGGING_NOT_YET: &[&str] = &["source"];
 
@@ -94,7 +87,7 @@ pub(super) fn parse_root(ctx: &mut Ctx, root: &Node) -> Result<Config, ConfigErr
     parse_schedules(ctx, &mut m, &mut config)?;
     let snapshot_set = take_snapshot(ctx, &mut m, &mut config.snapshot)?;
     if let Some(f) = m.take("dbs") {
-        let db_snapshots = parse_dbs(ctx, &f, &config.defaults, &mut config.dbs)?;
+        let db_snapshots = parse_dbs(ctx, &f, &config.defaults, &mut config.dbs, &mut config.dirs)?;
         fold_db_snapshots(ctx, db_snapshots, snapshot_set, &mut config.snapshot)?;
     }
     m.finish(ctx, &[TOP_LEVEL_NOT_YET, REPLICA_SETTINGS_NOT_YET]);
@@ -473,13 +466,21 @@ pub(super) fn parse_dbs(
     f: &Field,
     defaults: &ReplicaDefaults,
     dbs: &mut Vec<DbConfig>,
+    dirs: &mut Vec<DirConfig>,
 ) -> Result<Vec<SnapshotSection>, ConfigError> {
     let items = f.seq(ctx, "a sequence of databases (\"- path: ...\")")?;
     let mut seen: Vec<Located<PathBuf>> = Vec::new();
     let mut snapshots = Vec::new();
     for (i, item) in items.iter().enumerate() {
         let path = format!("dbs[{i}]");
-        let (db, located_path, snapshot) = parse_db(ctx, item, &path, defaults)?;
+        let (db, located_path, snapshot) = match parse_db(ctx, item, &path, defaults)? {
+            Entry::Db(db, located_path, snapshot) => (db, located_path, snapshot),
+            Entry::Dir(dir, snapshot) => {
+                snapshots.push(snapshot);
+                dirs.push(dir);
+                continue;
+            }
+        };
         if let Some(first) = seen.iter().find(|p| p.value == db.path) {
             return Err(located_path.error(
                 ctx,
@@ -507,14 +508,36 @@ pub(super) fn parse_dbs(
     Ok(snapshots)
 }
 
+/// One parsed `dbs[i]` entry: a database (`path:`) or a directory of them (`dir:`).
+pub(super) enum Entry {
+    Db(DbConfig, Located<PathBuf>, SnapshotSection),
+    Dir(DirConfig, SnapshotSection),
+}
+
 /// One `dbs[i]` entry.
 pub(super) fn parse_db(
     ctx: &mut Ctx,
     node: &Node,
     path: &str,
     defaults: &ReplicaDefaults,
-) -> Result<(DbConfig, Located<PathBuf>, SnapshotSection), ConfigError> {
+) -> Result<Entry, ConfigError> {
     let mut m = MapView::new(ctx, node, node, path)?;
+    if m.has("dir") {
+        let (dir, snapshot) = parse_dir_entry(ctx, m, node, path, defaults)?;
+        return Ok(Entry::Dir(dir, snapshot));
+    }
+    for key in ["watch", "meta-dir"] {
+        if m.has(key) {
+            let msg = format!("'{key}' can only be used with a directory ('dir')");
+            return Err(ctx.error(ConfigErrorKind::Invalid, node, path, msg));
+        }
+    }
+    for key in ["pattern", "recursive"] {
+        if let Some(f) = m.take(key) {
+            let msg = format!("key {} is only used with 'dir' (ignored)", quote(&f.path));
+            ctx.warn(f.key, &f.path, msg);
+        }
+    }
     let db_path = take_db_path(ctx, &mut m, node, path)?;
     let mut db = DbConfig::new(db_path.value.clone(), ReplicaConfig::default());
     db.replica = None;
@@ -532,7 +555,7 @@ pub(super) fn parse_db(
     };
     parse_db_replicas(ctx, &mut m, node, path, defaults, &mut db)?;
     m.finish(ctx, &[DB_NOT_YET]);
-    Ok((db, db_path, snapshot))
+    Ok(Entry::Db(db, db_path, snapshot))
 }
 
 /// `dbs[i].path`: required, expanded and absolute.
@@ -543,11 +566,7 @@ pub(super) fn take_db_path(
     path: &str,
 ) -> Result<Located<PathBuf>, ConfigError> {
     let Some(f) = m.take("path") else {
-        let msg = if m.has("dir") {
-            "directory replication ('dir') is not supported yet; list each database with 'path'"
-        } else {
-            "missing required key \"path\""
-        };
+        let msg = "must specify either 'path' or 'dir'";
         return Err(ctx.error(ConfigErrorKind::Invalid, node, path, msg));
     };
     let Some(text) = f.string(ctx)? else {

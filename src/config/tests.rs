@@ -599,8 +599,14 @@ fn wrong_types_name_the_key_and_line() {
 #[test]
 fn validation_errors_name_key_and_line() {
     let cases: &[(&str, &str)] = &[
-        ("dbs:\n  - replica: {url: file:///b}\n", "litestream.yml:2:5: dbs[0]: missing required key \"path\""),
-        ("dbs:\n  - dir: /data\n    pattern: \"*.db\"\n    replica: {url: file:///b}\n", "litestream.yml:2:5: dbs[0]: directory replication ('dir') is not supported yet; list each database with 'path'"),
+        ("dbs:\n  - replica: {url: file:///b}\n", "litestream.yml:2:5: dbs[0]: must specify either 'path' or 'dir'"),
+        ("dbs:\n  - dir: /data\n    replica: {url: file:///b}\n", "litestream.yml:2:5: dbs[0]: 'pattern' is required when using 'dir'"),
+        ("dbs:\n  - dir: /data\n    path: /data/a.db\n    pattern: \"*.db\"\n    replica: {url: file:///b}\n", "litestream.yml:2:5: dbs[0]: cannot specify both 'path' and 'dir'"),
+        ("dbs:\n  - path: /data/a.db\n    watch: true\n    replica: {url: file:///b}\n", "litestream.yml:2:5: dbs[0]: 'watch' can only be used with a directory ('dir')"),
+        ("dbs:\n  - path: /data/a.db\n    meta-dir: /m\n    replica: {url: file:///b}\n", "litestream.yml:2:5: dbs[0]: 'meta-dir' can only be used with a directory ('dir')"),
+        ("dbs:\n  - dir: /data\n    pattern: \"*.db\"\n    meta-dir: /m\n    meta-path: /n\n    replica: {url: file:///b}\n", "litestream.yml:2:5: dbs[0]: cannot specify both 'meta-path' and 'meta-dir'"),
+        ("dbs:\n  - dir: /data\n    pattern: \"[*.db\"\n    replica: {url: file:///b}\n", "litestream.yml:3:5: dbs[0].pattern: invalid pattern \"[*.db\": Pattern syntax error near position 0: invalid range pattern"),
+        ("dbs:\n  - dir: /data\n    pattern: \"*.db\"\n", "litestream.yml:2:5: dbs[0]: must specify replica for database"),
         ("dbs:\n  - path: /a.db\n    replica: {url: file:///b}\n  - path: /a.db\n    replica: {url: file:///c}\n", "litestream.yml:4:5: dbs[1].path: duplicate database path \"/a.db\" (already used by dbs[0].path on line 2); each database can be listed only once"),
         ("dbs:\n  - path: /a.db\n    replica: {url: file:///b}\n    replicas: [{url: file:///c}]\n", "litestream.yml:4:5: dbs[0].replicas: cannot specify 'replica' and 'replicas' on a database"),
         ("dbs:\n  - path: /a.db\n    replicas:\n      - url: file:///b\n      - url: file:///c\n", "litestream.yml:5:9: dbs[0].replicas[1]: multiple replicas on a single database are no longer supported (Litestream 0.5 keeps one replica per database)"),
@@ -781,4 +787,74 @@ fn db_new_uses_defaults() {
     assert_eq!(db.meta_path, PathBuf::from("/x/.y.db-litestream"));
     assert_eq!(db.monitor_interval, DEFAULT_MONITOR_INTERVAL);
     assert!(db.active_replica().is_some());
+}
+
+#[test]
+fn directory_entries_give_each_database_its_replica_and_state() {
+    let text = "dbs:
+  - dir: /data
+    pattern: \"*.db\"
+    recursive: true
+    watch: true
+    monitor-interval: 5s
+    replica:
+      url: s3://bucket/prefix?endpoint=http://127.0.0.1:9000
+  - dir: /other
+    pattern: \"t?.sqlite\"
+    meta-dir: /var/lib/ls
+    replica:
+      type: file
+      path: /backup
+  - dir: /third
+    pattern: \"*\"
+    meta-path: /state
+    replica:
+      url: file:///b3
+";
+    let config = parse_ok(text);
+    assert!(config.dbs.is_empty());
+    let [a, b, c] = &config.dirs[..] else {
+        panic!("three directories: {:?}", config.dirs)
+    };
+    assert!(a.recursive && a.watch && !b.recursive && !b.watch);
+    assert!(a.matches("x.db".as_ref()) && !a.matches("x.db-wal".as_ref()));
+    assert!(b.matches("t1.sqlite".as_ref()) && !b.matches("t12.sqlite".as_ref()));
+
+    let e = a.entry(Path::new("/data/tenants/t1.db"));
+    assert_eq!(e.path, PathBuf::from("/data/tenants/t1.db"));
+    assert_eq!(e.monitor_interval, Duration::from_secs(5));
+    assert_eq!(
+        e.meta_path,
+        PathBuf::from("/data/tenants/.t1.db-litestream")
+    );
+    assert_eq!(
+        e.active_replica().unwrap().url.as_deref(),
+        Some("s3://bucket/prefix/tenants/t1.db?endpoint=http://127.0.0.1:9000")
+    );
+
+    let e = b.entry(Path::new("/other/t1.sqlite"));
+    assert_eq!(
+        e.meta_path,
+        PathBuf::from("/var/lib/ls/t1.sqlite-litestream")
+    );
+    assert_eq!(
+        e.active_replica().unwrap().path.as_deref(),
+        Some("/backup/t1.sqlite")
+    );
+
+    let e = c.entry(Path::new("/third/x/y.db"));
+    assert_eq!(e.meta_path, PathBuf::from("/state/x/.y.db-litestream"));
+    assert_eq!(
+        e.active_replica().unwrap().url.as_deref(),
+        Some("file:///b3/x/y.db")
+    );
+}
+
+#[test]
+fn pattern_and_recursive_on_a_path_entry_are_warned_about() {
+    let text = "dbs:\n  - path: /a.db\n    pattern: \"*.db\"\n    replica: {url: file:///b}\n";
+    assert_eq!(
+        warnings(text),
+        ["litestream.yml:3:5: key \"dbs[0].pattern\" is only used with 'dir' (ignored)"]
+    );
 }

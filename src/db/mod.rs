@@ -195,7 +195,7 @@ pub fn spawn(
 }
 
 /// How many commands a database thread's channel holds.
-pub const COMMAND_QUEUE: usize = 256;
+pub const COMMAND_QUEUE: usize = 32;
 
 /// A new command channel for a database thread, bounded by construction: IPC requests give
 /// up after their own timeout when it is full (`send_timeout`), the uploader's
@@ -472,6 +472,11 @@ impl DbThread {
             // look at an idle database is only a safety net and comes less often.
             let idle = self.subscription.is_some() && self.look_at.is_none();
             let ticks = if idle { IDLE_TICKS } else { 1 };
+            if idle {
+                if let Some(locks) = self.locks.as_mut() {
+                    locks.hibernate();
+                }
+            }
             self.next_pass = now + self.st.opts.monitor_interval * ticks;
         }
     }

@@ -44,12 +44,12 @@ impl SyncState {
         self.db_file = Some(file);
         self.wal.shm_file = None;
         self.wal.wal_file = None;
-        let locks = ReadLocks::open(&path, self.opts.busy_timeout)
+        let mut locks = ReadLocks::open(&path, self.opts.busy_timeout)
             .with_context(|| format!("{display}: open"))?;
-        let mode = conn::journal_mode(locks.idle())
+        let mode = conn::journal_mode(locks.idle()?)
             .with_context(|| format!("{display}: read journal mode"))?;
         if mode != "wal" {
-            let now = conn::enable_wal(locks.idle())
+            let now = conn::enable_wal(locks.idle()?)
                 .with_context(|| format!("{display}: database is in {mode} journal mode and switching to WAL failed (is another process holding it?)"))?;
             if now != "wal" {
                 bail!("{display}: database is in {mode} journal mode and SQLite refused to switch it to WAL ({now})");
@@ -59,7 +59,7 @@ impl SyncState {
         let page_size = match header {
             Some(h) => h.page_size,
             None => locks
-                .idle()
+                .idle()?
                 .query_row("PRAGMA page_size", [], |r| r.get::<_, u32>(0))?,
         };
         if self.position.page_size != 0 && self.position.page_size != page_size {

@@ -591,6 +591,54 @@ fn clean_prefix(p: &str) -> String {
     parts.join("/")
 }
 
+/// Characters escaped in a URL path segment, as Go's `url.PathEscape` leaves the rest.
+const PATH_SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b',')
+    .remove(b':')
+    .remove(b';')
+    .remove(b'=')
+    .remove(b'@');
+
+/// The replica URL of one database found by directory replication: `relative` (its path under
+/// the directory, `/`-separated) appended to the URL's path, query kept, as Litestream 0.5's
+/// `appendRelativePathToURL` does (`s3://bucket/prefix` and `sub/app.db` give
+/// `s3://bucket/prefix/sub/app.db`), so a replica written by either tool is found by the
+/// other. A URL without scheme is a plain path and is joined as one.
+pub fn join_path(url: &str, relative: &str) -> String {
+    let segments: Vec<&str> = relative
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
+    if segments.is_empty() {
+        return url.to_string();
+    }
+    if scheme_length(url).is_none() {
+        let base = url.trim_end_matches('/');
+        return format!("{base}/{}", segments.join("/"));
+    }
+    let cut = url.find(['?', '#']).unwrap_or(url.len());
+    let (head, tail) = url.split_at(cut);
+    // After `scheme://authority` (or `scheme:`), the path.
+    let path_start = match head.find("://") {
+        Some(i) => head[i + 3..].find('/').map_or(head.len(), |j| i + 3 + j),
+        None => head.find(':').map_or(0, |i| i + 1),
+    };
+    let (origin, path) = head.split_at(path_start);
+    let escaped: Vec<String> = segments
+        .iter()
+        .map(|s| percent_encoding::utf8_percent_encode(s, PATH_SEGMENT).to_string())
+        .collect();
+    let base = path.trim_end_matches('/');
+    format!("{origin}{base}/{}{tail}", escaped.join("/"))
+}
+
 /// The URL with any `user:password@` replaced, safe to show.
 pub(crate) fn redact_url(url: &str) -> String {
     let Some(i) = url.find("://") else {
@@ -868,5 +916,38 @@ pub(crate) mod tests {
             );
         }
         assert!(percent_decode("%ff", false).unwrap_err().contains("UTF-8"));
+    }
+
+    #[test]
+    fn join_path_appends_the_relative_path_as_litestream_does() {
+        let cases = [
+            ("file:///backup", "app.db", "file:///backup/app.db"),
+            ("file:///backup/", "sub/app.db", "file:///backup/sub/app.db"),
+            ("s3://bucket", "a/b.db", "s3://bucket/a/b.db"),
+            (
+                "s3://bucket/prefix?endpoint=http://127.0.0.1:9000&forcePathStyle=true",
+                "t1/app.db",
+                "s3://bucket/prefix/t1/app.db?endpoint=http://127.0.0.1:9000&forcePathStyle=true",
+            ),
+            ("/backup", "sub/app.db", "/backup/sub/app.db"),
+            (
+                "file:///backup",
+                "with space/%.db",
+                "file:///backup/with%20space/%25.db",
+            ),
+            ("file:///backup", "", "file:///backup"),
+        ];
+        for (url, rel, want) in cases {
+            assert_eq!(join_path(url, rel), want, "{url} + {rel}");
+        }
+        // What it builds parses back to the joined location.
+        match parse_replica_url(&join_path("file:///backup", "with space/x.db")).unwrap() {
+            ReplicaTarget::File { root } => {
+                assert_eq!(root, PathBuf::from("/backup/with space/x.db"))
+            }
+            other => panic!("{other:?}"),
+        }
+        let t = s3(parse_replica_url(&join_path("s3://bucket/prefix", "t1/app.db")).unwrap());
+        assert_eq!(t.path, "prefix/t1/app.db");
     }
 }

@@ -15,7 +15,7 @@
 //! rules".
 
 use std::os::raw::{c_int, c_void};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::{ffi, Connection, OpenFlags};
@@ -188,9 +188,12 @@ pub enum Frozen<T> {
     Done(CheckpointResult, T, Duration),
 }
 
-/// Two connections used as alternating read locks (see the module docs).
+/// Two connections used as alternating read locks (see the module docs). The one not holding
+/// the lock is opened when a pass needs it and closed again while the database is idle
+/// ([`ReadLocks::hibernate`]): an idle database then costs one connection, not two.
 pub struct ReadLocks {
-    conns: [Connection; 2],
+    conns: [Option<Connection>; 2],
+    path: PathBuf,
     busy_timeout: Duration,
     /// Index of the connection holding the current lock, if any.
     held: Option<usize>,
@@ -199,24 +202,51 @@ pub struct ReadLocks {
 }
 
 impl ReadLocks {
-    /// Opens both connections.
+    /// Opens the first connection (the second is opened when a pass needs it).
     pub fn open(path: &Path, busy_timeout: Duration) -> rusqlite::Result<ReadLocks> {
         Ok(ReadLocks {
-            conns: [open(path, busy_timeout)?, open(path, busy_timeout)?],
+            conns: [Some(open(path, busy_timeout)?), None],
+            path: path.to_path_buf(),
             busy_timeout,
             held: None,
             next: None,
         })
     }
 
+    /// Opens connection `i` if it is closed.
+    fn ensure(&mut self, i: usize) -> rusqlite::Result<()> {
+        if self.conns[i].is_none() {
+            self.conns[i] = Some(open(&self.path, self.busy_timeout)?);
+        }
+        Ok(())
+    }
+
+    /// Connection `i`, which the caller knows is open (it holds a lock, or `ensure` ran).
+    fn conn(&self, i: usize) -> &Connection {
+        self.conns[i].as_ref().expect("a connection in use is open")
+    }
+
     /// The connection not holding the current lock: for checkpoints and pragmas.
-    pub fn idle(&self) -> &Connection {
-        &self.conns[1 - self.held.unwrap_or(1)]
+    pub fn idle(&mut self) -> rusqlite::Result<&Connection> {
+        let i = 1 - self.held.unwrap_or(1);
+        self.ensure(i)?;
+        Ok(self.conn(i))
     }
 
     /// The connection holding the newest read transaction, if any.
     pub fn locked(&self) -> Option<&Connection> {
-        self.next.or(self.held).map(|i| &self.conns[i])
+        self.next.or(self.held).map(|i| self.conn(i))
+    }
+
+    /// Closes the connection that holds no lock, while the database is idle; the lock held
+    /// stays. SQLite keeps the file descriptors of a closed connection whose file another
+    /// connection of the process still locks, so closing it cannot drop our read mark.
+    /// Returns whether a connection was closed.
+    pub fn hibernate(&mut self) -> bool {
+        match (self.held, self.next) {
+            (Some(h), None) => self.conns[1 - h].take().is_some(),
+            _ => false,
+        }
     }
 
     /// Whether a read lock is held.
@@ -231,7 +261,8 @@ impl ReadLocks {
             Some(h) => 1 - h,
             None => 0,
         };
-        begin_read(&self.conns[i])?;
+        self.ensure(i)?;
+        begin_read(self.conn(i))?;
         self.next = Some(i);
         Ok(())
     }
@@ -240,7 +271,7 @@ impl ReadLocks {
     pub fn release_previous(&mut self) {
         if let Some(n) = self.next.take() {
             if let Some(h) = self.held.replace(n) {
-                end_read(&self.conns[h]);
+                end_read(self.conn(h));
             }
         }
     }
@@ -275,7 +306,8 @@ impl ReadLocks {
             }
         };
         let writer = 1 - held;
-        if !begin_immediate(&self.conns[writer], self.busy_timeout)? {
+        self.ensure(writer)?;
+        if !begin_immediate(self.conn(writer), self.busy_timeout)? {
             return Ok(Frozen::Busy);
         }
         let locked_at = std::time::Instant::now();
@@ -283,21 +315,21 @@ impl ReadLocks {
             let Some(tail) = read_tail()? else {
                 return Ok(None);
             };
-            end_read(&self.conns[held]);
+            end_read(self.conn(held));
             self.held = None;
-            let result = checkpoint_waiting(&self.conns[held], CKPT_LOCK_WAIT)?;
-            begin_read(&self.conns[held])?;
+            let result = checkpoint_waiting(self.conn(held), CKPT_LOCK_WAIT)?;
+            begin_read(self.conn(held))?;
             self.held = Some(held);
             Ok(Some((result, tail)))
         })();
-        end_read(&self.conns[writer]);
+        end_read(self.conn(writer));
         let locked = locked_at.elapsed();
         let (mut result, tail): (CheckpointResult, T) = match result {
             Ok(Some(r)) => r,
             Ok(None) => return Ok(Frozen::Declined),
             Err(e) => {
                 // Leave a lock held whatever failed, so continuity is only lost if even that fails.
-                if self.held.is_none() && begin_read(&self.conns[held]).is_ok() {
+                if self.held.is_none() && begin_read(self.conn(held)).is_ok() {
                     self.held = Some(held);
                 }
                 return Err(e);
@@ -305,7 +337,7 @@ impl ReadLocks {
         };
         let complete = !result.busy && result.log_frames == result.checkpointed_frames;
         if mode == CheckpointMode::Truncate && complete {
-            result = checkpoint(&self.conns[writer], CheckpointMode::Truncate)?;
+            result = checkpoint(self.conn(writer), CheckpointMode::Truncate)?;
         }
         Ok(Frozen::Done(result, tail, locked))
     }
@@ -313,7 +345,7 @@ impl ReadLocks {
     /// Releases every lock (before a checkpoint that must wait for all readers).
     pub fn release_all(&mut self) {
         for i in [self.next.take(), self.held.take()].into_iter().flatten() {
-            end_read(&self.conns[i]);
+            end_read(self.conn(i));
         }
     }
 }
@@ -427,11 +459,41 @@ mod tests {
         assert_eq!(wal_header(tmp.path()).salt2, before.salt2);
         // Without any lock, a full checkpoint lets the next write restart the log.
         locks.release_all();
-        let r = checkpoint(locks.idle(), CheckpointMode::Passive).unwrap();
+        let r = checkpoint(locks.idle().unwrap(), CheckpointMode::Passive).unwrap();
         assert_eq!(r.log_frames, r.checkpointed_frames);
         app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
             .unwrap();
         assert_ne!(wal_header(tmp.path()).salt2, before.salt2);
+    }
+
+    #[test]
+    fn hibernating_closes_the_spare_connection_and_keeps_the_lock() {
+        let tmp = tempfile::tempdir().unwrap();
+        let app = app_db(tmp.path());
+        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+        let mut locks =
+            ReadLocks::open(&tmp.path().join("app.db"), Duration::from_secs(1)).unwrap();
+        assert!(!locks.hibernate(), "nothing held: nothing to close");
+        locks.acquire_next().unwrap();
+        locks.release_previous();
+        locks.acquire_next().unwrap();
+        locks.release_previous();
+        assert!(locks.hibernate());
+        assert!(!locks.hibernate(), "closed already");
+        let before = wal_header(tmp.path());
+        // The lock still pins the log: a checkpoint and a write do not restart it.
+        app.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .unwrap();
+        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+        assert_eq!(wal_header(tmp.path()), before);
+        // The next pass reopens the spare and hands the lock over as before.
+        locks.acquire_next().unwrap();
+        locks.release_previous();
+        assert!(locks.is_held());
+        let r = checkpoint(locks.idle().unwrap(), CheckpointMode::Passive).unwrap();
+        assert_eq!(r.log_frames, r.checkpointed_frames, "{r:?}");
     }
 
     #[test]
@@ -446,7 +508,7 @@ mod tests {
         locks.release_previous();
         app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
             .unwrap();
-        let r = checkpoint(locks.idle(), CheckpointMode::Passive).unwrap();
+        let r = checkpoint(locks.idle().unwrap(), CheckpointMode::Passive).unwrap();
         assert!(r.checkpointed_frames < r.log_frames, "{r:?}");
     }
 

@@ -114,6 +114,11 @@ pub fn write_config(dir: &Path, dbs: &[(&Path, &str)], extra_db: &str, extra_top
 impl Daemon {
     /// Starts the daemon with a config file and waits for its socket.
     pub fn start(config: &Path) -> Daemon {
+        Daemon::start_with_env(config, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables.
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
         let dir = config.parent().unwrap();
         let socket = dir.join("ls.sock");
         let log = dir.join(format!("daemon-{:016x}.log", rand_u64()));
@@ -125,6 +130,7 @@ impl Daemon {
         let child = Command::new(bin())
             .args(["replicate", "-config"])
             .arg(config)
+            .envs(env.iter().copied())
             .stdout(out.try_clone().unwrap())
             .stderr(out)
             .spawn()
