@@ -121,7 +121,7 @@ impl Daemon {
             .and_then(|path| match Saver::start(path, store.registry().clone()) {
                 Ok(s) => Some(s),
                 Err(e) => {
-                    log::error!("cannot start the registrations writer: {e}; registrations will not survive a restart");
+                    log::error!(error:% = e; "cannot start the registrations writer; registrations will not survive a restart");
                     None
                 }
             });
@@ -222,7 +222,7 @@ impl Daemon {
             return Err(same_file(other));
         }
         self.save_registrations().map_err(RegisterError::Internal)?;
-        log::info!("db={} replica={url}: registered", path.display());
+        log::info!(db:% = path.display(), replica:% = url; "registered");
         Ok(added)
     }
 
@@ -242,13 +242,15 @@ impl Daemon {
         self.save_registrations()?;
         if replicated_txid < txid {
             log::warn!(
-                "db={}: unregistered at txid {txid}, the replica {} confirmed only {replicated_txid}; the rest stays in {}",
-                path.display(),
-                view.replica_url,
-                view.meta_dir.display()
+                db:% = path.display(),
+                txid:% = txid,
+                replica:% = view.replica_url,
+                replicated_txid:% = replicated_txid,
+                meta_path:% = view.meta_dir.display();
+                "unregistered with transactions not yet replicated; they stay in the meta path"
             );
         } else {
-            log::info!("db={}: unregistered at txid {txid}", path.display());
+            log::info!(db:% = path.display(), txid:% = txid; "unregistered");
         }
         Ok(Some(Unregistered {
             txid,
@@ -272,13 +274,13 @@ impl Daemon {
         match rx.recv_timeout(timeout) {
             Ok(Ok(r)) => Some(r.txid),
             Ok(Err(e)) => {
-                log::warn!("db={}: final sync before unregister: {e}", path.display());
+                log::warn!(db:% = path.display(), error:% = e; "final sync before unregister failed");
                 None
             }
             Err(_) => {
                 log::warn!(
-                    "db={}: final sync before unregister did not finish within {timeout:?}",
-                    path.display()
+                    db:% = path.display(), timeout:? = timeout;
+                    "final sync before unregister did not finish in time"
                 );
                 None
             }
@@ -303,7 +305,7 @@ impl Daemon {
             Ok(t) => t,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return,
             Err(e) => {
-                log::error!("registrations {}: {e}", path.display());
+                log::error!(path:% = path.display(), error:% = e; "cannot read the registrations file");
                 return;
             }
         };
@@ -311,8 +313,8 @@ impl Daemon {
             Ok(f) => f,
             Err(e) => {
                 log::error!(
-                    "registrations {}: not valid JSON ({e}); ignoring it",
-                    path.display()
+                    path:% = path.display(), error:% = e;
+                    "registrations file is not valid JSON; ignoring it"
                 );
                 return;
             }
@@ -325,13 +327,13 @@ impl Daemon {
                 Ok(_) => {}
                 Err(RegisterError::BadRequest(m, d)) | Err(RegisterError::Conflict(m, d)) => {
                     log::error!(
-                        "db={}: cannot restore registration: {m}: {d}",
-                        r.path.display()
+                        db:% = r.path.display(), error = format!("{m}: {d}");
+                        "cannot restore registration"
                     )
                 }
                 Err(RegisterError::Internal(e)) => log::error!(
-                    "db={}: cannot restore registration: {e:#}",
-                    r.path.display()
+                    db:% = r.path.display(), error = format!("{e:#}");
+                    "cannot restore registration"
                 ),
             }
         }

@@ -127,7 +127,7 @@ fn collect(entry: &DirConfig, dir: &Path, files: &mut BTreeSet<PathBuf>, report:
         Ok(e) => e,
         Err(e) => {
             if report && (e.kind() != io::ErrorKind::NotFound || dir == entry.dir) {
-                log::warn!("directory {}: cannot read it: {e}", dir.display());
+                log::warn!(dir:% = dir.display(), error:% = e; "cannot read directory");
             }
             return;
         }
@@ -168,9 +168,10 @@ impl DirectoryMonitor {
             if found == 0 && !monitor.dirs[i].watch {
                 let dir = &monitor.dirs[i];
                 log::error!(
-                    "no SQLite databases found in directory {} with pattern {}; nothing from it is replicated (set 'watch: true' to pick up databases created later)",
-                    dir.dir.display(),
-                    dir.pattern
+                    dir:% = dir.dir.display(),
+                    pattern:% = dir.pattern,
+                    hint = "set 'watch: true' to pick up databases created later";
+                    "no SQLite databases found in directory; nothing from it is replicated"
                 );
             }
         }
@@ -251,9 +252,10 @@ impl Monitor {
                     _ => "not a SQLite database",
                 };
                 log::info!(
-                    "directory {}: skipping {}: {why}",
-                    self.dirs[i].dir.display(),
-                    path.display()
+                    dir:% = self.dirs[i].dir.display(),
+                    path:% = path.display(),
+                    reason = why;
+                    "skipping file in directory"
                 );
             }
             self.skipped.insert(path.to_path_buf(), what);
@@ -264,14 +266,14 @@ impl Monitor {
         match self.daemon.add_configured(&entry) {
             Ok(Added::Registered) => {
                 log::info!(
-                    "added database to replication: path={} dir={} replica={}",
-                    path.display(),
-                    self.dirs[i].dir.display(),
-                    crate::daemon::replica_display_url(
+                    path:% = path.display(),
+                    dir:% = self.dirs[i].dir.display(),
+                    replica:% = crate::daemon::replica_display_url(
                         entry
                             .active_replica()
                             .expect("parsed entries have a replica")
-                    )
+                    );
+                    "added database to replication"
                 );
                 self.ours.insert(path.to_path_buf(), i);
                 true
@@ -279,7 +281,7 @@ impl Monitor {
             // Listed in the config with `path:` too (or registered): that entry wins.
             Ok(_) => false,
             Err(e) => {
-                log::error!("db={}: not replicated: {e:#}", path.display());
+                log::error!(db:% = path.display(), error = format!("{e:#}"); "database not replicated");
                 false
             }
         }
@@ -293,13 +295,15 @@ impl Monitor {
         }
         match self.daemon.store.remove(path, REMOVE_TIMEOUT) {
             Some((view, txid)) => log::info!(
-                "removed database from replication: path={} txid={txid} replicated_txid={}",
-                path.display(),
-                view.replicated_txid
+                path:% = path.display(),
+                txid:% = txid,
+                replicated_txid:% = view.replicated_txid;
+                "removed database from replication"
             ),
             None => log::info!(
-                "removed database from replication: path={} (it was unregistered already)",
-                path.display()
+                path:% = path.display(),
+                detail = "it was unregistered already";
+                "removed database from replication"
             ),
         }
     }
@@ -329,7 +333,7 @@ impl Monitor {
             match Inotify::init() {
                 Ok(n) => Some(n),
                 Err(e) => {
-                    log::warn!("directory watch: inotify unavailable ({e}); rescanning every {interval:?} instead");
+                    log::warn!(error:% = e, interval:? = interval; "directory watch: inotify unavailable; rescanning instead");
                     None
                 }
             }
@@ -418,8 +422,8 @@ impl Monitor {
             }
             Err(e) => {
                 log::warn!(
-                    "directory {}: cannot watch it ({e}); changes are seen at the next rescan",
-                    dir.display()
+                    dir:% = dir.display(), error:% = e;
+                    "cannot watch directory; changes are seen at the next rescan"
                 );
                 return;
             }
@@ -453,7 +457,7 @@ impl Monitor {
             Ok(events) => events,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
             Err(e) => {
-                log::warn!("directory watch: reading events: {e}");
+                log::warn!(error:% = e; "directory watch: cannot read events");
                 return;
             }
         };

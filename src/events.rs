@@ -208,9 +208,9 @@ impl EventHub {
                 Ok(()) => true,
                 Err(TrySendError::Full(_)) => {
                     log::warn!(
-                        "events: subscriber {} fell {} events behind; disconnecting it",
-                        s.id,
-                        SUBSCRIBER_QUEUE
+                        subscriber = s.id,
+                        queue = SUBSCRIBER_QUEUE;
+                        "events subscriber fell behind; disconnecting it"
                     );
                     false
                 }

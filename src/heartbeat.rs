@@ -49,24 +49,23 @@ pub fn start(url: String, interval: Duration, registry: Arc<Registry>) {
                 last_ping = Some(Instant::now());
                 match attohttpc::get(&url).timeout(PING_TIMEOUT).send() {
                     Ok(r) if r.is_success() => {
-                        log::debug!("msg=\"heartbeat ping sent\" url={shown}")
+                        log::debug!(url:% = shown; "heartbeat ping sent")
                     }
                     Ok(r) => log::error!(
-                        "msg=\"heartbeat ping failed\" url={shown} status={}",
-                        r.status().as_u16()
+                        url:% = shown, status = r.status().as_u16();
+                        "heartbeat ping failed"
                     ),
                     Err(e) => {
-                        log::error!("msg=\"heartbeat ping failed\" url={shown} error=\"{e}\"")
+                        log::error!(url:% = shown, error:% = e; "heartbeat ping failed")
                     }
                 }
             }
         });
     match spawned {
         Ok(_) => log::info!(
-            "msg=\"starting heartbeat monitor\" url={} interval={}",
-            logged,
-            crate::duration::format(interval)
+            url:% = logged, interval:% = crate::duration::format(interval);
+            "starting heartbeat monitor"
         ),
-        Err(e) => log::error!("msg=\"cannot start the heartbeat thread\" error=\"{e}\""),
+        Err(e) => log::error!(error:% = e; "cannot start the heartbeat thread"),
     }
 }

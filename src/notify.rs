@@ -33,7 +33,7 @@ pub fn notify(state: &str) -> io::Result<bool> {
 /// stop replication.
 pub fn notify_logged(state: &str) {
     if let Err(e) = notify(state) {
-        log::warn!("msg=\"cannot notify systemd\" state={state:?} error=\"{e}\"");
+        log::warn!(state, error:% = e; "cannot notify systemd");
     }
 }
 
@@ -66,7 +66,7 @@ pub fn start_watchdog(alive: impl Fn() -> bool + Send + 'static) {
             thread::sleep(every);
         });
     match spawned {
-        Ok(_) => log::info!("msg=\"systemd watchdog\" interval={interval:?}"),
-        Err(e) => log::warn!("msg=\"cannot start the systemd watchdog thread\" error=\"{e}\""),
+        Ok(_) => log::info!(interval:? = interval; "systemd watchdog"),
+        Err(e) => log::warn!(error:% = e; "cannot start the systemd watchdog thread"),
     }
 }

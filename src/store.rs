@@ -55,7 +55,8 @@ impl Store {
             Ok(w) => Some(Arc::new(w)),
             Err(e) => {
                 log::warn!(
-                    "inotify is unavailable ({e}); databases are polled every monitor-interval"
+                    error:% = e;
+                    "inotify is unavailable; databases are polled every monitor-interval"
                 );
                 None
             }
@@ -163,10 +164,7 @@ impl Store {
         let thread = self.lock_threads().remove(path);
         if let Some(t) = thread {
             if !join_within(t, Instant::now() + THREAD_EXIT) {
-                log::warn!(
-                    "db={}: did not stop within the timeout; abandoning it",
-                    path.display()
-                );
+                log::warn!(db:% = path.display(); "database did not stop within the timeout; abandoning it");
             }
         }
         let txid = view.txid;
@@ -213,8 +211,8 @@ impl Store {
         for (path, t) in threads {
             if !join_within(t, exit_by) {
                 log::warn!(
-                    "db={}: did not stop within the shutdown timeout; abandoning it",
-                    path.display()
+                    db:% = path.display();
+                    "database did not stop within the shutdown timeout; abandoning it"
                 );
             }
         }

@@ -266,7 +266,7 @@ fn run(mut inotify: Inotify, shared: &Shared) {
             Ok(events) => events,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => {
-                log::error!("file watcher stopped: {e}; databases fall back to polling");
+                log::error!(error:% = e; "file watcher stopped; databases fall back to polling");
                 return;
             }
         };

@@ -96,7 +96,9 @@ fn bad_databases_and_replicas_do_not_stop_the_good_one() {
     assert!(
         daemon
             .log_text()
-            .contains("switched journal mode from delete to wal"),
+            .lines()
+            .any(|l| l.contains("msg=\"switched journal mode to wal\"")
+                && l.contains(" from=delete")),
         "{}",
         daemon.log_text()
     );
@@ -186,7 +188,10 @@ fn bad_config_names_the_key_and_line() {
     let o = run(&["databases", "-config", path.to_str().unwrap()]);
     assert!(o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("warn.yml:1") && err.contains("dbz"), "{err}");
+    assert!(
+        err.contains("warn.yml line=1 ") && err.contains("key=dbz "),
+        "{err}"
+    );
     // A missing config file.
     let o = run(&[
         "replicate",
@@ -264,7 +269,8 @@ fn replicate_prints_the_warnings_of_its_config() {
         .unwrap_or_else(|| panic!("no warning for the unknown key: {log}"));
     assert!(
         warning.contains("level=WARN")
-            && warning.contains("litestream.yml:5:5: unknown key \"dbs[0].frobnicate\" (ignored)"),
+            && warning.contains("litestream.yml line=5 column=5 key=dbs[0].frobnicate ")
+            && warning.contains(r#"warning="unknown key \"dbs[0].frobnicate\" (ignored)""#),
         "{warning}"
     );
 }

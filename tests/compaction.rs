@@ -225,7 +225,11 @@ fn levels_snapshots_and_retention_keep_every_restore_point() {
     );
     let log = daemon.log_text();
     assert_eq!(daemon.terminate(), 0);
-    for line in ["compaction complete", "level=3", "snapshot complete"] {
+    for line in [
+        "compaction complete",
+        "compaction_level=3",
+        "snapshot complete",
+    ] {
         assert!(log.contains(line), "log has {line:?}: {log}");
     }
     assert!(!log.contains("ERROR"), "{log}");

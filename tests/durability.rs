@@ -339,18 +339,17 @@ fn clean_restart_after_the_wal_moved_on_writes_only_changed_pages() {
     let log = daemon.log_text();
     let line = log
         .lines()
-        .find(|l| l.contains("full scan: txid="))
+        .find(|l| l.contains("msg=\"full scan\" "))
         .unwrap_or_else(|| panic!("{log}"));
     assert!(line.contains("mode=Changed"), "{line}");
-    let counts = line
-        .split("pages=")
-        .nth(1)
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap();
-    let (written, total) = counts.split_once('/').unwrap();
-    let (written, total): (u32, u32) = (written.parse().unwrap(), total.parse().unwrap());
+    let value = |key: &str| -> u32 {
+        line.split(&format!(" {key}="))
+            .nth(1)
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {key}: {line}"))
+    };
+    let (written, total) = (value("pages"), value("commit"));
     assert!(
         total > 200 && written < 20,
         "wrote {written} of {total} pages"

@@ -325,7 +325,7 @@ fn a_subscriber_that_never_reads_is_cut_off_while_replication_and_others_go_on()
         "the slow subscriber to be cut off",
         || {
             d.log_text()
-                .contains("fell 1024 events behind; disconnecting it")
+                .contains("msg=\"events subscriber fell behind; disconnecting it\" subscriber=")
         },
     );
     let cut_at = txid_of(&d, &db);
@@ -566,8 +566,9 @@ fn a_subscriber_that_never_reads_has_its_stream_ended_after_the_deadline() {
         Duration::from_secs(120),
         "the silent subscriber's stream to end",
         || {
-            d.log_text()
-                .contains("has not read for 15s; ending its stream")
+            d.log_text().contains(
+                "msg=\"events subscriber has not read in time; ending its stream\" deadline=15s",
+            )
         },
     );
     writer.stop();

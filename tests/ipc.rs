@@ -564,8 +564,7 @@ fn bodies_over_one_mib_are_refused_and_absurd_lengths_do_not_crash() {
     )
     .unwrap();
     wait_until(WAIT, "the absurd request to be logged", || {
-        d.log_text()
-            .contains("declared body of 100000000000000 bytes")
+        d.log_text().contains("body_length=100000000000000")
     });
     drop(s);
     assert_eq!(get(&d, "/info").status, 200, "the daemon survived");

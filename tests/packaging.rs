@@ -1,7 +1,7 @@
 //! What ships in the .deb says what the binary does: the man pages name every command and flag
 //! that `-h` lists, in the same words; every key litestream.yml(5) documents loads without a
 //! warning; the default /etc/litestream.yml loads; the systemd unit verifies; the recipe lays
-//! out the package as Debian expects.
+//! out the package as Debian expects, and lintian (when installed) finds no error in it.
 //!
 //! The .deb test runs `packaging/deb/build.sh` on the debug binary this test suite already
 //! built (`--binary`), with no compression: a release build (about 7 minutes with LTO on two
@@ -742,7 +742,8 @@ fn deb_has_the_binary_unit_config_and_man_pages_where_debian_expects_them() {
         .arg(repo("packaging/deb/build.sh"))
         .args(["--binary", bin(), "--compress", "none", "--out"])
         .arg(out.path())
-        .env("DEB_ARCH", "amd64"));
+        .env("DEB_ARCH", "amd64")
+        .env_remove("DEB_MAINTAINER"));
     let deb_version = env!("CARGO_PKG_VERSION").replacen('-', "~", 1);
     let deb = out
         .path()
@@ -780,6 +781,14 @@ fn deb_has_the_binary_unit_config_and_man_pages_where_debian_expects_them() {
             "/usr/share/doc/litestream/copyright",
             "-rw-r--r-- root/root",
         ),
+        (
+            "/usr/share/doc/litestream/changelog.gz",
+            "-rw-r--r-- root/root",
+        ),
+        (
+            "/usr/share/lintian/overrides/litestream",
+            "-rw-r--r-- root/root",
+        ),
     ] {
         assert_eq!(
             entries.get(path).map(String::as_str),
@@ -797,6 +806,20 @@ fn deb_has_the_binary_unit_config_and_man_pages_where_debian_expects_them() {
     assert_eq!(field("Version").trim(), deb_version);
     assert_eq!(field("Architecture").trim(), "amd64");
     assert!(field("Depends").contains("libc6"), "{}", field("Depends"));
+    // The maintainer scripts call deb-systemd-helper and deb-systemd-invoke unconditionally.
+    assert!(
+        field("Depends").contains("init-system-helpers (>= 1.54~)"),
+        "{}",
+        field("Depends")
+    );
+    let synopsis = field("Description");
+    let synopsis = synopsis.lines().next().unwrap();
+    assert!(
+        !synopsis.to_lowercase().starts_with("litestream"),
+        "Debian's synopsis does not start with the package name: {synopsis}"
+    );
+    let placeholder = "litestream packagers <litestream@localhost>";
+    assert_eq!(field("Maintainer").trim(), placeholder);
     let conffiles = ok(Command::new("dpkg-deb")
         .arg("-I")
         .arg(&deb)
@@ -833,6 +856,141 @@ fn deb_has_the_binary_unit_config_and_man_pages_where_debian_expects_them() {
     }
     let version = ok(Command::new(root.path().join("usr/bin/litestream")).arg("version"));
     assert_eq!(version.trim(), env!("CARGO_PKG_VERSION"));
+
+    // The changelog of a native package: Debian's format, its top entry this version, signed
+    // by the Maintainer, compressed with gzip -9n (no file name, no time: reproducible).
+    let gz = file("/usr/share/doc/litestream/changelog.gz");
+    assert_eq!(gz[..3], [0x1f, 0x8b, 8], "gzip, deflate");
+    assert_eq!(gz[3] & 0x08, 0, "no file name in the gzip header");
+    assert_eq!(gz[4..8], [0, 0, 0, 0], "no time in the gzip header");
+    assert_eq!(gz[8], 2, "compressed with -9");
+    let changelog = ok(Command::new("gzip")
+        .arg("-dc")
+        .arg(root.path().join("usr/share/doc/litestream/changelog.gz")));
+    assert!(
+        changelog.starts_with(&format!(
+            "litestream ({deb_version}) unstable; urgency=medium\n\n  * "
+        )),
+        "{changelog}"
+    );
+    assert_eq!(
+        changelog,
+        read("packaging/deb/changelog").replace("@MAINTAINER@", placeholder)
+    );
+    let signature = changelog.lines().rfind(|l| !l.is_empty()).unwrap();
+    assert!(
+        signature.starts_with(&format!(" -- {placeholder}  ")),
+        "{signature}"
+    );
+
+    // Every lintian override says why: it is in a paragraph that starts with a comment.
+    // Built without DEB_MAINTAINER, the placeholder address is overridden too.
+    let overrides = String::from_utf8(file("/usr/share/lintian/overrides/litestream")).unwrap();
+    let lines: Vec<&str> = overrides.lines().collect();
+    let mut reason = false;
+    for line in &lines {
+        if line.is_empty() {
+            reason = false;
+        } else if line.starts_with("# ") {
+            reason = true;
+        } else {
+            assert!(line.starts_with("litestream: "), "{line}");
+            assert!(reason, "an override without its reason: {line}");
+        }
+    }
+    for tag in [
+        "unstripped-binary-or-object",
+        "non-standard-file-perm",
+        "bogus-mail-host",
+        "bogus-mail-host-in-debian-changelog",
+    ] {
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with(&format!("litestream: {tag} "))),
+            "{tag}: {overrides}"
+        );
+    }
+
+    if have("lintian") {
+        // No compression is this test's choice (speed); the recipe's default is xz.
+        let o = Command::new("lintian")
+            .args(["--fail-on", "error", "--suppress-tags"])
+            .arg("uses-no-compression-for-control-tarball,uses-no-compression-for-data-tarball")
+            .arg(&deb)
+            .output()
+            .unwrap();
+        let report = text(&o.stdout);
+        assert!(
+            o.status.success() && !report.lines().any(|l| l.starts_with("E: ")),
+            "lintian:\n{report}{}",
+            text(&o.stderr)
+        );
+    } else {
+        eprintln!("lintian not installed: the .deb is not linted");
+    }
+}
+
+#[test]
+fn deb_names_the_maintainer_it_is_given() {
+    if !have("dpkg-deb") {
+        eprintln!("dpkg-deb not installed: the .deb recipe is not tested");
+        return;
+    }
+    let out = tempdir();
+    let maintainer = "Jane Doe <jane@example.org>";
+    let deb = ok(Command::new("bash")
+        .arg(repo("packaging/deb/build.sh"))
+        .args(["--binary", bin(), "--compress", "none", "--out"])
+        .arg(out.path())
+        .env("DEB_ARCH", "amd64")
+        .env("DEB_MAINTAINER", maintainer));
+    let deb = deb.trim();
+    let maintainer_field = ok(Command::new("dpkg-deb").args(["-f", deb, "Maintainer"]));
+    assert_eq!(maintainer_field.trim(), maintainer);
+    let root = out.path().join("root");
+    let changelog = ok(Command::new("gzip")
+        .arg("-dc")
+        .arg(root.join("usr/share/doc/litestream/changelog.gz")));
+    assert!(
+        changelog.contains(&format!("\n -- {maintainer}  ")),
+        "{changelog}"
+    );
+    // A real address needs no override: none is left unused.
+    let overrides =
+        std::fs::read_to_string(root.join("usr/share/lintian/overrides/litestream")).unwrap();
+    assert!(!overrides.contains("bogus-mail-host"), "{overrides}");
+}
+
+#[test]
+fn deb_recipe_refuses_a_version_the_changelog_does_not_have() {
+    // The recipe in a copy of the tree whose Cargo.toml has moved on to a version the
+    // changelog has no entry for: it stops before building anything, and says what to add.
+    let tree = tempdir();
+    let deb_dir = tree.path().join("packaging/deb");
+    std::fs::create_dir_all(&deb_dir).unwrap();
+    for name in ["build.sh", "changelog"] {
+        std::fs::copy(repo(&format!("packaging/deb/{name}")), deb_dir.join(name)).unwrap();
+    }
+    std::fs::write(
+        tree.path().join("Cargo.toml"),
+        "[package]\nname = \"litestream\"\nversion = \"9.9.9-rc.1\"\n",
+    )
+    .unwrap();
+    let o = Command::new("bash")
+        .arg(deb_dir.join("build.sh"))
+        .args(["--binary", bin(), "--out"])
+        .arg(tree.path().join("out"))
+        .env("DEB_ARCH", "amd64")
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("add an entry for 9.9.9~rc.1"),
+        "{}",
+        text(&o.stderr)
+    );
+    assert!(!tree.path().join("out").exists(), "nothing built");
 }
 
 /// Runs a maintainer script with `deb-systemd-helper`, `deb-systemd-invoke` and `systemctl`

@@ -476,7 +476,10 @@ fn s3_outage_of_30s_under_load() {
     eprintln!(
         "caught up {:?} after the server came back; failed attempts during the outage: {}",
         restarted.elapsed(),
-        daemon.log_text().matches("upload failed (attempt").count()
+        daemon
+            .log_text()
+            .matches("msg=\"upload failed; retrying\"")
+            .count()
     );
     let last = writer.stop();
     daemon.sync_wait(&db);
@@ -541,7 +544,7 @@ fn wrong_credentials_back_off_with_a_clear_error() {
         .filter(failed)
         .nth(2)
         .unwrap_or_else(|| panic!("{log}"));
-    assert!(line.contains("retrying in"), "{line}");
+    assert!(line.contains(" backoff="), "{line}");
     assert!(line.contains(&url), "names the replica: {line}");
     assert!(
         line.contains("SignatureDoesNotMatch") || line.contains("403"),

@@ -346,12 +346,12 @@ fn upload_faults_lose_no_acknowledged_row_and_back_off() {
         .collect();
     assert_eq!(after_fifth, ["HEAD", "GET"], "{seen:#?}");
     let log = daemon.log_text();
-    assert!(log.contains("upload failed (attempt 4)"), "{log}");
+    assert!(log.contains(" attempt=4 "), "{log}");
     assert!(log.contains("uploads resumed"), "{log}");
 
     // Half the uploads reset mid-upload: each failure is retried after about a second, as
     // the backoff starts over after every success.
-    let failed_before = log.matches("upload failed (attempt 1)").count();
+    let failed_before = log.matches(" attempt=1 ").count();
     proxy.inject(
         Rule::new(
             "PUT",
@@ -369,11 +369,11 @@ fn upload_faults_lose_no_acknowledged_row_and_back_off() {
     proxy.clear();
     let log = daemon.log_text();
     assert!(
-        log.matches("upload failed (attempt 1)").count() >= failed_before + 4,
+        log.matches(" attempt=1 ").count() >= failed_before + 4,
         "{log}"
     );
     assert_eq!(
-        log.matches("upload failed (attempt 2)").count(),
+        log.matches(" attempt=2 ").count(),
         1,
         "no second failure in a row while half the uploads fail: {log}"
     );
@@ -422,7 +422,7 @@ fn a_cut_comparison_download_is_a_failed_download_not_a_conflict() {
     let errors = watch.stop();
     assert_eq!(proxy.faults_left(), 0, "{:#?}", proxy.seen());
     let log = daemon.log_text();
-    assert!(log.contains("upload failed (attempt 2)"), "{log}");
+    assert!(log.contains(" attempt=2 "), "{log}");
     assert!(
         !log.contains("different content")
             && errors.iter().all(|e| !e.contains("different content")),
@@ -486,7 +486,7 @@ fn throttled_requests_wait_before_retrying() {
         .find(|l| l.contains("upload failed"))
         .unwrap_or_else(|| panic!("{log}"));
     assert!(
-        line.contains("HTTP 429 TooManyRequests") && line.contains("retrying in"),
+        line.contains("HTTP 429 TooManyRequests") && line.contains(" backoff="),
         "{line}"
     );
     assert_eq!(daemon.terminate(), 0);
@@ -766,7 +766,10 @@ fn a_stalled_replica_holds_up_neither_other_databases_nor_shutdown() {
     // a.db's thread waits for its upload until the deadline, then leaves it spooled.
     let log = shutdown(daemon, Duration::from_secs(3), "upload");
     assert!(
-        log.contains("shutting down with 1 file(s) not yet replicated"),
+        log.lines().any(
+            |l| l.contains("msg=\"shutting down with files not yet replicated")
+                && l.contains(" files=1")
+        ),
         "{log}"
     );
 

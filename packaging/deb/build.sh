@@ -11,8 +11,14 @@
 #   --out DIR       where the root and the .deb go (default: ${CARGO_TARGET_DIR:-target}/debian)
 #   --compress C    dpkg-deb compression (default: xz, which every dpkg reads)
 #
-# Environment: DEB_MAINTAINER (the Maintainer field), DEB_ARCH (default: dpkg
+# Environment: DEB_MAINTAINER (the Maintainer field and the changelog's signature, "Name
+# <address>"; set it for a package you distribute), DEB_ARCH (default: dpkg
 # --print-architecture), SOURCE_DATE_EPOCH (file times; default: the last commit's time).
+#
+# Without DEB_MAINTAINER the maintainer is the placeholder "litestream packagers
+# <litestream@localhost>", which marks the package as a local build, and the package's lintian
+# overrides (packaging/deb/lintian-overrides, each with its reason) gain one for that address.
+# The top entry of packaging/deb/changelog must be for the version being built.
 # Needs: cargo, dpkg-deb, gzip; dpkg-shlibdeps (dpkg-dev) for exact library dependencies,
 # else they are read from the binary with objdump. Prints the path of the .deb.
 set -euo pipefail
@@ -41,7 +47,13 @@ version="$(sed -n 's/^version *= *"\(.*\)"/\1/p' "$repo/Cargo.toml" | head -n1)"
 [ -n "$version" ] || { echo "build.sh: no version in $repo/Cargo.toml" >&2; exit 1; }
 deb_version="${version/-/\~}"
 arch="${DEB_ARCH:-$(dpkg --print-architecture)}"
-maintainer="${DEB_MAINTAINER:-litestream packagers <litestream@localhost>}"
+placeholder_maintainer="litestream packagers <litestream@localhost>"
+maintainer="${DEB_MAINTAINER:-$placeholder_maintainer}"
+changelog_version="$(sed -n '1s/^litestream (\([^)]*\)).*/\1/p' "$repo/packaging/deb/changelog")"
+if [ "$changelog_version" != "$deb_version" ]; then
+	echo "build.sh: the top entry of packaging/deb/changelog is for ${changelog_version:-no version}, not $deb_version: add an entry for $deb_version" >&2
+	exit 1
+fi
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
 	SOURCE_DATE_EPOCH="$(git -C "$repo" log -1 --format=%ct 2>/dev/null || date +%s)"
 fi
@@ -59,7 +71,7 @@ rm -rf "$root"
 mkdir -p "$out"
 install -d -m 0755 "$root/DEBIAN" "$root/usr/bin" "$root/etc/default" \
 	"$root/lib/systemd/system" "$root/usr/share/man/man1" "$root/usr/share/man/man5" \
-	"$root/usr/share/doc/litestream"
+	"$root/usr/share/doc/litestream" "$root/usr/share/lintian/overrides"
 
 # The release profile keeps the symbol table (strip = "debuginfo") so that CPU profiles from
 # /debug/pprof/profile name functions; keep it.
@@ -71,6 +83,21 @@ gzip -9n <"$repo/man/litestream.1" >"$root/usr/share/man/man1/litestream.1.gz"
 gzip -9n <"$repo/man/litestream.yml.5" >"$root/usr/share/man/man5/litestream.yml.5.gz"
 chmod 0644 "$root/usr/share/man/man1/litestream.1.gz" "$root/usr/share/man/man5/litestream.yml.5.gz"
 install -m 0644 "$repo/packaging/deb/copyright" "$root/usr/share/doc/litestream/copyright"
+# A native package's changelog: changelog.gz, compressed with gzip -9n (no name, no time).
+sed -e "s|@MAINTAINER@|$maintainer|" "$repo/packaging/deb/changelog" |
+	gzip -9n >"$root/usr/share/doc/litestream/changelog.gz"
+chmod 0644 "$root/usr/share/doc/litestream/changelog.gz"
+overrides="$root/usr/share/lintian/overrides/litestream"
+install -m 0644 "$repo/packaging/deb/lintian-overrides" "$overrides"
+if [ "$maintainer" = "$placeholder_maintainer" ]; then
+	cat >>"$overrides" <<-'EOF'
+
+		# Built without DEB_MAINTAINER (packaging/deb/build.sh): the placeholder address marks a
+		# local build that nobody distributes. A package you publish names its maintainer.
+		litestream: bogus-mail-host Maintainer litestream@localhost
+		litestream: bogus-mail-host-in-debian-changelog litestream@localhost *
+	EOF
+fi
 
 # Shared-library dependencies of the binary.
 depends=""

@@ -174,7 +174,7 @@ pub fn main() -> i32 {
 pub fn load_config(path: Option<&Path>, no_expand_env: bool) -> Result<Config> {
     let (config, warnings) = load_config_with_warnings(path, no_expand_env)?;
     for warning in &warnings {
-        log::warn!("{warning}");
+        warning.log();
     }
     Ok(config)
 }

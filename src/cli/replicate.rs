@@ -95,9 +95,9 @@ pub fn run(args: Args) -> Result<i32> {
     crate::logging::init(level, config.logging.format, config.logging.stderr);
     // The config's own warnings (unknown or unsupported keys) once there is a log to see them.
     for warning in &warnings {
-        log::warn!("{warning}");
+        warning.log();
     }
-    log::info!("msg=litestream version={}", crate::VERSION);
+    log::info!(version = crate::VERSION; "litestream");
     raise_open_file_limit();
     let exec = args.exec.clone().or_else(|| config.exec.clone());
 
@@ -115,8 +115,10 @@ pub fn run(args: Args) -> Result<i32> {
         let p = server::daemon_socket_path(config.socket.path.as_deref());
         if p.is_none() {
             log::warn!(
-                "msg=\"control socket disabled\" reason=\"{} is not writable and XDG_RUNTIME_DIR is not set; set socket.path in the config\"",
-                Path::new(server::DEFAULT_SOCKET).parent().unwrap_or(Path::new("/")).display()
+                dir:% = Path::new(server::DEFAULT_SOCKET).parent().unwrap_or(Path::new("/")).display(),
+                reason = "the directory is not writable and XDG_RUNTIME_DIR is not set",
+                hint = "set socket.path in the config";
+                "control socket disabled"
             );
         }
         p
@@ -131,8 +133,10 @@ pub fn run(args: Args) -> Result<i32> {
             Ok(l) => Some(l),
             Err(e) if config.socket.path.is_none() && e.is::<server::SocketInUse>() => {
                 log::warn!(
-                    "msg=\"control socket disabled: another litestream daemon serves the default socket; this one replicates without a socket, so list, info, sync, register and events are not available for it\" socket={} hint=\"give each daemon its own socket.path in its config\"",
-                    p.display()
+                    socket:% = p.display(),
+                    reason = "another litestream daemon serves the default socket; this one replicates without a socket, so list, info, sync, register and events are not available for it",
+                    hint = "give each daemon its own socket.path in its config";
+                    "control socket disabled"
                 );
                 socket_path = None;
                 None
@@ -150,7 +154,7 @@ pub fn run(args: Args) -> Result<i32> {
     ));
     for db in &config.dbs {
         if let Err(e) = daemon.add_configured(db) {
-            log::error!("db={}: not replicated: {e:#}", db.path.display());
+            log::error!(db:% = db.path.display(), error = format!("{e:#}"); "database not replicated");
         }
     }
     daemon.restore_registrations();
@@ -173,7 +177,7 @@ pub fn run(args: Args) -> Result<i32> {
             control: true,
         });
         listeners.push(Listener::unix(l, p, ctx)?);
-        log::info!("msg=\"control socket listening\" path={}", p.display());
+        log::info!(path:% = p.display(); "control socket listening");
     }
     if let Some(addr) = config.addr.as_ref().filter(|_| !args.once) {
         let ctx = Arc::new(Ctx {
@@ -195,7 +199,7 @@ pub fn run(args: Args) -> Result<i32> {
         let bound = l
             .local_addr()
             .map_or_else(|| addr.clone(), |a| a.to_string());
-        log::info!("msg=\"http server listening\" addr={bound}");
+        log::info!(addr:% = bound; "http server listening");
         listeners.push(l);
     }
     if let (Some(url), false) = (&config.heartbeat_url, args.once) {
@@ -237,18 +241,18 @@ pub fn run(args: Args) -> Result<i32> {
                 } else {
                     "terminated"
                 };
-                log::info!("msg=\"signal received, litestream shutting down\" signal={name}");
+                log::info!(signal = name; "signal received, litestream shutting down");
                 if let Some(pid) = child {
-                    log::info!("msg=\"sending signal to exec process\" pid={pid}");
+                    log::info!(pid; "sending signal to exec process");
                     // SAFETY: kill(2) with a pid we spawned and a valid signal number.
                     unsafe { libc::kill(pid as libc::pid_t, sig) };
-                    log::info!("msg=\"waiting for exec process to close\"");
+                    log::info!("waiting for exec process to close");
                     let _ = child_exit.recv();
                 }
                 0
             }
             Stop::ChildExited(code) => {
-                log::info!("msg=\"subprocess exited, litestream shutting down\" code={code:?}");
+                log::info!(code; "subprocess exited, litestream shutting down");
                 code.unwrap_or(1)
             }
         }
@@ -268,7 +272,7 @@ pub fn run(args: Args) -> Result<i32> {
     for l in listeners {
         l.shutdown();
     }
-    log::info!("msg=\"litestream shut down\"");
+    log::info!("litestream shut down");
     Ok(code)
 }
 
@@ -277,25 +281,17 @@ fn restore_missing(db: &DbConfig) -> Result<()> {
     if db.path.exists() {
         return Ok(());
     }
-    log::info!(
-        "msg=\"attempting restore before replication\" path={}",
-        db.path.display()
-    );
+    log::info!(path:% = db.path.display(); "attempting restore before replication");
     let client = daemon::replica_client(db)?;
     if restore::list_all(client.as_ref())?.is_empty() {
-        log::info!(
-            "msg=\"no backup found, starting fresh\" path={}",
-            db.path.display()
-        );
+        log::info!(path:% = db.path.display(); "no backup found, starting fresh");
         return Ok(());
     }
     let plan = restore::plan(client.as_ref(), restore::Target::Latest)?;
     let report = restore::apply(client.as_ref(), &plan, &db.path, false)?;
     log::info!(
-        "msg=\"restore completed\" path={} txid={} checksum={}",
-        db.path.display(),
-        report.txid,
-        report.checksum
+        path:% = db.path.display(), txid:% = report.txid, checksum:% = report.checksum;
+        "restore completed"
     );
     Ok(())
 }
@@ -308,7 +304,7 @@ fn once(daemon: &Daemon, timeout: Duration) -> i32 {
         let Some(ctl) = daemon.store.registry().ctl(&view.path) else {
             continue;
         };
-        log::info!("msg=\"syncing database\" path={}", view.path.display());
+        log::info!(path:% = view.path.display(); "syncing database");
         let (tx, rx) = bounded(1);
         let _ = ctl.send_timeout(
             DbCommand::Sync {
@@ -319,10 +315,10 @@ fn once(daemon: &Daemon, timeout: Duration) -> i32 {
         );
         match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
             Ok(Ok(r)) => log::info!(
-                "msg=\"database synced\" path={} txid={} replicated_txid={}",
-                view.path.display(),
-                r.txid,
-                r.replicated_txid
+                path:% = view.path.display(),
+                txid:% = r.txid,
+                replicated_txid:% = r.replicated_txid;
+                "database synced"
             ),
             Ok(Err(e)) => {
                 eprintln!("Error: sync {}: {e}", view.path.display());
@@ -337,7 +333,7 @@ fn once(daemon: &Daemon, timeout: Duration) -> i32 {
             }
         }
     }
-    log::info!("msg=\"one-shot replication complete\"");
+    log::info!("one-shot replication complete");
     i32::from(failed)
 }
 
@@ -420,7 +416,7 @@ fn raise_open_file_limit() {
         let soft = limit.rlim_cur;
         limit.rlim_cur = limit.rlim_max;
         if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
-            log::debug!("cannot raise the open file limit from {soft}");
+            log::debug!(soft_limit = soft; "cannot raise the open file limit");
         }
     }
 }

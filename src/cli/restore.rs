@@ -105,17 +105,14 @@ pub fn run(args: Args) -> Result<i32> {
         (None, None) => Target::Latest,
     };
     if args.if_db_not_exists && non_empty_file(&output) {
-        log::info!(
-            "msg=\"database already exists, skipping\" path={}",
-            output.display()
-        );
+        log::info!(path:% = output.display(); "database already exists, skipping");
         return Ok(0);
     }
     if !args.dry_run && !args.force && non_empty_file(&output) {
         bail!("cannot restore, output path already exists and is not empty: {}. Use -force to overwrite", output.display());
     }
     if args.if_replica_exists && restore::list_all(client.as_ref())?.is_empty() {
-        log::info!("msg=\"no matching backups found\" replica={}", client.url());
+        log::info!(replica:% = client.url(); "no matching backups found");
         return Ok(0);
     }
     let plan = restore::plan(client.as_ref(), target).map_err(|e| {
@@ -133,8 +130,9 @@ pub fn run(args: Args) -> Result<i32> {
     let report = restore::apply(client.as_ref(), &plan, &output, force)?;
     if report.unverified_files > 0 {
         log::warn!(
-            "msg=\"restored without database checksums\" files={} detail=\"written by a tool that does not record them (Litestream); each file's own checksum was verified\"",
-            report.unverified_files
+            files = report.unverified_files,
+            detail = "written by a tool that does not record them (Litestream); each file's own checksum was verified";
+            "restored without database checksums"
         );
     }
     if args.json {

@@ -181,9 +181,10 @@ impl DbCompaction {
         if let (Some(interval), Some(newest)) = (interval, dst.iter().map(|f| f.created_ms).max()) {
             if newest >= window_start(now_ms, interval) {
                 log::debug!(
-                    "db={} level={level}: compaction too early (newest file written {})",
-                    self.db(),
-                    timefmt::rfc3339_ms(newest)
+                    db:% = self.db(),
+                    compaction_level = level,
+                    newest = timefmt::rfc3339_ms(newest);
+                    "compaction too early"
                 );
                 return Ok(vec![]);
             }
@@ -203,12 +204,13 @@ impl DbCompaction {
             }
             let out = self.merge(level, &run, CompactOptions::default())?;
             log::info!(
-                "msg=\"compaction complete\" db={} level={level} txid.min={} txid.max={} size={} files={}",
-                self.db(),
-                out.min,
-                out.max,
-                out.size,
-                run.len()
+                db:% = self.db(),
+                compaction_level = level,
+                "txid.min":% = out.min,
+                "txid.max":% = out.max,
+                size = out.size,
+                files = run.len();
+                "compaction complete"
             );
             after = out.max;
             written.push(out);
@@ -231,7 +233,7 @@ impl DbCompaction {
         }
         if let (Some(interval), Some(s)) = (interval, newest) {
             if s.created_ms >= window_start(now_ms, interval) {
-                log::debug!("db={}: snapshot too early", self.db());
+                log::debug!(db:% = self.db(); "snapshot too early");
                 return Ok(None);
             }
         }
@@ -257,11 +259,11 @@ impl DbCompaction {
         };
         let out = self.merge(SNAPSHOT_LEVEL, &plan.files, opts)?;
         log::info!(
-            "msg=\"snapshot complete\" db={} txid={} size={} files={}",
-            self.db(),
-            out.max,
-            out.size,
-            plan.files.len()
+            db:% = self.db(),
+            txid:% = out.max,
+            size = out.size,
+            files = plan.files.len();
+            "snapshot complete"
         );
         Ok(Some(out))
     }
@@ -305,10 +307,12 @@ impl DbCompaction {
         let files = self.all_files()?;
         if let Err(e) = check_deletable(&files, doomed) {
             log::error!(
-                "msg=\"retention refused\" db={} reason={why} files={} first={}: {e:#}",
-                self.db(),
-                doomed.len(),
-                span(doomed)
+                db:% = self.db(),
+                reason = why,
+                files = doomed.len(),
+                first = span(doomed),
+                error = format!("{e:#}");
+                "retention refused"
             );
             return Err(e.context(format!(
                 "{why}: refused to delete {} files ({})",
@@ -332,11 +336,13 @@ impl DbCompaction {
             result.with_context(|| format!("{}: delete {}", self.replica.url(), span(&files)))?;
             deleted += files.len();
             log::info!(
-                "msg=\"retention deleted {} files\" db={} reason={why} level={level} txid.min={} txid.max={}",
-                files.len(),
-                self.db(),
-                files.first().map_or(TxId(0), |f| f.min),
-                files.last().map_or(TxId(0), |f| f.max),
+                db:% = self.db(),
+                reason = why,
+                compaction_level = level,
+                files = files.len(),
+                "txid.min":% = files.first().map_or(TxId(0), |f| f.min),
+                "txid.max":% = files.last().map_or(TxId(0), |f| f.max);
+                "retention deleted files"
             );
         }
         Ok(deleted)

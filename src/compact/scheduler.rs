@@ -137,9 +137,7 @@ impl Compactor {
         if t.is_finished() {
             let _ = t.join();
         } else {
-            log::info!(
-                "msg=\"compaction interrupted by shutdown; it runs again at the next start\""
-            );
+            log::info!("compaction interrupted by shutdown; it runs again at the next start");
         }
     }
 }
@@ -180,21 +178,22 @@ impl Worker {
         let s = &self.schedule;
         for (i, interval) in s.levels.iter().enumerate() {
             log::info!(
-                "msg=\"starting compaction monitor\" level={} interval={}",
-                i + 1,
-                duration::format(*interval)
+                compaction_level = i + 1,
+                interval:% = duration::format(*interval);
+                "starting compaction monitor"
             );
         }
         log::info!(
-            "msg=\"starting compaction monitor\" level={SNAPSHOT_LEVEL} interval={} retention={}",
-            duration::format(s.snapshot_interval),
-            duration::format(s.snapshot_retention)
+            compaction_level = SNAPSHOT_LEVEL,
+            interval:% = duration::format(s.snapshot_interval),
+            retention:% = duration::format(s.snapshot_retention);
+            "starting compaction monitor"
         );
         if !s.levels.is_empty() {
             log::info!(
-                "msg=\"starting L0 retention monitor\" interval={} retention={}",
-                duration::format(s.l0_retention_check_interval),
-                duration::format(s.l0_retention)
+                interval:% = duration::format(s.l0_retention_check_interval),
+                retention:% = duration::format(s.l0_retention);
+                "starting L0 retention monitor"
             );
         }
         loop {
@@ -321,14 +320,14 @@ impl Worker {
                 match result {
                     Ok(()) => {
                         if entry.errors.remove(&task).is_some() {
-                            log::info!("db={}: {} recovered", path.display(), task.name());
+                            log::info!(db:% = path.display(), task = task.name(); "compaction task recovered");
                         }
                     }
                     Err(_) if self.cancel.load(Ordering::Relaxed) => return,
                     Err(e) => {
                         let msg = format!("{}: {e:#}", task.name());
                         if entry.errors.get(&task) != Some(&msg) {
-                            log::error!("db={}: {msg}", path.display());
+                            log::error!(db:% = path.display(), task = task.name(), error = msg.as_str(); "compaction task failed");
                         }
                         entry.errors.insert(task, msg);
                         entry.work.forget_listings();

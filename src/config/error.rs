@@ -103,6 +103,22 @@ pub struct ConfigWarning {
     pub message: String,
 }
 
+impl ConfigWarning {
+    /// Logs the warning at WARN with its place as attributes, so a log reader can find the
+    /// line: `msg="config warning" file=litestream.yml line=5 column=5 key=dbz
+    /// warning="unknown key \"dbz\" (ignored)"`.
+    pub fn log(&self) {
+        log::warn!(
+            file = self.source_name.as_str(),
+            line = self.line,
+            column = self.column,
+            key = self.key.as_str(),
+            warning = self.message.as_str();
+            "config warning"
+        );
+    }
+}
+
 impl fmt::Display for ConfigWarning {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

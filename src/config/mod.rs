@@ -442,7 +442,7 @@ impl Config {
     pub fn load(path: &Path, expand_env: bool) -> Result<Config, ConfigError> {
         let (config, warnings) = Config::load_with_warnings(path, expand_env)?;
         for warning in &warnings {
-            log::warn!("{warning}");
+            warning.log();
         }
         Ok(config)
     }

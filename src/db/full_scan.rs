@@ -141,9 +141,10 @@ impl SyncState {
             self.position.table = Some(table);
             self.wal.pos = Some(new_pos);
             log::debug!(
-                "db={db_display} full scan: unchanged at txid {} ({:?})",
-                self.position.txid,
-                started.elapsed()
+                db = db_display.as_str(),
+                txid:% = self.position.txid,
+                elapsed:? = started.elapsed();
+                "full scan: unchanged"
             );
             return Ok(false);
         }
@@ -177,8 +178,13 @@ impl SyncState {
         self.wal.pos = Some(new_pos);
         self.needs_snapshot = false;
         log::info!(
-            "db={db_display} full scan: txid={txid} mode={include:?} pages={written}/{commit} elapsed={:?}",
-            started.elapsed()
+            db = db_display.as_str(),
+            txid:% = txid,
+            mode:? = include,
+            pages = written,
+            commit,
+            elapsed:? = started.elapsed();
+            "full scan"
         );
         self.recorded(&ltx_header, post, path, written);
         Ok(true)

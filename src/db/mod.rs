@@ -301,10 +301,11 @@ impl DbThread {
         match watcher.subscribe(dir, vec![name.to_os_string(), wal.clone()], vec![wal], wake) {
             Ok(s) => self.subscription = Some(s),
             Err(e) => log::warn!(
-                "db={}: cannot watch {} ({e}); polling every {:?}",
-                path.display(),
-                dir.display(),
-                self.st.opts.monitor_interval
+                db:% = path.display(),
+                dir:% = dir.display(),
+                error:% = e,
+                interval:? = self.st.opts.monitor_interval;
+                "cannot watch the database directory; polling"
             ),
         }
     }
@@ -315,9 +316,9 @@ impl DbThread {
 
     fn run(&mut self) {
         log::info!(
-            "db={} replica={}: replicating",
-            self.path().display(),
-            self.st.replica.url()
+            db:% = self.path().display(),
+            replica:% = self.st.replica.url();
+            "replicating to"
         );
         self.subscribe();
         loop {
@@ -450,11 +451,14 @@ impl DbThread {
                     if self.burst && p.unread > 0 && self.locks.is_some() && self.st.wal.continuous
                     {
                         if let Err(e) = self.st.scan_ahead() {
-                            log::debug!("db={}: read ahead: {e:#}", self.path().display());
+                            log::debug!(db:% = self.path().display(), error = format!("{e:#}"); "read ahead failed");
                         }
                     }
                 }
-                Err(e) => log::warn!("db={}: checkpoint failed: {e:#}", self.path().display()),
+                Err(e) => log::warn!(
+                    db:% = self.path().display(), error = format!("{e:#}");
+                    "checkpoint failed"
+                ),
             }
         }
         let now = Instant::now();
@@ -535,7 +539,7 @@ impl DbThread {
                     self.locks = None;
                     self.st.wal.continuous = false;
                     self.st.set_status(DbStatus::Stopped, None);
-                    log::info!("db={}: stopped", self.path().display());
+                    log::info!(db:% = self.path().display(); "replication stopped");
                 }
                 let _ = reply.send(was_running);
             }
@@ -545,7 +549,7 @@ impl DbThread {
                     self.paused = false;
                     self.next_pass = Instant::now();
                     self.st.set_status(DbStatus::Open, None);
-                    log::info!("db={}: started", self.path().display());
+                    log::info!(db:% = self.path().display(); "replication started");
                 }
                 let _ = reply.send(was_stopped);
             }
@@ -600,7 +604,7 @@ impl DbThread {
         match &result {
             Ok(_) => {
                 if self.last_error.take().is_some() {
-                    log::info!("db={}: sync recovered", self.path().display());
+                    log::info!(db:% = self.path().display(); "sync recovered");
                 }
                 // Replicating, but a damaged WAL frame is still in this generation: say so.
                 let warning = self.st.chain_break().map(str::to_string);
@@ -612,8 +616,8 @@ impl DbThread {
                 let msg = format!("{e:#}");
                 if self.last_error.as_deref() != Some(&msg) {
                     log::info!(
-                        "db={}: msg=\"waiting for the database file to appear\"",
-                        self.path().display()
+                        db:% = self.path().display();
+                        "waiting for the database file to appear"
                     );
                 }
                 self.st.set_status(DbStatus::Open, Some(msg.clone()));
@@ -622,7 +626,7 @@ impl DbThread {
             Err(e) => {
                 let msg = format!("{e:#}");
                 if self.last_error.as_deref() != Some(&msg) {
-                    log::error!("db={}: sync failed: {msg}", self.path().display());
+                    log::error!(db:% = self.path().display(), error = msg.as_str(); "sync error");
                 }
                 self.st.set_status(DbStatus::Error, Some(msg.clone()));
                 self.last_error = Some(msg);
@@ -650,7 +654,7 @@ impl DbThread {
         self.st.wal.continuous = result.is_ok();
         let changed = result?;
         if let Err(e) = self.maybe_checkpoint() {
-            log::warn!("db={}: checkpoint failed: {e:#}", self.path().display());
+            log::warn!(db:% = self.path().display(), error = format!("{e:#}"); "checkpoint failed");
         }
         Ok(changed)
     }
@@ -766,7 +770,10 @@ impl DbThread {
             Ok(Frozen::Done(r, tail, locked)) => {
                 // The write lock is released: now the tail's fsyncs cost the application nothing.
                 if let Err(e) = st.write_tail(tail) {
-                    log::warn!("db={display}: write the transactions read during the checkpoint: {e:#}; the next pass compares the whole database");
+                    log::warn!(
+                        db = display.as_str(), error = format!("{e:#}");
+                        "cannot write the transactions read during the checkpoint; the next pass compares the whole database"
+                    );
                 }
                 st.checkpoint.last = Instant::now();
                 st.checkpoint.synced_since = false;
@@ -777,24 +784,28 @@ impl DbThread {
                 let held_back = r.busy || r.checkpointed_frames < r.log_frames / 2;
                 st.checkpoint.retry = held_back.then_some((salts, retry_at));
                 log::debug!(
-                    "db={display} checkpoint mode={mode:?} frames={frames} log={} backfilled={} busy={} locked={locked:?} elapsed={:?}",
-                    r.log_frames,
-                    r.checkpointed_frames,
-                    r.busy,
-                    started.elapsed()
+                    db = display.as_str(),
+                    mode:? = mode,
+                    frames,
+                    log = r.log_frames,
+                    backfilled = r.checkpointed_frames,
+                    busy = r.busy,
+                    locked:? = locked,
+                    elapsed:? = started.elapsed();
+                    "checkpoint"
                 );
                 Ok(true)
             }
             Ok(Frozen::Busy) => {
                 st.checkpoint.retry = Some((salts, retry_at));
                 log::debug!(
-                    "db={display} checkpoint skipped: the application held the write lock for {:?}",
-                    started.elapsed()
+                    db = display.as_str(), held:? = started.elapsed();
+                    "checkpoint skipped: the application held the write lock"
                 );
                 Ok(false)
             }
             Ok(Frozen::Declined) => {
-                log::debug!("db={display} checkpoint skipped: the position is being rebuilt");
+                log::debug!(db = display.as_str(); "checkpoint skipped: the position is being rebuilt");
                 Ok(false)
             }
             Err(e) => {
@@ -820,8 +831,10 @@ impl DbThread {
                 // `pass` logs an error only when it changes; this one must be seen at exit.
                 if self.locks.is_some() {
                     log::warn!(
-                        "db={}: shutting down without the final sync ({e:#}); transactions it did not spool are still in the WAL and are replicated at the next start",
-                        self.path().display()
+                        db:% = self.path().display(),
+                        error = format!("{e:#}"),
+                        detail = "transactions it did not spool are still in the WAL and are replicated at the next start";
+                        "shutting down without the final sync"
                     );
                 }
             }
@@ -852,9 +865,9 @@ impl DbThread {
         }
         if !self.st.uploads.queue.is_empty() {
             log::warn!(
-                "db={}: shutting down with {} file(s) not yet replicated (kept in the spool for the next start)",
-                self.path().display(),
-                self.st.uploads.queue.len()
+                db:% = self.path().display(),
+                files = self.st.uploads.queue.len();
+                "shutting down with files not yet replicated; they stay in the spool for the next start"
             );
         }
         for w in self.st.waiters.drain(..) {

@@ -54,7 +54,7 @@ impl SyncState {
             if now != "wal" {
                 bail!("{display}: database is in {mode} journal mode and SQLite refused to switch it to WAL ({now})");
             }
-            log::info!("db={display}: switched journal mode from {mode} to wal");
+            log::info!(db:% = display, from:% = mode; "switched journal mode to wal");
         }
         let page_size = match header {
             Some(h) => h.page_size,
@@ -66,8 +66,8 @@ impl SyncState {
             // Changed while replication was stopped (journal_mode=delete, page_size, VACUUM):
             // nothing known about the old pages applies; the next file is a snapshot.
             log::info!(
-                "db={display}: page size changed from {} to {page_size}; the next file is a snapshot",
-                self.position.page_size
+                db:% = display, from = self.position.page_size, to = page_size;
+                "page size changed; the next file is a snapshot"
             );
             self.start_over();
         }
@@ -102,8 +102,8 @@ impl SyncState {
             table,
         ) {
             log::warn!(
-                "db={}: cannot save page checksums for the next start: {e}",
-                self.opts.path.display()
+                db:% = self.opts.path.display(), error:% = e;
+                "cannot save page checksums for the next start"
             );
         }
     }
@@ -151,9 +151,8 @@ impl SyncState {
             }
             if header.page_size != self.position.page_size {
                 log::info!(
-                    "db={display}: page size changed from {} to {} since the last file; the next file is a snapshot",
-                    header.page_size,
-                    self.position.page_size
+                    db = display.as_str(), from = header.page_size, to = self.position.page_size;
+                    "page size changed since the last file; the next file is a snapshot"
                 );
                 self.start_over();
             }
@@ -167,8 +166,11 @@ impl SyncState {
             let delay = super::upload::backoff(self.uploads.failures);
             self.uploads.retry_at = Some(Instant::now() + delay);
             log::warn!(
-                "db={display}: cannot list replica {} ({e:#}); spooling locally and retrying in {delay:?}",
-                self.replica.url()
+                db = display.as_str(),
+                replica:% = self.replica.url(),
+                error = format!("{e:#}"),
+                backoff:? = delay;
+                "cannot list replica; spooling locally and retrying"
             );
             self.shared.registry.update(&self.opts.path, |v| {
                 v.replica_error = Some(format!("{e:#}"))
@@ -203,8 +205,11 @@ impl SyncState {
                 // else every page (which restores whatever came before), or a snapshot when
                 // the page size differs.
                 log::warn!(
-                    "db={display}: replica {} is at txid {remote_max}, ahead of the local spool ({local}); continuing from the replica",
-                    self.replica.url()
+                    db = display.as_str(),
+                    replica:% = self.replica.url(),
+                    replica_txid:% = remote_max,
+                    spool_txid:% = local;
+                    "replica is ahead of the local spool; continuing from the replica"
                 );
                 self.spool()
                     .clear()
@@ -221,17 +226,20 @@ impl SyncState {
                     .is_some_and(|p| p != self.position.page_size)
                 {
                     log::info!(
-                        "db={display}: the replica's newest file has page size {}, the database {}; the next file is a snapshot",
-                        remote.page_size.unwrap_or(0),
-                        self.position.page_size
+                        db = display.as_str(),
+                        replica_page_size = remote.page_size.unwrap_or(0),
+                        page_size = self.position.page_size;
+                        "the replica's page size differs from the database's; the next file is a snapshot"
                     );
                     self.start_over();
                 }
             }
             Decision::Gap => {
                 log::warn!(
-                    "db={display}: replica {} is at txid {remote_max} and the spool no longer has the files after it; writing a snapshot to bridge the gap",
-                    self.replica.url()
+                    db = display.as_str(),
+                    replica:% = self.replica.url(),
+                    replica_txid:% = remote_max;
+                    "the spool no longer has the files after the replica's newest; writing a snapshot to bridge the gap"
                 );
                 self.start_over();
             }

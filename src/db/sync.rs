@@ -224,10 +224,12 @@ impl SyncState {
             pages as u64 * u64::from(self.position.page_size),
         );
         log::debug!(
-            "db={} txid={} pages={pages} commit={} checksum={post}",
-            self.opts.path.display(),
-            header.max_txid,
-            header.commit
+            db:% = self.opts.path.display(),
+            txid:% = header.max_txid,
+            pages,
+            commit = header.commit,
+            checksum:% = post;
+            "sync"
         );
         let (txid, now) = (self.position.txid, SystemTime::now());
         self.shared.registry.update(&self.opts.path, |v| {

@@ -83,9 +83,9 @@ impl SyncState {
             // Removed behind our back (`litestream reset` while running): the replica would
             // get a gap. Drop what is gone and bridge it with a snapshot on the next pass.
             log::warn!(
-                "db={}: spooled {} disappeared before upload; the next sync writes a snapshot",
-                self.opts.path.display(),
-                next.path.display()
+                db:% = self.opts.path.display(),
+                path:% = next.path.display();
+                "spooled file disappeared before upload; the next sync writes a snapshot"
             );
             u.queue.retain(|f| f.path.exists());
             self.needs_snapshot = true;
@@ -127,9 +127,11 @@ impl SyncState {
             let delay = backoff(self.uploads.failures);
             self.uploads.retry_at = Some(Instant::now() + delay);
             log::warn!(
-                "db={}: cannot list replica {} ({e:#}); retrying in {delay:?}",
-                self.opts.path.display(),
-                self.replica.url()
+                db:% = self.opts.path.display(),
+                replica:% = self.replica.url(),
+                error = format!("{e:#}"),
+                backoff:? = delay;
+                "cannot list replica; retrying"
             );
             let msg = format!("{e:#}");
             self.shared
@@ -137,9 +139,9 @@ impl SyncState {
                 .update(&self.opts.path, |v| v.replica_error = Some(msg));
         } else {
             log::info!(
-                "db={}: replica {} listed; uploads start",
-                self.opts.path.display(),
-                self.replica.url()
+                db:% = self.opts.path.display(),
+                replica:% = self.replica.url();
+                "replica listed; uploads start"
             );
         }
     }
@@ -155,8 +157,8 @@ impl SyncState {
                 }
                 if self.uploads.failures > 0 {
                     log::info!(
-                        "db={} replica={url}: uploads resumed at txid {max}",
-                        path.display()
+                        db:% = path.display(), replica = url.as_str(), txid:% = max;
+                        "uploads resumed"
                     );
                 }
                 self.uploads.failures = 0;
@@ -172,7 +174,7 @@ impl SyncState {
                     txid: replicated,
                 });
                 if let Err(e) = self.spool().prune(replicated) {
-                    log::warn!("db={}: prune spool: {e}", path.display());
+                    log::warn!(db:% = path.display(), error:% = e; "cannot prune the spool");
                 }
                 let status_txid = self.position.txid;
                 let waiters = std::mem::take(&mut self.waiters);
@@ -198,9 +200,13 @@ impl SyncState {
                 let delay = backoff(self.uploads.failures);
                 self.uploads.retry_at = Some(Instant::now() + delay);
                 log::warn!(
-                    "db={} replica={url} txid={max}: upload failed (attempt {}), retrying in {delay:?}: {e}",
-                    path.display(),
-                    self.uploads.failures
+                    db:% = path.display(),
+                    replica = url.as_str(),
+                    txid:% = max,
+                    attempt = self.uploads.failures,
+                    backoff:? = delay,
+                    error = e.as_str();
+                    "upload failed; retrying"
                 );
                 self.shared
                     .registry

@@ -36,7 +36,8 @@ impl SyncState {
     pub(super) fn snapshot_as_sqlite_reads(&mut self, why: anyhow::Error) -> Result<bool> {
         let display = self.opts.path.display().to_string();
         log::error!(
-            "db={display}: {why:#}; replicating a snapshot of the database as SQLite reads it instead"
+            db = display.as_str(), error = format!("{why:#}");
+            "WAL checksum chain broken; replicating a snapshot of the database as SQLite reads it instead"
         );
         let wal = File::open(&self.wal_path)
             .with_context(|| format!("open {}", self.wal_path.display()))?;
@@ -167,8 +168,9 @@ impl SyncState {
             }
             _ => {
                 log::info!(
-                    "db={}: WAL position lost (new generation after a gap, or the log is shorter than what was read); comparing the whole database",
-                    self.opts.path.display()
+                    db:% = self.opts.path.display(),
+                    reason = "new generation after a gap, or the log is shorter than what was read";
+                    "WAL position lost; comparing the whole database"
                 );
                 self.full_scan(current, Include::Changed, page_count)
             }

@@ -87,10 +87,10 @@ const MAX_DECLARED_BODY: usize = 64 * 1024 * 1024;
 pub fn handle(mut rq: Request, ctx: &Ctx) {
     if rq.body_length().is_some_and(|n| n > MAX_DECLARED_BODY) {
         log::warn!(
-            "ipc: {} {}: declared body of {} bytes is absurd; dropping the request unanswered",
-            rq.method(),
-            rq.url(),
-            rq.body_length().unwrap_or(0)
+            method:% = rq.method(),
+            url = rq.url(),
+            body_length = rq.body_length().unwrap_or(0);
+            "ipc: declared body is absurd; dropping the request unanswered"
         );
         std::mem::forget(rq);
         return;
@@ -754,10 +754,10 @@ fn start_stop(rq: PathRequest, ctx: &Ctx, start: bool) -> Answer {
             // Stop anyway: the spool keeps what the replica has not confirmed, and a later
             // start uploads it.
             Err(e) => log::warn!(
-                "db={}: stop: final sync did not complete: {}: {}",
-                path.display(),
-                e.error,
-                e.details.as_deref().unwrap_or("")
+                db:% = path.display(),
+                error:% = e.error,
+                details = e.details.as_deref().unwrap_or("");
+                "stop: final sync did not complete"
             ),
         }
     }
@@ -826,8 +826,8 @@ fn stream_events(rq: Request, query: &str, ctx: &Ctx) {
             std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
         ) {
             log::warn!(
-                "events: a subscriber has not read for {:?}; ending its stream",
-                super::server::SEND_DEADLINE
+                deadline:? = super::server::SEND_DEADLINE;
+                "events subscriber has not read in time; ending its stream"
             );
         }
     };

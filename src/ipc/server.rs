@@ -145,8 +145,8 @@ fn claim_socket_path(tmp: &Path, path: &Path) -> Result<()> {
                     return Err(SocketInUse(path.to_path_buf()).into());
                 }
                 log::info!(
-                    "socket {}: removing a stale socket left by a previous daemon",
-                    path.display()
+                    socket:% = path.display();
+                    "removing a stale socket left by a previous daemon"
                 );
                 match std::fs::remove_file(path) {
                     Ok(()) => {}
@@ -388,7 +388,7 @@ impl Listener {
         }
         let left = self.in_flight.load(Ordering::SeqCst);
         if left > 0 {
-            log::warn!("ipc: {left} request(s) still running at shutdown; abandoning them");
+            log::warn!(requests = left; "ipc requests still running at shutdown; abandoning them");
         }
         if let Some(p) = &self.socket_path {
             let _ = std::fs::remove_file(p);
@@ -444,12 +444,12 @@ fn serve(
                         handlers::handle(rq, &ctx)
                     })
                 {
-                    log::error!("ipc: cannot start a request thread: {e}");
+                    log::error!(error:% = e; "ipc: cannot start a request thread");
                 }
             }
             Err(e) => {
                 if !stop.load(Ordering::SeqCst) {
-                    log::error!("ipc: accept failed: {e}");
+                    log::error!(error:% = e; "ipc: accept failed");
                 }
                 return;
             }

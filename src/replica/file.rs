@@ -100,9 +100,8 @@ impl FileReplicaClient {
             // entry is not ours to make durable, and refusing every upload would not help.
             Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                 log::warn!(
-                    "msg=\"cannot fsync the replica root's parent\" replica={} dir={} error=\"{e}\"",
-                    self.url,
-                    parent.display()
+                    replica:% = self.url, dir:% = parent.display(), error:% = e;
+                    "cannot fsync the replica root's parent"
                 );
                 Ok(())
             }
@@ -121,9 +120,8 @@ impl FileReplicaClient {
             Ok(entries) => entries,
             Err(e) => {
                 log::warn!(
-                    "msg=\"cannot list for stale temporary files; upload continues, any stay\" replica={} dir={} error=\"{e}\"",
-                    self.url,
-                    dir.display()
+                    replica:% = self.url, dir:% = dir.display(), error:% = e;
+                    "cannot list for stale temporary files; upload continues, any stay"
                 );
                 return;
             }
@@ -154,16 +152,14 @@ impl FileReplicaClient {
         }
         if removed > 0 {
             log::info!(
-                "msg=\"removed temporary files of dead writers\" replica={} dir={} count={removed}",
-                self.url,
-                dir.display()
+                replica:% = self.url, dir:% = dir.display(), count = removed;
+                "removed temporary files of dead writers"
             );
         }
         if let Some(e) = failed {
             log::warn!(
-                "msg=\"cannot remove stale temporary files; upload continues, some stay\" replica={} dir={} error=\"{e}\"",
-                self.url,
-                dir.display()
+                replica:% = self.url, dir:% = dir.display(), error:% = e;
+                "cannot remove stale temporary files; upload continues, some stay"
             );
         }
     }

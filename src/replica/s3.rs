@@ -132,14 +132,15 @@ impl S3ReplicaClient {
                 )
             }
             None => Credentials::default().or_else(|_| {
-                log::info!("replica={url}: no S3 credentials found; requests are unsigned");
+                log::info!(replica:% = url; "no S3 credentials found; requests are unsigned");
                 Credentials::anonymous()
             }),
         }
         .map_err(|e| anyhow!("{url}: S3 credentials: {e}"))?;
         if target.skip_verify && !target.endpoint.as_deref().is_some_and(is_plain_http) {
             log::warn!(
-                "replica={url}: skip-verify is not supported by this build; TLS certificates are verified"
+                replica:% = url;
+                "skip-verify is not supported by this build; TLS certificates are verified"
             );
         }
         let mut bucket = Bucket::new(&target.bucket, region, credentials)
@@ -278,8 +279,8 @@ impl S3ReplicaClient {
             // A server that refuses the header outright: HEAD before PUT from now on.
             Err(e) if status(&e) == Some(501) => {
                 log::info!(
-                    "replica={}: the server does not support conditional PUT; checking with HEAD before each upload",
-                    self.url
+                    replica:% = self.url;
+                    "the server does not support conditional PUT; checking with HEAD before each upload"
                 );
                 self.conditional_put
                     .store(CONDITIONAL_NO, Ordering::Relaxed);
@@ -299,17 +300,16 @@ impl S3ReplicaClient {
             }
             Ok(()) => {
                 log::info!(
-                    "replica={}: the server ignores If-None-Match; checking with HEAD before each upload",
-                    self.url
+                    replica:% = self.url;
+                    "the server ignores If-None-Match; checking with HEAD before each upload"
                 );
                 self.conditional_put
                     .store(CONDITIONAL_NO, Ordering::Relaxed);
             }
             // Unknown still: the next upload probes again.
             Err(e) => log::debug!(
-                "replica={}: conditional PUT probe on {key}: {}",
-                self.url,
-                self.mask(describe(&e))
+                replica:% = self.url, key, error:% = self.mask(describe(&e));
+                "conditional PUT probe failed"
             ),
         }
     }
@@ -364,9 +364,8 @@ impl S3ReplicaClient {
         if result.is_err() {
             if let Err(e) = self.bucket.abort_upload(key, &id) {
                 log::warn!(
-                    "replica={}: abort multipart upload of {key}: {}",
-                    self.url,
-                    self.mask(describe(&e))
+                    replica:% = self.url, key, error:% = self.mask(describe(&e));
+                    "cannot abort multipart upload"
                 );
             }
         }

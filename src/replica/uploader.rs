@@ -88,13 +88,13 @@ fn run(rx: Receiver<UploadJob>) {
             .replica
             .put_ltx(job.level, job.min, job.max, job.timestamp_ms, &job.path);
         log::debug!(
-            "upload replica={} level={} min={} max={} elapsed={:?} ok={}",
-            job.replica.url(),
-            job.level,
-            job.min,
-            job.max,
-            started.elapsed(),
-            result.is_ok()
+            replica:% = job.replica.url(),
+            compaction_level = job.level,
+            minTXID:% = job.min,
+            maxTXID:% = job.max,
+            elapsed:? = started.elapsed(),
+            ok = result.is_ok();
+            "ltx file upload"
         );
         (job.on_done)(result);
     }
