@@ -7,7 +7,7 @@
 
 pub mod error;
 pub mod file;
-
+pub mod lease;
 
 pub mod metered;
 pub mod s3;
