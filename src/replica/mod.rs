@@ -11,6 +11,7 @@ pub mod lease;
 
 pub mod metered;
 pub mod s3;
+pub mod s3_error;
 pub mod uploader;
 pub mod url;
 
