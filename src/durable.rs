@@ -77,6 +77,18 @@ impl Staged {
         sync_parent_dir(&self.path)
     }
 
+    /// Like [`Staged::commit`], but only if nothing exists under the final name: the file is
+    /// hard-linked into place (which fails with `AlreadyExists` when the name is taken, unlike
+    /// a rename), so an exclusive create never exposes a partly written file.
+    pub fn commit_new(mut self) -> io::Result<()> {
+        let file = self.file.take().expect("committed once");
+        file.sync_all()?;
+        drop(file);
+        fs::hard_link(&self.tmp, &self.path)?;
+        // The temporary name goes in `Drop`; the directory sync covers both entries.
+        sync_parent_dir(&self.path)
+    }
+
     /// The final name.
     pub fn path(&self) -> &Path {
         &self.path

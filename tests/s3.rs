@@ -503,10 +503,12 @@ fn s3_outage_of_30s_under_load() {
     assert_eq!(daemon.terminate(), 0);
 }
 
-/// Wrong credentials: a clear error naming the replica (and not the secret), in `/list` and
-/// the log, and retries that back off instead of hammering the server.
+/// Wrong credentials: a permanent failure (403). A clear error naming the replica (and not
+/// the secret) in `/list` and the log at once, then retries at the slow pace of permanent
+/// failures (about every 2 minutes) instead of the quick backoff of transient ones, which
+/// would have sent 4 requests in these 10 s; a waited sync still tries at once.
 #[test]
-fn wrong_credentials_back_off_with_a_clear_error() {
+fn wrong_credentials_are_reported_at_once_and_retried_slowly() {
     let dir = TestDir::new();
     let server = S3Server::start(dir.dir.path());
     let proxy = CountingProxy::start(server.port);
@@ -522,35 +524,25 @@ fn wrong_credentials_back_off_with_a_clear_error() {
     // listing (it uploads nothing before it knows where the replica stands).
     let failed = |l: &&str| l.contains("cannot list replica") || l.contains("upload failed");
     let failures = |log: &str| log.lines().filter(failed).count();
-    wait_until(Duration::from_secs(60), "five failed attempts", || {
-        failures(&daemon.log_text()) >= 5
+    wait_until(Duration::from_secs(10), "the error in /list", || {
+        list_entry(&daemon, &db)["replica_error"].is_string()
     });
-    let elapsed = started.elapsed();
+    let reported = started.elapsed();
+    let requests = || proxy.counts().values().sum::<u64>();
     let log = daemon.log_text();
-    let counts = proxy.counts();
-    let requests: u64 = counts.values().sum();
-    // 1 + 2 + 4 + 8 s of backoff (±20%) lie between the first and the fifth attempt.
-    assert!(
-        elapsed >= Duration::from_secs(11),
-        "5 attempts in {elapsed:?}: a retry storm\n{log}"
-    );
-    assert!(
-        (5..=6).contains(&requests),
-        "requests at the server: {requests} for {} logged attempts ({counts:?})",
-        failures(&log)
-    );
     let line = log
         .lines()
-        .filter(failed)
-        .nth(2)
-        .unwrap_or_else(|| panic!("{log}"));
+        .find(failed)
+        .unwrap_or_else(|| panic!("{log}"))
+        .to_string();
+    assert!(line.contains("level=ERROR"), "{line}");
+    assert!(line.contains("permanent"), "{line}");
     assert!(line.contains(" backoff="), "{line}");
     assert!(line.contains(&url), "names the replica: {line}");
     assert!(
         line.contains("SignatureDoesNotMatch") || line.contains("403"),
         "says why: {line}"
     );
-    assert!(!log.contains(wrong), "the secret leaked into the log");
     let entry = list_entry(&daemon, &db);
     let e = entry["replica_error"].as_str().unwrap_or_default();
     assert!(
@@ -558,15 +550,33 @@ fn wrong_credentials_back_off_with_a_clear_error() {
         "{entry}"
     );
     assert!(
+        e.contains("check access-key-id and secret-access-key"),
+        "{e}"
+    );
+    assert!(
         !entry.to_string().contains(wrong),
         "the secret leaked into /list"
     );
     assert_eq!(entry["replicated_txid"].as_u64(), Some(0));
-    assert!(
-        e.contains("check access-key-id and secret-access-key"),
-        "{e}"
-    );
-    eprintln!("{line}");
+
+    // No quick retries: the transient backoff (1, 2, 4, 8 s) would have made 4 more.
+    let before = requests();
+    assert_eq!(before, 1, "{:?}", proxy.counts());
+    let quiet = Instant::now();
+    while quiet.elapsed() < Duration::from_secs(10) {
+        assert_eq!(requests(), before, "a retry storm: {:?}", proxy.counts());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(failures(&daemon.log_text()), 1, "{}", daemon.log_text());
+
+    // Someone waits for the replica: it is tried now, and still refused.
+    let body = format!(r#"{{"path":"{}","wait":true,"timeout":2}}"#, db.display());
+    let r = daemon.request("POST", "/sync", Some(&body));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(requests(), before + 1, "{:?}", proxy.counts());
+    let log = daemon.log_text();
+    assert!(!log.contains(wrong), "the secret leaked into the log");
+    eprintln!("reported after {reported:?}: {line}");
     // (A clean shutdown would spend shutdown-sync-timeout retrying: not what this tests.)
     daemon.kill9();
 }

@@ -392,8 +392,11 @@ fn warn_if_short_of_files(databases: usize) {
     let need = databases as u64 * FILES_PER_DATABASE + 64;
     if limit.rlim_cur != libc::RLIM_INFINITY && need > limit.rlim_cur {
         log::warn!(
-            "{databases} databases need about {need} open files and the limit is {}: some will fail with \"Too many open files\"; raise it (LimitNOFILE= in the systemd unit, ulimit -n)",
-            limit.rlim_cur
+            databases = databases,
+            need = need,
+            limit = limit.rlim_cur,
+            hint = "raise it: LimitNOFILE= in the systemd unit, ulimit -n";
+            "the open-file limit cannot hold every database; some will fail with \"Too many open files\""
         );
     }
 }

@@ -139,7 +139,7 @@ pub enum DbCommand {
     /// An upload finished (sent by the uploader pool).
     Uploaded {
         max: TxId,
-        result: Result<(), String>,
+        result: Result<(), crate::replica::ReplicaError>,
     },
     /// Stop replicating (release the database) but stay registered; answers whether it was running.
     Pause { reply: Sender<bool> },

@@ -163,13 +163,16 @@ impl SyncState {
         if let Err(e) = self.reconcile_remote() {
             self.uploads.remote_known = false;
             self.uploads.failures += 1;
-            let delay = super::upload::backoff(self.uploads.failures);
+            let kind = replica::error::kind_of(&e);
+            let delay = super::upload::retry_delay(kind, self.uploads.failures);
             self.uploads.retry_at = Some(Instant::now() + delay);
-            log::warn!(
+            log::log!(
+                super::upload::failure_level(kind),
                 db = display.as_str(),
                 replica:% = self.replica.url(),
                 error = format!("{e:#}"),
-                backoff:? = delay;
+                backoff:? = delay,
+                retry = super::upload::retry_note(kind);
                 "cannot list replica; spooling locally and retrying"
             );
             self.shared.registry.update(&self.opts.path, |v| {
@@ -365,11 +368,10 @@ mod tests {
     use std::io::Read;
     use std::sync::Mutex;
 
-    use anyhow::anyhow;
-
     use super::*;
     use crate::ltx::{Encoder, CHECKSUM_FLAG, FLAG_NO_CHECKSUM};
     use crate::replica::LtxFileInfo;
+    use crate::replica::{ErrorKind, ReplicaError};
 
     fn spooled(ranges: &[(u64, u64)]) -> Vec<SpoolFile> {
         ranges
@@ -447,9 +449,15 @@ mod tests {
         fn url(&self) -> &str {
             "fake://replica"
         }
-        fn ltx_files(&self, level: u8) -> Result<Vec<LtxFileInfo>> {
+        fn ltx_files(&self, level: u8) -> replica::Result<Vec<LtxFileInfo>> {
             if self.fail_listing {
-                return Err(anyhow!("fake://replica: LIST: HTTP 503"));
+                return Err(ReplicaError::new(
+                    ErrorKind::Transient,
+                    "fake://replica",
+                    "LIST",
+                    "",
+                    "HTTP 503",
+                ));
             }
             Ok(self
                 .files
@@ -466,14 +474,19 @@ mod tests {
                 })
                 .collect())
         }
-        fn open_ltx(&self, level: u8, min: TxId, max: TxId) -> Result<Box<dyn Read + Send>> {
+        fn open_ltx(
+            &self,
+            level: u8,
+            min: TxId,
+            max: TxId,
+        ) -> replica::Result<Box<dyn Read + Send>> {
             let bytes = self.files.lock().unwrap()[&(level, min.0, max.0)].clone();
             Ok(Box::new(std::io::Cursor::new(bytes)))
         }
-        fn put_ltx(&self, _: u8, _: TxId, _: TxId, _: i64, _: &Path) -> Result<()> {
+        fn put_ltx(&self, _: u8, _: TxId, _: TxId, _: i64, _: &Path) -> replica::Result<()> {
             unreachable!("the position is read, never written")
         }
-        fn delete_ltx(&self, _: u8, _: &[(TxId, TxId)]) -> Result<()> {
+        fn delete_ltx(&self, _: u8, _: &[(TxId, TxId)]) -> replica::Result<()> {
             unreachable!("the position is read, never written")
         }
     }

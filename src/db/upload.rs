@@ -11,8 +11,8 @@ use crossbeam_channel::Sender;
 
 use crate::events::Event;
 use crate::ltx::TxId;
-use crate::replica;
 use crate::replica::uploader::UploadJob;
+use crate::replica::{self, ErrorKind, ReplicaError};
 
 use super::sync::SyncState;
 use super::{DbCommand, SyncReply, SyncStatus};
@@ -101,10 +101,7 @@ impl SyncState {
             timestamp_ms: next.timestamp_ms,
             path: next.path.clone(),
             on_done: Box::new(move |result| {
-                let _ = ctl.send(DbCommand::Uploaded {
-                    max,
-                    result: result.map_err(|e| format!("{e:#}")),
-                });
+                let _ = ctl.send(DbCommand::Uploaded { max, result });
             }),
         };
         match self.shared.uploads.try_submit(job) {
@@ -124,13 +121,16 @@ impl SyncState {
         }
         if let Err(e) = self.reconcile_remote() {
             self.uploads.failures += 1;
-            let delay = backoff(self.uploads.failures);
+            let kind = replica::error::kind_of(&e);
+            let delay = retry_delay(kind, self.uploads.failures);
             self.uploads.retry_at = Some(Instant::now() + delay);
-            log::warn!(
+            log::log!(
+                failure_level(kind),
                 db:% = self.opts.path.display(),
                 replica:% = self.replica.url(),
                 error = format!("{e:#}"),
-                backoff:? = delay;
+                backoff:? = delay,
+                retry = retry_note(kind);
                 "cannot list replica; retrying"
             );
             let msg = format!("{e:#}");
@@ -146,7 +146,7 @@ impl SyncState {
         }
     }
 
-    pub(super) fn on_uploaded(&mut self, max: TxId, result: Result<(), String>) {
+    pub(super) fn on_uploaded(&mut self, max: TxId, result: Result<(), ReplicaError>) {
         self.uploads.in_flight = false;
         let url = self.replica.url().to_string();
         let path = self.opts.path.clone();
@@ -197,20 +197,24 @@ impl SyncState {
             }
             Err(e) => {
                 self.uploads.failures += 1;
-                let delay = backoff(self.uploads.failures);
+                let kind = Some(e.kind());
+                let delay = retry_delay(kind, self.uploads.failures);
                 self.uploads.retry_at = Some(Instant::now() + delay);
-                log::warn!(
+                log::log!(
+                    failure_level(kind),
                     db:% = path.display(),
                     replica = url.as_str(),
                     txid:% = max,
                     attempt = self.uploads.failures,
                     backoff:? = delay,
-                    error = e.as_str();
+                    retry = retry_note(kind),
+                    error = format!("{e:#}");
                     "upload failed; retrying"
                 );
+                let msg = format!("{e:#}");
                 self.shared
                     .registry
-                    .update(&path, |v| v.replica_error = Some(e));
+                    .update(&path, |v| v.replica_error = Some(msg));
             }
         }
         self.pump_uploads();
@@ -253,11 +257,49 @@ impl SyncState {
     }
 }
 
+/// The pace of retries after a failure no retry fixes by itself (credentials, a missing
+/// bucket, permissions, another writer's file): slow enough not to hammer a server that
+/// refuses us, often enough to recover without a restart once an operator has fixed it. A
+/// waited `/sync` tries at once whatever the pace.
+pub(super) const PERMANENT_RETRY: Duration = Duration::from_secs(120);
+
+/// How long to wait after `failures` failures in a row, the last of `kind` (`None`: not the
+/// replica's, e.g. a local spool file): [`PERMANENT_RETRY`] (±20%) after a permanent failure
+/// or a conflict, else [`backoff`].
+pub(super) fn retry_delay(kind: Option<ErrorKind>, failures: u32) -> Duration {
+    match kind {
+        Some(ErrorKind::Permanent | ErrorKind::Conflict) => jitter(PERMANENT_RETRY, failures),
+        Some(ErrorKind::Transient | ErrorKind::NotFound) | None => backoff(failures),
+    }
+}
+
+/// The level of a failed replica request's log line: an error for a failure that needs someone
+/// to act, a warning for one that backoff should ride out.
+pub(super) fn failure_level(kind: Option<ErrorKind>) -> log::Level {
+    match kind {
+        Some(ErrorKind::Permanent | ErrorKind::Conflict) => log::Level::Error,
+        _ => log::Level::Warn,
+    }
+}
+
+/// What a log line adds about the kind of a failure (its `retry` key).
+pub(super) fn retry_note(kind: Option<ErrorKind>) -> &'static str {
+    match kind {
+        Some(ErrorKind::Permanent) => "permanent: retrying slowly until fixed",
+        Some(ErrorKind::Conflict) => "conflict: retrying slowly",
+        _ => "transient: backing off",
+    }
+}
+
 /// Capped exponential backoff with jitter: 1s, 2s, 4s ... 60s, each ±20%.
 pub(super) fn backoff(failures: u32) -> Duration {
-    use std::hash::{BuildHasher, Hasher};
     let base = Duration::from_secs(1) * 2u32.saturating_pow(failures.saturating_sub(1).min(6));
-    let base = base.min(Duration::from_secs(60));
+    jitter(base.min(Duration::from_secs(60)), failures)
+}
+
+/// `base` ±20%, so databases failing together do not retry together.
+fn jitter(base: Duration, failures: u32) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u32(failures);
     let jitter = (h.finish() % 400) as f64 / 1000.0 - 0.2;
@@ -282,5 +324,23 @@ mod tests {
         );
         let b20 = backoff(20);
         assert!(b20 <= Duration::from_secs(72), "{b20:?}");
+    }
+
+    #[test]
+    fn permanent_failures_retry_slowly_transient_ones_back_off() {
+        let slow = |d: Duration| d >= Duration::from_secs(96) && d <= Duration::from_secs(144);
+        for kind in [ErrorKind::Permanent, ErrorKind::Conflict] {
+            // From the first failure on: no burst of quick retries against a refusing server.
+            for failures in [1, 2, 10] {
+                let d = retry_delay(Some(kind), failures);
+                assert!(slow(d), "{kind} after {failures}: {d:?}");
+            }
+        }
+        for kind in [Some(ErrorKind::Transient), Some(ErrorKind::NotFound), None] {
+            let d = retry_delay(kind, 1);
+            assert!(d <= Duration::from_millis(1200), "{kind:?}: {d:?}");
+            let d = retry_delay(kind, 20);
+            assert!(d <= Duration::from_secs(72), "{kind:?}: {d:?}");
+        }
     }
 }

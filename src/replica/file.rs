@@ -11,8 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::UNIX_EPOCH;
 
-use anyhow::{anyhow, bail, Context, Result};
-
+use super::error::{ErrorKind, ReplicaError, Result};
 use super::{LtxFileInfo, ReplicaClient};
 use crate::durable;
 use crate::ltx::{self, TxId};
@@ -69,7 +68,12 @@ impl FileReplicaClient {
         if let Err(e) = durable::create_dir_all(&dir) {
             // Removed behind our back and only partly recreated: sync everything next time.
             prepared.store(false, Ordering::Relaxed);
-            return Err(e).with_context(|| format!("{}: create {}", self.url, dir.display()));
+            // `EEXIST` here is a file where the directory belongs, not a lost write.
+            let kind = match ErrorKind::from_io(&e) {
+                ErrorKind::Conflict => ErrorKind::Permanent,
+                kind => kind,
+            };
+            return Err(ReplicaError::io_as(kind, &self.url, "create", &dir, e));
         }
         if !prepared.load(Ordering::Relaxed) {
             self.remove_stale_temps(&dir);
@@ -86,7 +90,7 @@ impl FileReplicaClient {
         let ltx_dir = self.root.join("ltx");
         for dir in [level_dir, &ltx_dir, &self.root] {
             (self.sync_dir)(dir)
-                .with_context(|| format!("{}: fsync directory {}", self.url, dir.display()))?;
+                .map_err(|e| ReplicaError::io(&self.url, "fsync directory", dir, e))?;
         }
         let parent = match self.root.parent() {
             Some(p) if p.as_os_str().is_empty() => Path::new("."),
@@ -105,8 +109,7 @@ impl FileReplicaClient {
                 );
                 Ok(())
             }
-            Err(e) => Err(e)
-                .with_context(|| format!("{}: fsync directory {}", self.url, parent.display())),
+            Err(e) => Err(ReplicaError::io(&self.url, "fsync directory", parent, e)),
         }
     }
 
@@ -176,25 +179,35 @@ impl FileReplicaClient {
         dest: &Path,
         dir: &Path,
     ) -> Result<()> {
-        let same = same_bytes(input, &mut existing).map_err(|(which, e)| {
-            let what = match which {
-                Side::Src => format!("read spooled {}", src.display()),
-                Side::Dest => format!("{}: read {}", self.url, dest.display()),
-            };
-            anyhow!(e).context(what)
+        let same = same_bytes(input, &mut existing).map_err(|(which, e)| match which {
+            Side::Src => spool_error(&self.url, "read spooled", src, e),
+            Side::Dest => ReplicaError::io(&self.url, "read", dest, e),
         })?;
         if !same {
-            bail!(
-                "{}: {}: already exists with different content (another writer replicates to this replica?)",
-                self.url,
-                dest.display()
-            );
+            return Err(ReplicaError::new(
+                ErrorKind::Conflict,
+                &self.url,
+                "",
+                dest.display().to_string(),
+                "already exists with different content (another writer replicates to this replica?)",
+            ));
         }
         existing
             .sync_all()
-            .with_context(|| format!("{}: fsync {}", self.url, dest.display()))?;
+            .map_err(|e| ReplicaError::io(&self.url, "fsync", dest, e))?;
         self.sync_dirs(dir)
     }
+}
+
+/// An error reading the local spooled file an upload sends. A spooled file that vanished is
+/// not the replica's "not found": the database thread notices it and writes a snapshot, so
+/// it counts as transient.
+pub(super) fn spool_error(url: &str, op: &str, src: &Path, e: io::Error) -> ReplicaError {
+    let kind = match ErrorKind::from_io(&e) {
+        ErrorKind::NotFound => ErrorKind::Transient,
+        kind => kind,
+    };
+    ReplicaError::io_as(kind, url, op, src, e)
 }
 
 /// The writer's pid in a temporary file name `.<min>-<max>.ltx.<pid>.tmp`, as
@@ -234,13 +247,11 @@ impl ReplicaClient for FileReplicaClient {
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(vec![]),
-            Err(e) => {
-                return Err(e).with_context(|| format!("{}: list {}", self.url, dir.display()))
-            }
+            Err(e) => return Err(ReplicaError::io(&self.url, "list", &dir, e)),
         };
         let mut files = vec![];
         for entry in entries {
-            let entry = entry.with_context(|| format!("{}: list {}", self.url, dir.display()))?;
+            let entry = entry.map_err(|e| ReplicaError::io(&self.url, "list", &dir, e))?;
             let name = entry.file_name();
             let Some((min, max)) = ltx::parse_file_name(&name.to_string_lossy()) else {
                 continue;
@@ -249,10 +260,7 @@ impl ReplicaClient for FileReplicaClient {
                 Ok(m) => m,
                 // Deleted between the listing and the stat (compaction): not there any more.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("{}: stat {}", self.url, entry.path().display()))
-                }
+                Err(e) => return Err(ReplicaError::io(&self.url, "stat", &entry.path(), e)),
             };
             let created_ms = meta
                 .modified()
@@ -273,8 +281,7 @@ impl ReplicaClient for FileReplicaClient {
 
     fn open_ltx(&self, level: u8, min: TxId, max: TxId) -> Result<Box<dyn Read + Send>> {
         let path = self.file_path(level, min, max);
-        let file =
-            File::open(&path).with_context(|| format!("{}: open {}", self.url, path.display()))?;
+        let file = File::open(&path).map_err(|e| ReplicaError::io(&self.url, "open", &path, e))?;
         Ok(Box::new(io::BufReader::with_capacity(64 * 1024, file)))
     }
 
@@ -289,13 +296,11 @@ impl ReplicaClient for FileReplicaClient {
         let dir = self.prepare_level(level)?;
         let dest = dir.join(ltx::file_name(min, max));
         let mut input =
-            File::open(src).with_context(|| format!("open spooled {}", src.display()))?;
+            File::open(src).map_err(|e| spool_error(&self.url, "open spooled", src, e))?;
         match File::open(&dest) {
             Ok(existing) => return self.accept_existing(&mut input, src, existing, &dest, &dir),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(e).with_context(|| format!("{}: open {}", self.url, dest.display()))
-            }
+            Err(e) => return Err(ReplicaError::io(&self.url, "open", &dest, e)),
         }
         // Stamped with its LTX timestamp before the rename, as listings report modification
         // times (Litestream does the same), without opening the file a second time.
@@ -305,7 +310,7 @@ impl ReplicaClient for FileReplicaClient {
             w.flush()?;
             w.get_ref().set_modified(mtime)
         })
-        .with_context(|| format!("{}: write {}", self.url, dest.display()))?;
+        .map_err(|e| ReplicaError::io(&self.url, "write", &dest, e))?;
         Ok(())
     }
 
@@ -323,11 +328,7 @@ impl ReplicaClient for FileReplicaClient {
                 // sync below makes that unlink durable too.
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => {
-                    failed = Some(anyhow!(e).context(format!(
-                        "{}: delete {}",
-                        self.url,
-                        path.display()
-                    )));
+                    failed = Some(ReplicaError::io(&self.url, "delete", &path, e));
                     break;
                 }
             }
@@ -336,9 +337,7 @@ impl ReplicaClient for FileReplicaClient {
         let synced = match (self.sync_dir)(&dir) {
             // No level directory: nothing was ever there to delete.
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            synced => {
-                synced.with_context(|| format!("{}: fsync directory {}", self.url, dir.display()))
-            }
+            synced => synced.map_err(|e| ReplicaError::io(&self.url, "fsync directory", &dir, e)),
         };
         match failed {
             Some(e) => Err(e),
@@ -415,6 +414,40 @@ mod tests {
             .read_to_string(&mut kept)
             .unwrap();
         assert_eq!(kept, "one");
+    }
+
+    #[test]
+    fn failures_carry_their_kind() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("r");
+        let client = FileReplicaClient::new("file:///r", &root);
+        let e = client.open_ltx(0, TxId(1), TxId(1)).err().expect("missing");
+        assert_eq!(e.kind(), ErrorKind::NotFound, "{e:#}");
+        assert!(
+            e.to_string().starts_with("file:///r: open ") && e.to_string().ends_with(".ltx"),
+            "{e}"
+        );
+
+        let src = tmp.path().join("a.ltx");
+        std::fs::write(&src, b"one").unwrap();
+        client.put_ltx(0, TxId(1), TxId(1), 0, &src).unwrap();
+        std::fs::write(&src, b"two").unwrap();
+        let e = client.put_ltx(0, TxId(1), TxId(1), 0, &src).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Conflict, "{e:#}");
+
+        // A file where a level directory belongs: nothing a retry fixes.
+        std::fs::write(root.join("ltx/3"), b"in the way").unwrap();
+        let e = client.put_ltx(3, TxId(1), TxId(1), 0, &src).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Permanent, "{e:#}");
+        let e = client.ltx_files(3).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Permanent, "{e:#}");
+
+        // The spooled file vanished: the database thread's business, not a missing replica
+        // file.
+        let gone = tmp.path().join("gone.ltx");
+        let e = client.put_ltx(0, TxId(2), TxId(2), 0, &gone).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transient, "{e:#}");
+        assert!(format!("{e:#}").contains("gone.ltx"), "{e:#}");
     }
 
     thread_local! {

@@ -7,9 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::Result;
-
-use super::{LtxFileInfo, ReplicaClient};
+use super::{LtxFileInfo, ReplicaClient, Result};
 use crate::ltx::TxId;
 use crate::metrics;
 

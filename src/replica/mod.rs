@@ -5,9 +5,13 @@
 //! (S3), the layout Litestream 0.5.17 writes, so either tool restores the other's replicas.
 //! Objects are written once under their final name and never overwritten.
 
+pub mod error;
 pub mod file;
+pub mod lease;
+
 pub mod metered;
 pub mod s3;
+pub mod s3_error;
 pub mod uploader;
 pub mod url;
 
@@ -15,10 +19,10 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::Result;
-
 use crate::ltx::TxId;
 use url::ReplicaTarget;
+
+pub use error::{ErrorKind, ReplicaError, Result};
 
 /// The level holding snapshots (files with min TXID 1 covering the whole database).
 pub const SNAPSHOT_LEVEL: u8 = 9;
@@ -36,7 +40,8 @@ pub struct LtxFileInfo {
 }
 
 /// How bytes reach a replica. Implementations are blocking and shared between the database
-/// threads, the uploader pool and restore, hence `Send + Sync`.
+/// threads, the uploader pool and restore, hence `Send + Sync`. Every failure is a
+/// [`ReplicaError`] whose [`ErrorKind`] says whether it is worth retrying.
 pub trait ReplicaClient: Send + Sync {
     /// The replica's URL as users wrote it, without secrets: for logs, errors and `/list`.
     fn url(&self) -> &str;
@@ -44,12 +49,12 @@ pub trait ReplicaClient: Send + Sync {
     /// Every LTX file at `level`, sorted by min TXID then max TXID.
     fn ltx_files(&self, level: u8) -> Result<Vec<LtxFileInfo>>;
 
-    /// Opens one LTX file for streaming.
+    /// Opens one LTX file for streaming; a missing file is [`ErrorKind::NotFound`].
     fn open_ltx(&self, level: u8, min: TxId, max: TxId) -> Result<Box<dyn Read + Send>>;
 
     /// Stores the local file `src` as `level/<min>-<max>.ltx`, stamped with `timestamp_ms`.
     /// Writing a file that already exists with the same bytes succeeds (a retry after a crash);
-    /// with other bytes it fails: remote files are immutable.
+    /// with other bytes it fails with [`ErrorKind::Conflict`]: remote files are immutable.
     fn put_ltx(&self, level: u8, min: TxId, max: TxId, timestamp_ms: i64, src: &Path)
         -> Result<()>;
 
@@ -63,7 +68,7 @@ pub fn all_levels() -> impl Iterator<Item = u8> {
 }
 
 /// Builds the client for a resolved replica target, counted for the metrics.
-pub fn open_client(url: &str, target: &ReplicaTarget) -> Result<Arc<dyn ReplicaClient>> {
+pub fn open_client(url: &str, target: &ReplicaTarget) -> anyhow::Result<Arc<dyn ReplicaClient>> {
     let (inner, replica_type): (Arc<dyn ReplicaClient>, _) = match target {
         ReplicaTarget::File { root } => (Arc::new(file::FileReplicaClient::new(url, root)), "file"),
         ReplicaTarget::S3(target) => (Arc::new(s3::S3ReplicaClient::new(url, target)?), "s3"),

@@ -28,13 +28,17 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::thread;
 use std::time::Duration;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::anyhow;
 use crossbeam_channel::{bounded, Receiver, Sender};
 use s3::creds::Credentials;
 use s3::error::S3Error;
 use s3::serde_types::{ObjectIdentifier, Part};
 use s3::{Bucket, Region};
 
+use super::error::{ErrorKind, ReplicaError, Result};
+use super::file::spool_error;
+use super::s3_error::{delete_code_kind, status};
+pub use super::s3_error::{describe, kind};
 use super::url::{S3Target, DEFAULT_S3_REGION};
 use super::{LtxFileInfo, ReplicaClient};
 use crate::ltx::{self, TxId};
@@ -94,7 +98,7 @@ impl S3ReplicaClient {
     /// A client for `target`, known to users as `url` (which must not hold secrets). Missing
     /// credentials come from `AWS_*` / `LITESTREAM_*`, then the AWS profile file; without any,
     /// requests are unsigned. No request is made here.
-    pub fn new(url: &str, target: &S3Target) -> Result<S3ReplicaClient> {
+    pub fn new(url: &str, target: &S3Target) -> anyhow::Result<S3ReplicaClient> {
         let target = target.clone().with_env_credentials(process_env);
         // Without a configured region: the AWS SDK's variables, then us-east-1 (Litestream asks
         // AWS for the bucket's region instead; a wrong one fails with a message naming it).
@@ -208,10 +212,25 @@ impl S3ReplicaClient {
         format!("{}{}", self.level_prefix(level), ltx::file_name(min, max))
     }
 
-    /// An error for a failed request on `key`: the replica URL, the operation, the key, and
-    /// the S3 error reduced to what a user can act on.
-    fn fail(&self, op: &str, key: &str, e: &S3Error) -> anyhow::Error {
-        anyhow!("{}: {op} {key}: {}", self.url, self.mask(describe(e)))
+    /// The key of `name` directly under the replica's prefix: `<prefix>/lock.json`, where
+    /// Litestream's leaser keeps its lease.
+    pub fn root_key(&self, name: &str) -> String {
+        if self.prefix.is_empty() {
+            name.to_string()
+        } else {
+            format!("{}/{name}", self.prefix)
+        }
+    }
+
+    /// The bucket, for requests this module does not wrap (the lease's conditional PUTs).
+    pub(super) fn bucket(&self) -> &Bucket {
+        &self.bucket
+    }
+
+    /// An error for a failed request on `key`: the replica URL, the operation, the key, the
+    /// S3 error reduced to what a user can act on, and its [`kind`].
+    pub(super) fn fail(&self, op: &str, key: &str, e: &S3Error) -> ReplicaError {
+        ReplicaError::new(kind(e), &self.url, op, key, self.mask(describe(e)))
     }
 
     fn mask(&self, mut s: String) -> String {
@@ -251,7 +270,8 @@ impl S3ReplicaClient {
 
     /// Uploads a file of at most [`PART_SIZE`] bytes with one PUT, never replacing an object.
     fn put_small(&self, key: &str, src: &Path, timestamp: &str) -> Result<()> {
-        let data = std::fs::read(src).with_context(|| format!("read spooled {}", src.display()))?;
+        let data =
+            std::fs::read(src).map_err(|e| spool_error(&self.url, "read spooled", src, e))?;
         if self.conditional_put.load(Ordering::Relaxed) == CONDITIONAL_NO {
             if let Some(size) = self.head_size(key)? {
                 return self.verify_existing(key, size, src);
@@ -271,9 +291,16 @@ impl S3ReplicaClient {
             Err(e) if status(&e) == Some(412) => {
                 self.conditional_put
                     .store(CONDITIONAL_YES, Ordering::Relaxed);
-                let size = self
-                    .head_size(key)?
-                    .ok_or_else(|| anyhow!("{}: PUT {key}: 412 but no object", self.url))?;
+                // Deleted between the two requests: the next attempt finds out more.
+                let size = self.head_size(key)?.ok_or_else(|| {
+                    ReplicaError::new(
+                        ErrorKind::Transient,
+                        &self.url,
+                        "PUT",
+                        key,
+                        "412 but no object",
+                    )
+                })?;
                 self.verify_existing(key, size, src)
             }
             // A server that refuses the header outright: HEAD before PUT from now on.
@@ -321,12 +348,20 @@ impl S3ReplicaClient {
             return self.verify_existing(key, existing, src);
         }
         let mut file =
-            File::open(src).with_context(|| format!("open spooled {}", src.display()))?;
+            File::open(src).map_err(|e| spool_error(&self.url, "open spooled", src, e))?;
         let part_size = (PART_SIZE as u64).max(size.div_ceil(MAX_PARTS)) as usize;
         let mut meta = http::HeaderMap::new();
         meta.insert(
             http::HeaderName::from_static("x-amz-meta-litestream-timestamp"),
-            timestamp.parse().context("timestamp header")?,
+            timestamp.parse().map_err(|e| {
+                ReplicaError::new(
+                    ErrorKind::Permanent,
+                    &self.url,
+                    "PUT",
+                    key,
+                    format!("timestamp header {timestamp:?}: {e}"),
+                )
+            })?,
         );
         // Metadata goes with the initiation only (rust-s3 drops it from parts and completion).
         let with_meta = self
@@ -342,7 +377,7 @@ impl S3ReplicaClient {
             let mut parts: Vec<Part> = vec![];
             loop {
                 let n = read_full(&mut file, &mut buf)
-                    .with_context(|| format!("read spooled {}", src.display()))?;
+                    .map_err(|e| spool_error(&self.url, "read spooled", src, e))?;
                 if n == 0 {
                     break;
                 }
@@ -375,12 +410,15 @@ impl S3ReplicaClient {
     /// Succeeds when the object under `key` (of `size` bytes) holds exactly the local file.
     fn verify_existing(&self, key: &str, size: u64, src: &Path) -> Result<()> {
         let local = std::fs::metadata(src)
-            .with_context(|| format!("stat spooled {}", src.display()))?
+            .map_err(|e| spool_error(&self.url, "stat spooled", src, e))?
             .len();
         let differ = || {
-            anyhow!(
-                "{}: {key} already exists with different content (another writer replicates to this replica?)",
-                self.url
+            ReplicaError::new(
+                ErrorKind::Conflict,
+                &self.url,
+                "",
+                key,
+                "already exists with different content (another writer replicates to this replica?)",
             )
         };
         if local != size {
@@ -388,21 +426,24 @@ impl S3ReplicaClient {
         }
         let mut remote = self.get(key)?;
         let mut file =
-            File::open(src).with_context(|| format!("open spooled {}", src.display()))?;
+            File::open(src).map_err(|e| spool_error(&self.url, "open spooled", src, e))?;
         let (mut a, mut b) = (vec![0u8; GET_CHUNK], vec![0u8; GET_CHUNK]);
         let mut got = 0u64;
         loop {
-            let n = read_full(&mut file, &mut a)?;
-            let m = read_full(&mut remote, &mut b)
-                .with_context(|| format!("{}: GET {key}", self.url))?;
+            let n = read_full(&mut file, &mut a)
+                .map_err(|e| spool_error(&self.url, "read spooled", src, e))?;
+            let m = read_full(&mut remote, &mut b).map_err(|e| self.read_error(key, e))?;
             got += m as u64;
             // A body that ends before the size HEAD gave is a cut download (the connection
             // closed early), not a different object: retry it rather than accuse a writer.
             if m < n && got < size {
-                bail!(
-                    "{}: GET {key}: the download ended after {got} of {size} bytes",
-                    self.url
-                );
+                return Err(ReplicaError::new(
+                    ErrorKind::Transient,
+                    &self.url,
+                    "GET",
+                    key,
+                    format!("the download ended after {got} of {size} bytes"),
+                ));
             }
             if n != m || a[..n] != b[..m] {
                 return Err(differ());
@@ -413,6 +454,18 @@ impl S3ReplicaClient {
         }
     }
 
+    /// The error of a failed read from a streamed GET: the download's own [`ReplicaError`]
+    /// when it sent one, else a transient failure of the GET.
+    fn read_error(&self, key: &str, e: io::Error) -> ReplicaError {
+        if e.get_ref().is_some_and(|inner| inner.is::<ReplicaError>()) {
+            if let Some(Ok(inner)) = e.into_inner().map(|i| i.downcast::<ReplicaError>()) {
+                return *inner;
+            }
+            unreachable!("checked to hold a ReplicaError just above");
+        }
+        ReplicaError::new(ErrorKind::Transient, &self.url, "GET", key, e.to_string())
+    }
+
     /// Starts a streamed GET of `key`; errors before the first byte (404, 403, refused
     /// connection) are returned here, later ones from `read`.
     fn get(&self, key: &str) -> Result<ObjectReader> {
@@ -420,6 +473,7 @@ impl S3ReplicaClient {
         let bucket = self.bucket.clone();
         let path = key.to_string();
         let secrets = self.secrets.clone();
+        let url = self.url.clone();
         thread::Builder::new()
             .name("s3-get".into())
             .spawn(move || {
@@ -432,26 +486,42 @@ impl S3ReplicaClient {
                     Ok((200..=299, Ok(()))) => Chunk::End,
                     // The reader went away: nobody to tell.
                     Ok((_, Err(_))) => return,
-                    Ok((status, _)) => Chunk::Err(format!("GET {path}: HTTP {status}")),
+                    Ok((status, _)) => Chunk::Err(ReplicaError::new(
+                        ErrorKind::from_http_status(status, None),
+                        &url,
+                        "GET",
+                        &path,
+                        format!("HTTP {status}"),
+                    )),
                     Err(e) => {
                         let mut text = describe(&e);
                         for s in &secrets {
                             text = text.replace(s.as_str(), "[REDACTED]");
                         }
-                        Chunk::Err(format!("GET {path}: {text}"))
+                        Chunk::Err(ReplicaError::new(kind(&e), &url, "GET", &path, text))
                     }
                 };
                 let _ = tx.send(msg);
             })
-            .context("spawn s3-get thread")?;
+            .map_err(|e| {
+                ReplicaError::new(
+                    ErrorKind::Transient,
+                    &self.url,
+                    "GET",
+                    key,
+                    format!("spawn s3-get thread: {e}"),
+                )
+            })?;
         let mut reader = ObjectReader {
+            url: self.url.clone(),
+            key: key.to_string(),
             rx,
             buf: vec![],
             pos: 0,
             done: false,
         };
         // Wait for the first chunk so a missing object fails `open_ltx` itself.
-        reader.fill().map_err(|e| anyhow!("{}: {}", self.url, e))?;
+        reader.fill()?;
         Ok(reader)
     }
 }
@@ -508,7 +578,7 @@ impl ReplicaClient for S3ReplicaClient {
     ) -> Result<()> {
         let key = self.key(level, min, max);
         let size = std::fs::metadata(src)
-            .with_context(|| format!("stat spooled {}", src.display()))?
+            .map_err(|e| spool_error(&self.url, "stat spooled", src, e))?
             .len();
         let timestamp = timefmt::rfc3339_ms(timestamp_ms);
         if size <= PART_SIZE as u64 {
@@ -531,64 +601,35 @@ impl ReplicaClient for S3ReplicaClient {
             .bucket
             .delete_objects(keys)
             .map_err(|e| self.fail("DeleteObjects", &first, &e))?;
-        let errors: Vec<String> = result
+        let failed: Vec<_> = result
             .errors
             .iter()
             .filter(|e| e.code != "NoSuchKey")
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        // The batch answers 200 with a code per key: the worst one decides.
+        let kind = if failed
+            .iter()
+            .any(|e| delete_code_kind(&e.code) == ErrorKind::Permanent)
+        {
+            ErrorKind::Permanent
+        } else {
+            ErrorKind::Transient
+        };
+        let text: Vec<String> = failed
+            .iter()
             .map(|e| format!("{} ({}: {})", e.key, e.code, e.message))
             .collect();
-        if !errors.is_empty() {
-            bail!("{}: delete: {}", self.url, errors.join(", "));
-        }
-        Ok(())
+        Err(ReplicaError::new(
+            kind,
+            &self.url,
+            "delete",
+            "",
+            text.join(", "),
+        ))
     }
-}
-
-/// The HTTP status of a failed request, when the server answered.
-fn status(e: &S3Error) -> Option<u16> {
-    match e {
-        S3Error::HttpFailWithBody(status, _) => Some(*status),
-        S3Error::HttpFail => None,
-        _ => None,
-    }
-}
-
-/// An S3 error in one line: `HTTP 403 SignatureDoesNotMatch: The request signature ...` from
-/// the XML body (never the body itself: it can echo the string to sign), else the transport
-/// error.
-pub fn describe(e: &S3Error) -> String {
-    match e {
-        S3Error::HttpFailWithBody(status, body) => {
-            let code = xml_field(body, "Code");
-            let message = xml_field(body, "Message");
-            let text = match (code, message) {
-                (Some(c), Some(m)) => format!("HTTP {status} {c}: {m}"),
-                (Some(c), None) => format!("HTTP {status} {c}"),
-                _ => format!("HTTP {status}"),
-            };
-            format!("{text}{}", status_hint(*status))
-        }
-        other => other.to_string(),
-    }
-}
-
-fn status_hint(status: u16) -> &'static str {
-    match status {
-        301 | 307 => " (wrong region or endpoint?)",
-        403 => " (access denied: check access-key-id and secret-access-key, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)",
-        404 => " (no such bucket or key)",
-        _ => "",
-    }
-}
-
-/// The text of `<name>...</name>` in a small XML document.
-fn xml_field(body: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let close = format!("</{name}>");
-    let start = body.find(&open)? + open.len();
-    let len = body[start..].find(&close)?;
-    let text = body[start..start + len].trim();
-    (!text.is_empty()).then(|| text.chars().take(300).collect())
 }
 
 fn is_plain_http(endpoint: &str) -> bool {
@@ -613,7 +654,7 @@ fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
 enum Chunk {
     Data(Vec<u8>),
     End,
-    Err(String),
+    Err(ReplicaError),
 }
 
 /// The download thread's side: buffers [`GET_CHUNK`] bytes, then blocks on the bounded
@@ -652,6 +693,8 @@ impl Write for ChunkWriter {
 
 /// The reading side of a streamed GET.
 struct ObjectReader {
+    url: String,
+    key: String,
     rx: Receiver<Chunk>,
     buf: Vec<u8>,
     pos: usize,
@@ -660,7 +703,7 @@ struct ObjectReader {
 
 impl ObjectReader {
     /// Waits for the next chunk unless the current one has bytes left.
-    fn fill(&mut self) -> io::Result<()> {
+    fn fill(&mut self) -> Result<()> {
         while self.pos >= self.buf.len() && !self.done {
             match self.rx.recv() {
                 Ok(Chunk::Data(d)) => {
@@ -670,11 +713,17 @@ impl ObjectReader {
                 Ok(Chunk::End) => self.done = true,
                 Ok(Chunk::Err(e)) => {
                     self.done = true;
-                    return Err(io::Error::other(e));
+                    return Err(e);
                 }
                 Err(_) => {
                     self.done = true;
-                    return Err(io::Error::other("download thread ended early"));
+                    return Err(ReplicaError::new(
+                        ErrorKind::Transient,
+                        &self.url,
+                        "GET",
+                        &self.key,
+                        "download thread ended early",
+                    ));
                 }
             }
         }
@@ -683,8 +732,9 @@ impl ObjectReader {
 }
 
 impl Read for ObjectReader {
+    /// Read errors carry the download's [`ReplicaError`] inside the [`io::Error`].
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        self.fill()?;
+        self.fill().map_err(io::Error::other)?;
         let n = out.len().min(self.buf.len() - self.pos);
         out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
         self.pos += n;
@@ -747,6 +797,71 @@ mod tests {
             describe(&S3Error::HttpFailWithBody(403, String::new())),
             "HTTP 403 (access denied: check access-key-id and secret-access-key, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)"
         );
+    }
+
+    #[test]
+    fn s3_errors_map_to_kinds() {
+        let body = |code: &str| format!("<Error><Code>{code}</Code><Message>m</Message></Error>");
+        let http = |status, code: &str| S3Error::HttpFailWithBody(status, body(code));
+        assert_eq!(kind(&http(404, "NoSuchKey")), ErrorKind::NotFound);
+        assert_eq!(kind(&http(404, "NoSuchBucket")), ErrorKind::Permanent);
+        assert_eq!(kind(&http(412, "PreconditionFailed")), ErrorKind::Conflict);
+        assert_eq!(
+            kind(&http(409, "ConditionalRequestConflict")),
+            ErrorKind::Conflict
+        );
+        assert_eq!(
+            kind(&http(403, "SignatureDoesNotMatch")),
+            ErrorKind::Permanent
+        );
+        assert_eq!(kind(&http(403, "AccessDenied")), ErrorKind::Permanent);
+        assert_eq!(kind(&http(400, "RequestTimeout")), ErrorKind::Transient);
+        assert_eq!(kind(&http(429, "TooManyRequests")), ErrorKind::Transient);
+        assert_eq!(kind(&http(503, "SlowDown")), ErrorKind::Transient);
+        assert_eq!(kind(&http(500, "InternalError")), ErrorKind::Transient);
+        assert_eq!(kind(&http(501, "NotImplemented")), ErrorKind::Permanent);
+        assert_eq!(kind(&http(301, "PermanentRedirect")), ErrorKind::Permanent);
+        // A HEAD has no body: the status alone decides.
+        assert_eq!(
+            kind(&S3Error::HttpFailWithBody(404, String::new())),
+            ErrorKind::NotFound
+        );
+        assert_eq!(kind(&S3Error::HttpFail), ErrorKind::Transient);
+        // The network: refused, reset, timed out.
+        for errno in [libc::ECONNREFUSED, libc::ECONNRESET, libc::ETIMEDOUT] {
+            let io = std::io::Error::from_raw_os_error(errno);
+            assert_eq!(kind(&S3Error::Io(io)), ErrorKind::Transient, "{errno}");
+        }
+        // A request that cannot be made.
+        assert_eq!(
+            kind(&S3Error::HttpFailWithBody(400, body("InvalidArgument"))),
+            ErrorKind::Permanent
+        );
+        assert_eq!(kind(&S3Error::MaxExpiry(1)), ErrorKind::Permanent);
+
+        // Through the client: the kind travels with the message.
+        let c = S3ReplicaClient::new("s3://bkt/x", &target("x")).unwrap();
+        let e = c.fail("GET", "x/0000/a.ltx", &http(404, "NoSuchKey"));
+        assert!(e.is_not_found());
+        assert_eq!(
+            e.to_string(),
+            "s3://bkt/x: GET x/0000/a.ltx: HTTP 404 NoSuchKey: m (no such bucket or key)"
+        );
+        assert_eq!(
+            c.fail("PUT", "k", &http(403, "AccessDenied")).kind(),
+            ErrorKind::Permanent
+        );
+    }
+
+    #[test]
+    fn an_unreachable_server_is_transient() {
+        // Port 9 on localhost: nothing listens, the connection is refused.
+        let c = S3ReplicaClient::new("s3://bkt/x", &target("x")).unwrap();
+        let e = c.ltx_files(0).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Transient, "{e:#}");
+        let e = c.open_ltx(0, TxId(1), TxId(1)).err().expect("an error");
+        assert_eq!(e.kind(), ErrorKind::Transient, "{e:#}");
+        assert!(e.to_string().starts_with("s3://bkt/x: GET x/0000/"), "{e}");
     }
 
     #[test]

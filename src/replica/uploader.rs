@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
-use super::ReplicaClient;
+use super::{ReplicaClient, ReplicaError};
 use crate::ltx::TxId;
 
 /// One spooled LTX file to store in a replica.
@@ -24,8 +24,9 @@ pub struct UploadJob {
     pub timestamp_ms: i64,
     /// The spooled file to read.
     pub path: PathBuf,
-    /// Called on the uploader thread with the outcome; must not block.
-    pub on_done: Box<dyn FnOnce(anyhow::Result<()>) + Send>,
+    /// Called on the uploader thread with the outcome; must not block. The error's kind tells
+    /// the database thread how soon to try again.
+    pub on_done: Box<dyn FnOnce(Result<(), ReplicaError>) + Send>,
 }
 
 /// The running pool. Dropping every [`UploadQueue`] and calling [`UploaderPool::join`] stops it.
