@@ -19,7 +19,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsStr;
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -76,15 +76,7 @@ pub fn classify(path: &Path) -> Candidate {
         return Candidate::Nothing;
     };
     let mut header = [0u8; 100];
-    let mut read = 0;
-    while read < header.len() {
-        match file.read(&mut header[read..]) {
-            Ok(0) => break,
-            Ok(n) => read += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Candidate::Nothing,
-        }
-    }
+    let read = crate::replica::read_full(&mut file, &mut header).unwrap_or(0);
     if read == 0 {
         Candidate::Nothing
     } else if read < header.len() || &header[..16] != b"SQLite format 3\0" {

@@ -361,8 +361,8 @@ fn same_bytes(a: &mut File, b: &mut File) -> std::result::Result<bool, (Side, io
     }
     let (mut buf_a, mut buf_b) = (vec![0; 64 * 1024], vec![0; 64 * 1024]);
     loop {
-        let n = fill(a, &mut buf_a).map_err(|e| (Side::Src, e))?;
-        let m = fill(b, &mut buf_b).map_err(|e| (Side::Dest, e))?;
+        let n = super::read_full(a, &mut buf_a).map_err(|e| (Side::Src, e))?;
+        let m = super::read_full(b, &mut buf_b).map_err(|e| (Side::Dest, e))?;
         if buf_a[..n] != buf_b[..m] {
             return Ok(false);
         }
@@ -370,20 +370,6 @@ fn same_bytes(a: &mut File, b: &mut File) -> std::result::Result<bool, (Side, io
             return Ok(true);
         }
     }
-}
-
-/// Reads until `buf` is full or the file ends; the number of bytes read.
-fn fill(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 #[cfg(test)]

@@ -75,3 +75,18 @@ pub fn open_client(url: &str, target: &ReplicaTarget) -> anyhow::Result<Arc<dyn 
     };
     Ok(Arc::new(metered::Metered::new(inner, replica_type)))
 }
+
+/// Reads until `buf` is full or the input ends; the number of bytes read. Comparing a local
+/// file with a replica's copy block by block needs short reads told from the end.
+pub(crate) fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}

@@ -376,7 +376,7 @@ impl S3ReplicaClient {
             let mut buf = vec![0u8; part_size];
             let mut parts: Vec<Part> = vec![];
             loop {
-                let n = read_full(&mut file, &mut buf)
+                let n = super::read_full(&mut file, &mut buf)
                     .map_err(|e| spool_error(&self.url, "read spooled", src, e))?;
                 if n == 0 {
                     break;
@@ -430,9 +430,9 @@ impl S3ReplicaClient {
         let (mut a, mut b) = (vec![0u8; GET_CHUNK], vec![0u8; GET_CHUNK]);
         let mut got = 0u64;
         loop {
-            let n = read_full(&mut file, &mut a)
+            let n = super::read_full(&mut file, &mut a)
                 .map_err(|e| spool_error(&self.url, "read spooled", src, e))?;
-            let m = read_full(&mut remote, &mut b).map_err(|e| self.read_error(key, e))?;
+            let m = super::read_full(&mut remote, &mut b).map_err(|e| self.read_error(key, e))?;
             got += m as u64;
             // A body that ends before the size HEAD gave is a cut download (the connection
             // closed early), not a different object: retry it rather than accuse a writer.
@@ -634,20 +634,6 @@ impl ReplicaClient for S3ReplicaClient {
 
 fn is_plain_http(endpoint: &str) -> bool {
     endpoint.to_ascii_lowercase().starts_with("http://")
-}
-
-/// Reads until `buf` is full or the end of the input; returns the bytes read.
-fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// What a download thread hands its reader.
