@@ -9,6 +9,7 @@ pub mod db;
 pub mod durable;
 pub mod duration;
 pub mod events;
+pub mod follow;
 pub mod heartbeat;
 pub mod ipc;
 pub mod logging;

@@ -150,6 +150,20 @@ pub fn apply(
     output: &Path,
     force: bool,
 ) -> Result<Report> {
+    apply_then(client, plan, output, force, |_| Ok(()))
+}
+
+/// [`apply`], running `before_rename` once the database is built, verified and fsynced under
+/// its temporary name, before it takes `output`'s name: follow mode records the txid it
+/// resumes from there, so that no crash can leave `output` without it. An error from it
+/// leaves nothing behind.
+pub fn apply_then(
+    client: &dyn ReplicaClient,
+    plan: &Plan,
+    output: &Path,
+    force: bool,
+    before_rename: impl FnOnce(&Report) -> Result<()>,
+) -> Result<Report> {
     if output.exists() && !force {
         bail!("{}: output file already exists", output.display());
     }
@@ -157,7 +171,7 @@ pub fn apply(
         durable::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     let tmp = temp_output(output);
-    let result = build(client, plan, &tmp);
+    let result = build(client, plan, &tmp).and_then(|r| before_rename(&r).map(|()| r));
     let report = match result {
         Ok(r) => r,
         Err(e) => {
