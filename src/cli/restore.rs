@@ -49,8 +49,7 @@ pub struct Args {
     /// print a JSON summary on success
     #[argh(switch)]
     json: bool,
-    /// follow mode: after restoring, keep applying new changes, as tail -f (readers open the
-    /// database read-only); cannot be used with -txid or -timestamp
+    /// follow mode: after restoring, keep applying new changes, as tail -f does (default: off)
     #[argh(switch, short = 'f')]
     follow: bool,
     /// polling interval for follow mode (default: 1s)
