@@ -23,6 +23,7 @@ use crate::durable;
 use crate::ltx::{self, Checksum, PageChecksums, TxId};
 
 mod pipeline;
+pub mod progress;
 use crate::replica::{self, LtxFileInfo, ReplicaClient};
 
 /// What state to restore.
@@ -151,19 +152,21 @@ pub fn apply(
     output: &Path,
     force: bool,
 ) -> Result<Report> {
-    apply_then(client, plan, output, force, |_| Ok(()))
+    apply_then(client, plan, output, force, |_| Ok(()), &mut |_| {})
 }
 
 /// [`apply`], running `before_rename` once the database is built, verified and fsynced under
 /// its temporary name, before it takes `output`'s name: follow mode records the txid it
 /// resumes from there, so that no crash can leave `output` without it. An error from it
-/// leaves nothing behind.
+/// leaves nothing behind. `progress` hears how far the restore is as it goes (the progress
+/// line; see [`progress`]).
 pub fn apply_then(
     client: &dyn ReplicaClient,
     plan: &Plan,
     output: &Path,
     force: bool,
     before_rename: impl FnOnce(&Report) -> Result<()>,
+    progress: &mut dyn FnMut(progress::Done),
 ) -> Result<Report> {
     if output.exists() && !force {
         bail!("{}: output file already exists", output.display());
@@ -172,7 +175,8 @@ pub fn apply_then(
         durable::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
     }
     let tmp = temp_output(output);
-    let result = pipeline::build(client, plan, &tmp).and_then(|r| before_rename(&r).map(|()| r));
+    let result =
+        pipeline::build(client, plan, &tmp, progress).and_then(|r| before_rename(&r).map(|()| r));
     let report = match result {
         Ok(r) => r,
         Err(e) => {

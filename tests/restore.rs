@@ -478,3 +478,34 @@ fn we_restore_a_litestream_replica() {
     };
     assert_eq!(rows(&out), rows(&db));
 }
+
+/// A restore ends with one summary line on stderr (a log line: db, txid, pages, size, files,
+/// time); off a terminal (here a pipe) it draws no progress line.
+#[test]
+fn restore_logs_one_summary_line_and_no_progress_off_a_terminal() {
+    let dir = TestDir::new();
+    let url = format!("file://{}", fixture("ext-checksum-replica").display());
+    let out = dir.path("app.db");
+    let o = run(&["restore", "-o", out.to_str().unwrap(), &url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "{}", stdout(&o));
+    let err = stderr(&o);
+    let summaries: Vec<_> = err
+        .lines()
+        .filter(|l| l.contains("msg=\"restore complete\""))
+        .collect();
+    assert_eq!(summaries.len(), 1, "{err}");
+    for part in [
+        &format!("db={}", out.display()),
+        "txid=000000000000000a",
+        "pages=11",
+        "page_size=4096",
+        "size=\"44.0 KiB\"",
+        "files=",
+        "elapsed=",
+    ] {
+        assert!(summaries[0].contains(part), "{part}: {err}");
+    }
+    assert!(!err.contains('\r') && !err.contains("ETA"), "{err:?}");
+    assert_eq!(ids(&out).len(), 320);
+}

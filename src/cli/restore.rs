@@ -12,7 +12,7 @@ use serde_json::json;
 use crate::follow;
 use crate::ltx::TxId;
 use crate::replica::ReplicaClient;
-use crate::restore::{self, Target};
+use crate::restore::{self, progress, Target};
 use crate::timefmt;
 
 #[derive(FromArgs)]
@@ -159,7 +159,8 @@ pub fn run(args: Args) -> Result<i32> {
         return Ok(0);
     }
     let force = args.force || output.exists() && !non_empty_file(&output);
-    let report = restore::apply(client.as_ref(), &plan, &output, force)?;
+    let report =
+        apply_showing_progress(client.as_ref(), &plan, &output, force, started, |_| Ok(()))?;
     if report.unverified_files > 0 {
         log::warn!(
             "msg=\"restored without database checksums\" files={} detail=\"written by a tool that does not record them (Litestream); each file's own checksum was verified\"",
@@ -179,6 +180,32 @@ pub fn run(args: Args) -> Result<i32> {
         }));
     }
     Ok(0)
+}
+
+/// Applies `plan` with a progress line on a terminal, then logs the summary line (the
+/// restore's time counted from `started`).
+fn apply_showing_progress(
+    client: &dyn ReplicaClient,
+    plan: &restore::Plan,
+    output: &Path,
+    force: bool,
+    started: Instant,
+    before_rename: impl FnOnce(&restore::Report) -> Result<()>,
+) -> Result<restore::Report> {
+    let name = output.file_name().map_or_else(
+        || output.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut meter = progress::Meter::stderr(&name, plan);
+    let report = restore::apply_then(client, plan, output, force, before_rename, &mut |done| {
+        meter.update(done)
+    })?;
+    meter.finish();
+    log::info!(
+        "{}",
+        progress::summary(&output.display().to_string(), &report, started.elapsed())
+    );
+    Ok(report)
 }
 
 /// `restore -f`: restores `output` (or resumes the follower already there, from the txid
@@ -216,11 +243,12 @@ fn run_follow(
             log::info!("msg=\"no matching backups found\" replica={}", client.url());
             return Ok(0);
         }
+        let started = Instant::now();
         let plan = restore::plan(client, Target::Latest)?;
         // The output is absent or empty: a -wal or -shm beside it belongs to no database and
         // would be replayed over ours, so they go (force), and the txid is recorded before the
         // database takes its name, so that no crash leaves it without one.
-        let report = restore::apply_then(client, &plan, output, true, |r| {
+        let report = apply_showing_progress(client, &plan, output, true, started, |r| {
             follow::write_txid(output, r.txid)
         })?;
         (report.txid, false)

@@ -9,6 +9,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 use crossbeam_channel::{Receiver, Sender};
 
+use super::progress::Done;
 use super::{file_label, Plan, Report};
 use crate::ltx::{self, Checksum, PageChecksums, TxId};
 use crate::replica::ReplicaClient;
@@ -83,21 +84,32 @@ impl std::error::Error for WriterStopped {}
 /// checksum, pre- and post-apply database checksums), and hands the pages in bounded,
 /// recycled batches to a `restore-write` thread that writes them with `pwrite` and starts
 /// their writeback early. Any error on either side stops both; the caller removes `tmp`.
-pub(super) fn build(client: &dyn ReplicaClient, plan: &Plan, tmp: &Path) -> Result<Report> {
+pub(super) fn build(
+    client: &dyn ReplicaClient,
+    plan: &Plan,
+    tmp: &Path,
+    progress: &mut dyn FnMut(Done),
+) -> Result<Report> {
     let out = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .open(tmp)
         .with_context(|| format!("create {}", tmp.display()))?;
-    let report = pipeline(client, plan, &out, tmp)?;
+    let report = pipeline(client, plan, &out, tmp, progress)?;
     out.sync_all()
         .with_context(|| format!("fsync {}", tmp.display()))?;
     Ok(report)
 }
 
 /// Runs the two threads of [`build`] over the open output `out` (named `tmp` in errors).
-fn pipeline(client: &dyn ReplicaClient, plan: &Plan, out: &File, tmp: &Path) -> Result<Report> {
+fn pipeline(
+    client: &dyn ReplicaClient,
+    plan: &Plan,
+    out: &File,
+    tmp: &Path,
+    progress: &mut dyn FnMut(Done),
+) -> Result<Report> {
     let (op_tx, op_rx) = crossbeam_channel::bounded::<WriteOp>(BATCHES);
     let (free_tx, free_rx) = crossbeam_channel::bounded::<PageBatch>(BATCHES);
     for _ in 0..BATCHES {
@@ -114,7 +126,7 @@ fn pipeline(client: &dyn ReplicaClient, plan: &Plan, out: &File, tmp: &Path) -> 
             .name("restore-write".into())
             .spawn_scoped(scope, move || write_pages(out, tmp, op_rx, free_tx))
             .context("start the restore writer thread")?;
-        let decoded = decode_plan(client, plan, &op_tx, &free_rx);
+        let decoded = decode_plan(client, plan, &op_tx, &free_rx, progress);
         drop(op_tx);
         let written = writer
             .join()
@@ -130,13 +142,16 @@ fn pipeline(client: &dyn ReplicaClient, plan: &Plan, out: &File, tmp: &Path) -> 
 }
 
 /// Decodes and verifies every file of `plan` in order, keeping the database checksum, and
-/// sends the pages (and each file's truncation) to the writer.
+/// sends the pages (and each file's truncation) to the writer; tells `progress` after each
+/// batch and each file.
 fn decode_plan(
     client: &dyn ReplicaClient,
     plan: &Plan,
     ops: &Sender<WriteOp>,
     free: &Receiver<PageBatch>,
+    progress: &mut dyn FnMut(Done),
 ) -> Result<Report> {
+    let mut done = Done::default();
     let mut table: Option<PageChecksums> = None;
     let mut page_size = 0u32;
     let mut commit = 0u32;
@@ -198,6 +213,10 @@ fn decode_plan(
             table.set(pgno, ck);
             if b.is_full() {
                 send_pages(ops, &mut batch)?;
+                progress(Done {
+                    files: done.files,
+                    bytes: done.bytes + dec.bytes_read(),
+                });
             }
         }
         // A file's pages are all written before its truncation, which comes before the next
@@ -217,6 +236,9 @@ fn decode_plan(
             None => unverified += 1,
         }
         at = header.max_txid;
+        done.files += 1;
+        done.bytes += f.size;
+        progress(done);
     }
     let checksum = table.map_or(Checksum(ltx::CHECKSUM_FLAG), |t| t.checksum());
     Ok(Report {
@@ -462,6 +484,32 @@ mod tests {
     }
 
     #[test]
+    fn progress_counts_every_batch_and_file_up_to_the_plan_totals() {
+        let replica = ReplicaBuilder::standard(4096, None);
+        let client = replica.client();
+        let plan = plan(&client, Target::Latest).unwrap();
+        let out_dir = tempfile::tempdir().unwrap();
+        let mut seen = vec![];
+        super::super::apply_then(
+            &client,
+            &plan,
+            &out_dir.path().join("app.db"),
+            false,
+            |_| Ok(()),
+            &mut |d| seen.push(d),
+        )
+        .unwrap();
+        assert!(
+            seen.len() > plan.files.len(),
+            "batches as well as files: {seen:?}"
+        );
+        assert!(seen
+            .windows(2)
+            .all(|w| w[0].bytes <= w[1].bytes && w[0].files <= w[1].files));
+        assert_eq!(seen.last(), Some(&Done::total(&plan)));
+    }
+
+    #[test]
     fn a_bad_file_anywhere_in_the_plan_fails_by_name_and_leaves_nothing() {
         for txid in 1..=4 {
             for corruption in [Corruption::PageByte, Corruption::WrongPostApply] {
@@ -496,7 +544,10 @@ mod tests {
         fs::write(&tmp, b"").unwrap();
         // Opened for reading only: every pwrite fails (EBADF).
         let out = File::open(&tmp).unwrap();
-        let err = format!("{:#}", pipeline(&client, &plan, &out, &tmp).unwrap_err());
+        let err = format!(
+            "{:#}",
+            pipeline(&client, &plan, &out, &tmp, &mut |_| {}).unwrap_err()
+        );
         assert!(
             err.starts_with(&format!("write pages 1-64 to {}", tmp.display())),
             "{err}"
