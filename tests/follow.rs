@@ -75,9 +75,14 @@ impl Follower {
     }
 
     /// SIGTERM; returns the exit code and the log.
-    fn terminate(mut self) -> (i32, String) {
+    fn terminate(self) -> (i32, String) {
+        self.signal(libc::SIGTERM)
+    }
+
+    /// Sends `sig` and waits for the exit; returns the exit code and the log.
+    fn signal(mut self, sig: i32) -> (i32, String) {
         // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        unsafe { libc::kill(self.child.id() as i32, sig) };
         let code = self.child.wait().unwrap().code().unwrap_or(-1);
         (code, self.log_text())
     }
@@ -261,8 +266,13 @@ fn follower_keeps_up_and_its_readers_never_see_a_partial_transaction() {
     let writer = Transfers::start(&db);
     // While it writes: what a waited sync put in the replica reaches the follower quickly.
     let mut lags = vec![];
+    let mut target = 0;
     for _ in 0..8 {
-        let target = max_id(&db);
+        // Each round measures transactions the writer made since the last one.
+        wait_until(Duration::from_secs(10), "new transactions", || {
+            max_id(&db) > target
+        });
+        target = max_id(&db);
         daemon.sync_wait(&db);
         let synced = Instant::now();
         wait_until(Duration::from_secs(10), "the follower to catch up", || {
@@ -374,8 +384,9 @@ fn a_gap_in_the_replica_is_logged_once_and_healed_from_the_next_snapshot() {
     daemon.sync_wait(&db);
     let out = dir.path("follower.db");
     let follower = Follower::start(&file_url(&replica), &out);
-    let (code, _) = follower.terminate();
-    assert_eq!(code, 0);
+    let (code, log) = follower.signal(libc::SIGINT);
+    assert_eq!(code, 0, "{log}");
+    assert!(log.contains("follow mode stopped"), "{log}");
     let at = sidecar(&out).unwrap();
     // Five more files while the follower is away, one per waited sync.
     for _ in 0..5 {
