@@ -150,8 +150,9 @@ pub struct Follower<'a> {
     reported: Option<String>,
     /// Failed polls in a row.
     errors: u64,
-    /// Files applied without our database checksums (written by Litestream).
-    pub unverified_files: u64,
+    /// Files applied without our database checksums (written by Litestream, or the one file
+    /// after a restart that tells the primary's page 1).
+    unverified_files: u64,
 }
 
 impl<'a> Follower<'a> {
@@ -279,7 +280,7 @@ impl<'a> Follower<'a> {
     }
 
     /// Logs a failed poll: the first of a run of identical errors, and every 60th.
-    pub fn failed(&mut self, err: &anyhow::Error) {
+    fn failed(&mut self, err: &anyhow::Error) {
         self.errors += 1;
         let line = format!("{err:#}");
         let repeated = self.reported.as_ref() == Some(&line);
@@ -294,7 +295,7 @@ impl<'a> Follower<'a> {
     }
 
     /// A poll went through: a run of errors is over.
-    pub fn succeeded(&mut self) {
+    fn succeeded(&mut self) {
         self.errors = 0;
     }
 
@@ -392,6 +393,12 @@ impl<'a> Follower<'a> {
             None => self.unverified_files += 1,
         }
         tx.commit().context("commit")?;
+        if self.unverified_files == 1 && header.ext_checksums.is_none() {
+            log::warn!(
+                "msg=\"follow: applying files without database checksums\" detail=\"written by a tool that does not record them (Litestream); each file's own checksum is verified\" replica={}",
+                self.client.url()
+            );
+        }
         self.table = table;
         self.at = header.max_txid;
         self.page1_known = known;

@@ -488,6 +488,8 @@ fn a_litestream_replica_can_be_followed() {
     assert_eq!(integrity(&out), "ok");
     let (code, log) = follower.terminate();
     assert_eq!(code, 0, "{log}");
+    // Its files carry no database checksums: said once.
+    assert_eq!(log.matches("without database checksums").count(), 1, "{log}");
 }
 
 /// The local S3 server as the replica.
