@@ -146,8 +146,10 @@ pub struct Follower<'a> {
     /// version), so ours differs from the primary's there and a table read back from our
     /// database after a restart cannot know the primary's (see [`Follower::open`]).
     page1_known: bool,
-    /// The condition last logged (gap, replica behind, error), so each is logged once.
-    reported: Option<String>,
+    /// The condition last logged (a gap, the replica behind), so each is logged once.
+    condition: Option<String>,
+    /// The error last logged, so a run of identical ones is logged once (and every 60th).
+    last_error: Option<String>,
     /// Failed polls in a row.
     errors: u64,
     /// Files applied without our database checksums (written by Litestream, or the one file
@@ -179,7 +181,8 @@ impl<'a> Follower<'a> {
             table,
             at,
             page1_known: !resumed,
-            reported: None,
+            condition: None,
+            last_error: None,
             errors: 0,
             unverified_files: 0,
         })
@@ -223,33 +226,30 @@ impl<'a> Follower<'a> {
                     next,
                     snapshot,
                 } => {
-                    let next = next.map_or("none".to_string(), |n| n.to_string());
-                    log::warn!(
-                        "msg=\"follow: the replica has a gap, healing from a snapshot\" after_txid={after} next_txid={next} snapshot={} replica={}",
-                        restore::file_label(&snapshot),
-                        self.client.url()
-                    );
+                    self.report_gap(after, next);
+                    let label = restore::file_label(&snapshot);
+                    log::info!("msg=\"follow: healing from a snapshot\" snapshot={label}");
                     applied += self.apply(&snapshot)?;
                     log::info!(
-                        "msg=\"follow: healed from snapshot\" txid={} output={}",
+                        "msg=\"follow: healed from snapshot\" snapshot={label} txid={} output={}",
                         self.at,
                         self.output.display()
                     );
-                    self.reported = None;
+                    self.condition = None;
                 }
                 Step::Gap { after, next } => {
-                    self.report(format!(
-                        "msg=\"follow: the replica has a gap, waiting for a snapshot past it\" after_txid={after} next_txid={next} replica={}",
-                        self.client.url()
-                    ));
+                    self.report_gap(after, Some(next));
                     return Ok(applied);
                 }
                 Step::Behind { newest } => {
-                    self.report(format!(
-                        "msg=\"follow: the replica is behind the follower (reset or replaced?), waiting\" txid={} replica_txid={newest} replica={}",
-                        self.at,
-                        self.client.url()
-                    ));
+                    self.report(
+                        format!("behind {newest}"),
+                        format!(
+                            "msg=\"follow: the replica is behind the follower (reset or replaced?), waiting\" txid={} replica_txid={newest} replica={}",
+                            self.at,
+                            self.client.url()
+                        ),
+                    );
                     return Ok(applied);
                 }
                 Step::UpToDate => {
@@ -260,17 +260,30 @@ impl<'a> Follower<'a> {
         }
     }
 
-    /// Logs a waiting condition once (until it changes or clears).
-    fn report(&mut self, line: String) {
-        if self.reported.as_ref() != Some(&line) {
+    /// Logs a condition (known by `key`) once, until it changes or clears.
+    fn report(&mut self, key: String, line: String) {
+        if self.condition.as_ref() != Some(&key) {
             log::warn!("{line}");
-            self.reported = Some(line);
+            self.condition = Some(key);
         }
+    }
+
+    /// Logs, once, that nothing continues after `after` (`next`: the first txid of the next
+    /// file besides snapshots).
+    fn report_gap(&mut self, after: TxId, next: Option<TxId>) {
+        let next = next.map_or("none".to_string(), |n| n.to_string());
+        self.report(
+            format!("gap {after}"),
+            format!(
+                "msg=\"follow: the replica has a gap, healing from the next snapshot past it\" after_txid={after} next_txid={next} replica={}",
+                self.client.url()
+            ),
+        );
     }
 
     /// Nothing left to apply: a condition logged earlier is over.
     fn settled(&mut self) {
-        if self.reported.take().is_some() {
+        if self.condition.take().is_some() {
             log::info!(
                 "msg=\"follow: the replica continues\" txid={} replica={}",
                 self.at,
@@ -283,7 +296,7 @@ impl<'a> Follower<'a> {
     fn failed(&mut self, err: &anyhow::Error) {
         self.errors += 1;
         let line = format!("{err:#}");
-        let repeated = self.reported.as_ref() == Some(&line);
+        let repeated = self.last_error.as_ref() == Some(&line);
         if !repeated || self.errors % 60 == 0 {
             log::error!(
                 "msg=\"follow: error applying updates\" error=\"{line}\" consecutive_errors={} txid={}",
@@ -291,12 +304,13 @@ impl<'a> Follower<'a> {
                 self.at
             );
         }
-        self.reported = Some(line);
+        self.last_error = Some(line);
     }
 
     /// A poll went through: a run of errors is over.
     fn succeeded(&mut self) {
         self.errors = 0;
+        self.last_error = None;
     }
 
     /// Applies one file in one SQLite transaction, verifies it before the COMMIT, and records
