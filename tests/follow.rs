@@ -489,7 +489,11 @@ fn a_litestream_replica_can_be_followed() {
     let (code, log) = follower.terminate();
     assert_eq!(code, 0, "{log}");
     // Its files carry no database checksums: said once.
-    assert_eq!(log.matches("without database checksums").count(), 1, "{log}");
+    assert_eq!(
+        log.matches("without database checksums").count(),
+        1,
+        "{log}"
+    );
 }
 
 /// The local S3 server as the replica.
@@ -598,4 +602,108 @@ fn follow_refuses_what_litestream_refuses() {
     ]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("-follow-interval"), "{}", stderr(&o));
+}
+
+/// A gap with no snapshot past it yet: logged once however many polls see it (counted as
+/// LIST requests through a proxy), never a silent stall, and healed as soon as a snapshot
+/// past it appears.
+#[test]
+fn a_gap_without_a_snapshot_is_logged_once_while_waiting_then_healed() {
+    let dir = TestDir::new();
+    let s3 = S3Server::start(dir.dir.path());
+    let proxy = CountingProxy::start(s3.port);
+    let db = dir.path("app.db");
+    let config = write_config(
+        dir.dir.path(),
+        &[(&db, &s3.url("g/app.db"))],
+        &credentials_yaml(ACCESS_KEY, SECRET_KEY),
+        "levels: []\nsnapshot:\n  interval: 1s\n  retention: 1h\nl0-retention: 1h\n",
+    );
+    insert(&db);
+    let daemon = Daemon::start(&config);
+    wait_replicated(&daemon, &db);
+    daemon.sync_wait(&db);
+    let env = [
+        ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+        ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
+    ];
+    let url = url_for(proxy.port, "g/app.db");
+    let out = dir.path("follower.db");
+    let (code, log) = Follower::start_with(&url, &out, &env).terminate();
+    assert_eq!(code, 0, "{log}");
+    let at = sidecar(&out).unwrap();
+    for _ in 0..5 {
+        insert(&db);
+        daemon.sync_wait(&db);
+    }
+    let newest = daemon.sync_wait(&db)["replicated_txid"].as_u64().unwrap();
+    // Objects as files in the server's data directory: (min, max, path).
+    let objects = |level: &str| -> Vec<(u64, u64, PathBuf)> {
+        s3.keys(&format!("g/app.db/{level}/"))
+            .into_iter()
+            .filter_map(|k| {
+                let (min, max) = litestream::ltx::parse_file_name(k.rsplit('/').next()?)?;
+                Some((min.0, max.0, s3.root.join(BUCKET).join(&k)))
+            })
+            .collect()
+    };
+    wait_until(
+        Duration::from_secs(30),
+        "a snapshot of the newest txid",
+        || objects("0009").iter().any(|&(_, max, _)| max >= newest),
+    );
+    // Every snapshot past the follower goes aside, and the second file after it is lost.
+    let aside = dir.path("aside");
+    std::fs::create_dir_all(&aside).unwrap();
+    let mut moved = vec![];
+    for (i, (_, max, path)) in objects("0009").into_iter().enumerate() {
+        if max > at {
+            let to = aside.join(format!("{i}.ltx"));
+            std::fs::rename(&path, &to).unwrap();
+            moved.push((to, path));
+        }
+    }
+    let later: Vec<_> = objects("0000")
+        .into_iter()
+        .filter(|&(min, _, _)| min > at)
+        .collect();
+    assert!(later.len() >= 5, "{later:?}");
+    std::fs::remove_file(&later[1].2).unwrap();
+    let follower = Follower::start_with(&url, &out, &env);
+    wait_until(Duration::from_secs(10), "the gap to be logged", || {
+        follower.log_text().contains("has a gap")
+    });
+    // Each poll in a gap is 11 LISTs (level 0, then all ten levels): wait for several polls.
+    proxy.reset();
+    wait_until(Duration::from_secs(10), "five polls in the gap", || {
+        proxy.counts().get("LIST").copied().unwrap_or(0) >= 55
+    });
+    let gap_lines = |log: &str| log.lines().filter(|l| l.contains("has a gap")).count();
+    assert_eq!(
+        gap_lines(&follower.log_text()),
+        1,
+        "{}",
+        follower.log_text()
+    );
+    assert_eq!(sidecar(&out), Some(later[0].1), "applied up to the gap");
+    for (from, to) in moved {
+        std::fs::rename(from, to).unwrap();
+    }
+    wait_same_rows(&db, &out, &follower);
+    wait_until(
+        Duration::from_secs(10),
+        "the sidecar at the newest txid",
+        || sidecar(&out) == Some(newest),
+    );
+    let (code, log) = follower.terminate();
+    assert_eq!(code, 0, "{log}");
+    assert_eq!(gap_lines(&log), 1, "{log}");
+    let gap = log.lines().find(|l| l.contains("has a gap")).unwrap();
+    assert!(
+        gap.contains(&format!("after_txid={:016x}", later[0].1))
+            && gap.contains(&format!("next_txid={:016x}", later[2].0)),
+        "{gap}"
+    );
+    assert!(log.contains("healed from snapshot"), "{log}");
+    assert_eq!(integrity(&out), "ok");
 }
