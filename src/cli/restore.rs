@@ -259,7 +259,9 @@ fn run_follow(
     Ok(0)
 }
 
-/// A channel that receives once SIGINT or SIGTERM arrives.
+/// A channel that receives once SIGINT or SIGTERM arrives. A second signal ends the process
+/// at once (exit 1), for a follower stuck on an unreachable replica: the database stays
+/// consistent whatever the follower was doing (see `crate::follow`).
 fn stop_channel() -> Result<crossbeam_channel::Receiver<()>> {
     let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
         .context("install signal handlers")?;
@@ -267,8 +269,13 @@ fn stop_channel() -> Result<crossbeam_channel::Receiver<()>> {
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if signals.forever().next().is_some() {
+            let mut signals = signals.forever();
+            if signals.next().is_some() {
                 let _ = tx.send(());
+            }
+            if let Some(sig) = signals.next() {
+                log::warn!("msg=\"second signal, exiting without waiting\" signal={sig}");
+                std::process::exit(1);
             }
         })?;
     Ok(rx)
