@@ -161,12 +161,6 @@ pub fn run(args: Args) -> Result<i32> {
     let force = args.force || output.exists() && !non_empty_file(&output);
     let report =
         apply_showing_progress(client.as_ref(), &plan, &output, force, started, |_| Ok(()))?;
-    if report.unverified_files > 0 {
-        log::warn!(
-            "msg=\"restored without database checksums\" files={} detail=\"written by a tool that does not record them (Litestream); each file's own checksum was verified\"",
-            report.unverified_files
-        );
-    }
     if args.json {
         super::print_json(&json!({
             "db_path": output.display().to_string(),
@@ -182,7 +176,7 @@ pub fn run(args: Args) -> Result<i32> {
     Ok(0)
 }
 
-/// Applies `plan` with a progress line on a terminal, then logs the summary line (the
+/// Applies `plan` with a progress line on a terminal, then logs the summary line, last (the
 /// restore's time counted from `started`).
 fn apply_showing_progress(
     client: &dyn ReplicaClient,
@@ -201,6 +195,12 @@ fn apply_showing_progress(
         meter.update(done)
     })?;
     meter.finish();
+    if report.unverified_files > 0 {
+        log::warn!(
+            "msg=\"restored without database checksums\" files={} detail=\"written by a tool that does not record them (Litestream); each file's own checksum was verified\"",
+            report.unverified_files
+        );
+    }
     log::info!(
         "{}",
         progress::summary(&output.display().to_string(), &report, started.elapsed())
