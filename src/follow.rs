@@ -155,6 +155,8 @@ pub struct Follower<'a> {
     /// Files applied without our database checksums (written by Litestream, or the one file
     /// after a restart that tells the primary's page 1).
     unverified_files: u64,
+    /// Whether the warning about files without database checksums was logged.
+    said_unverified: bool,
 }
 
 impl<'a> Follower<'a> {
@@ -185,6 +187,7 @@ impl<'a> Follower<'a> {
             last_error: None,
             errors: 0,
             unverified_files: 0,
+            said_unverified: false,
         })
     }
 
@@ -383,10 +386,13 @@ impl<'a> Follower<'a> {
                 known = true;
             }
             table.truncate(header.commit);
+            let Some(end) = header.commit.checked_add(1) else {
+                bail!("commit of {} pages is out of range", header.commit);
+            };
             // A NULL page truncates the database to the pages before it, at COMMIT.
             tx.execute(
                 "INSERT INTO sqlite_dbpage(pgno, data) VALUES (?1, NULL)",
-                [header.commit + 1],
+                [end],
             )
             .with_context(|| format!("truncate to {} pages", header.commit))?;
         }
@@ -407,7 +413,8 @@ impl<'a> Follower<'a> {
             None => self.unverified_files += 1,
         }
         tx.commit().context("commit")?;
-        if self.unverified_files == 1 && header.ext_checksums.is_none() {
+        if header.ext_checksums.is_none() && !self.said_unverified {
+            self.said_unverified = true;
             log::warn!(
                 "msg=\"follow: applying files without database checksums\" detail=\"written by a tool that does not record them (Litestream); each file's own checksum is verified\" replica={}",
                 self.client.url()
