@@ -10,6 +10,7 @@ pub mod directory;
 pub mod durable;
 pub mod duration;
 pub mod events;
+pub mod follow;
 pub mod heartbeat;
 pub mod ipc;
 pub mod logging;

@@ -231,7 +231,13 @@ fn parse_help(out: &str) -> Help {
         }
         if line.starts_with("  ") && !line.starts_with("   ") {
             let body = &line[2..];
-            let (names, desc) = body.split_once("  ").unwrap_or((body, ""));
+            // Names and description are two spaces apart, or one when the names fill the
+            // column (`--follow-interval polling ...`); names are only ever `, `-separated.
+            let gap = body.find("  ").or_else(|| {
+                (1..body.len())
+                    .find(|&i| body.as_bytes()[i] == b' ' && body.as_bytes()[i - 1] != b',')
+            });
+            let (names, desc) = gap.map_or((body, ""), |i| (&body[..i], &body[i..]));
             let names = names
                 .split(',')
                 .map(|n| n.trim().trim_start_matches('-').to_string())

@@ -2,6 +2,8 @@
 //! and by an independent encoder, corrupt replicas, and interop with Litestream both ways.
 
 mod common;
+#[path = "common/s3.rs"]
+mod s3server;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -477,4 +479,118 @@ fn we_restore_a_litestream_replica() {
             .collect()
     };
     assert_eq!(rows(&out), rows(&db));
+}
+
+/// A restore ends with one summary line on stderr (a log line: db, txid, pages, size, files,
+/// time); off a terminal (here a pipe) it draws no progress line.
+#[test]
+fn restore_logs_one_summary_line_and_no_progress_off_a_terminal() {
+    let dir = TestDir::new();
+    let url = format!("file://{}", fixture("ext-checksum-replica").display());
+    let out = dir.path("app.db");
+    let o = run(&["restore", "-o", out.to_str().unwrap(), &url]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stdout.is_empty(), "{}", stdout(&o));
+    let err = stderr(&o);
+    let summaries: Vec<_> = err
+        .lines()
+        .filter(|l| l.contains("msg=\"restore complete\""))
+        .collect();
+    assert_eq!(summaries.len(), 1, "{err}");
+    for part in [
+        &format!("db={}", out.display()),
+        "txid=000000000000000a",
+        "pages=11",
+        "page_size=4096",
+        "size=\"44.0 KiB\"",
+        "files=",
+        "elapsed=",
+    ] {
+        assert!(summaries[0].contains(part), "{part}: {err}");
+    }
+    assert!(!err.contains('\r') && !err.contains("ETA"), "{err:?}");
+    assert_eq!(ids(&out).len(), 320);
+}
+
+/// On a terminal, a restore that takes a while draws its progress line in place (`\r`,
+/// bytes of the total, files, rate, ETA) and erases it before the summary line. The terminal
+/// is a pseudo-terminal; the replica is S3 behind a proxy that slows its downloads.
+#[test]
+fn restore_draws_progress_on_a_terminal_and_erases_it() {
+    use s3server::*;
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::process::{Command, Stdio};
+
+    let dir = TestDir::new();
+    let server = S3Server::start(dir.dir.path());
+    let db = dir.path("app.db");
+    let conn = create_db(&db);
+    for _ in 0..100 {
+        conn.execute("INSERT INTO t(v) VALUES (randomblob(2000))", [])
+            .unwrap();
+    }
+    drop(conn);
+    let o = with_credentials(Command::new(bin()).args(["replicate", "-once"]))
+        .arg(&db)
+        .arg(server.url("p/app.db"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let proxy = FaultProxy::start(server.port);
+    let slow = Fault::SlowDownload {
+        bytes: 8192,
+        every: Duration::from_millis(25),
+    };
+    proxy.inject(Rule::new("GET", slow, Times::Always));
+
+    let (mut master, mut slave) = (-1, -1);
+    // SAFETY: openpty writes two descriptors it opened into the two ints; the null pointers
+    // ask for no name, default terminal settings and window size.
+    let rc = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: both descriptors are ours alone from here on.
+    let (master, slave) = unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+    let out = dir.path("restored.db");
+    let mut child = with_credentials(&mut Command::new(bin()))
+        .args([
+            "restore",
+            "-o",
+            out.to_str().unwrap(),
+            &proxy.url("p/app.db"),
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(slave))
+        .spawn()
+        .unwrap();
+    // The parent's copy of the slave went with the Command; reading the master ends (EIO)
+    // once the child's copy closes.
+    let reading = std::thread::spawn(move || {
+        let mut master = std::fs::File::from(master);
+        let mut text = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = master.read(&mut buf) {
+            text.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&text).into_owned()
+    });
+    assert!(child.wait().unwrap().success());
+    let text = reading.join().unwrap();
+    assert!(
+        text.contains("\rrestored.db: ") && text.contains(" of ") && text.contains("ETA "),
+        "{text:?}"
+    );
+    let erased = text.rfind("\r\x1b[K").expect("the line is erased");
+    let summary = text.find("msg=\"restore complete\"").expect("a summary");
+    assert!(erased < summary, "{text:?}");
+    assert_eq!(ids(&out).len(), 100);
 }

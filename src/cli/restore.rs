@@ -3,15 +3,16 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use argh::FromArgs;
 use serde_json::json;
 
+use crate::follow;
 use crate::ltx::TxId;
 use crate::replica::ReplicaClient;
-use crate::restore::{self, Target};
+use crate::restore::{self, progress, Target};
 use crate::timefmt;
 
 #[derive(FromArgs)]
@@ -48,6 +49,12 @@ pub struct Args {
     /// print a JSON summary on success
     #[argh(switch)]
     json: bool,
+    /// follow mode: after restoring, keep applying new changes, as tail -f does (default: off)
+    #[argh(switch, short = 'f')]
+    follow: bool,
+    /// polling interval for follow mode (default: 1s)
+    #[argh(option)]
+    follow_interval: Option<String>,
     /// DB_PATH or REPLICA_URL
     #[argh(positional, greedy, arg_name = "DB_PATH|REPLICA_URL")]
     target: Vec<String>,
@@ -104,9 +111,31 @@ pub fn run(args: Args) -> Result<i32> {
         })?),
         (None, None) => Target::Latest,
     };
+    let follow_interval = match &args.follow_interval {
+        Some(text) => crate::duration::parse(text).map_err(|e| {
+            anyhow::anyhow!("invalid value {text:?} for flag -follow-interval: {e}")
+        })?,
+        None => follow::DEFAULT_INTERVAL,
+    };
+    if args.follow {
+        match target {
+            Target::TxId(_) => bail!("cannot use follow mode with -txid"),
+            Target::Timestamp(_) => bail!("cannot use follow mode with -timestamp"),
+            Target::Latest if args.dry_run => bail!("cannot use -dry-run with -f"),
+            Target::Latest => {}
+        }
+    }
     if args.if_db_not_exists && non_empty_file(&output) {
         log::info!(path:% = output.display(); "database already exists, skipping");
         return Ok(0);
+    }
+    if args.follow {
+        return run_follow(
+            client.as_ref(),
+            &output,
+            follow_interval,
+            args.if_replica_exists,
+        );
     }
     if !args.dry_run && !args.force && non_empty_file(&output) {
         bail!("cannot restore, output path already exists and is not empty: {}. Use -force to overwrite", output.display());
@@ -127,14 +156,8 @@ pub fn run(args: Args) -> Result<i32> {
         return Ok(0);
     }
     let force = args.force || output.exists() && !non_empty_file(&output);
-    let report = restore::apply(client.as_ref(), &plan, &output, force)?;
-    if report.unverified_files > 0 {
-        log::warn!(
-            files = report.unverified_files,
-            detail = "written by a tool that does not record them (Litestream); each file's own checksum was verified";
-            "restored without database checksums"
-        );
-    }
+    let report =
+        apply_showing_progress(client.as_ref(), &plan, &output, force, started, |_| Ok(()))?;
     if args.json {
         super::print_json(&json!({
             "db_path": output.display().to_string(),
@@ -148,6 +171,110 @@ pub fn run(args: Args) -> Result<i32> {
         }));
     }
     Ok(0)
+}
+
+/// Applies `plan` with a progress line on a terminal, then logs the summary line, last (the
+/// restore's time counted from `started`).
+fn apply_showing_progress(
+    client: &dyn ReplicaClient,
+    plan: &restore::Plan,
+    output: &Path,
+    force: bool,
+    started: Instant,
+    before_rename: impl FnOnce(&restore::Report) -> Result<()>,
+) -> Result<restore::Report> {
+    let name = output.file_name().map_or_else(
+        || output.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let mut meter = progress::Meter::stderr(&name, plan);
+    let report = restore::apply_then(client, plan, output, force, before_rename, &mut |done| {
+        meter.update(done)
+    })?;
+    meter.finish();
+    if report.unverified_files > 0 {
+        log::warn!(
+            files = report.unverified_files,
+            detail = "written by a tool that does not record them (Litestream); each file's own checksum was verified";
+            "restored without database checksums"
+        );
+    }
+    progress::log_summary(&output.display().to_string(), &report, started.elapsed());
+    Ok(report)
+}
+
+/// `restore -f`: restores `output` (or resumes the follower already there, from the txid
+/// beside it), then applies the replica's new files until SIGINT or SIGTERM.
+fn run_follow(
+    client: &dyn ReplicaClient,
+    output: &Path,
+    interval: Duration,
+    if_replica_exists: bool,
+) -> Result<i32> {
+    let (at, resumed) = if non_empty_file(output) {
+        let Some(txid) = follow::read_txid(output)? else {
+            bail!(
+                "cannot resume follow mode: database exists but no -txid file found; delete the database to re-restore: {}",
+                output.display()
+            );
+        };
+        let newest = restore::list_all(client)?.iter().map(|f| f.max).max();
+        match newest {
+            None => bail!("{}: no LTX files found in the replica", client.url()),
+            Some(newest) if txid > newest => bail!(
+                "cannot resume follow mode: saved TXID {txid} is ahead of the replica's newest ({newest}); delete {} and {} to re-restore",
+                output.display(),
+                follow::txid_path(output).display()
+            ),
+            Some(_) => {}
+        }
+        log::info!(
+            txid:% = txid,
+            output:% = output.display();
+            "resuming follow mode from crash recovery"
+        );
+        (txid, true)
+    } else {
+        if if_replica_exists && restore::list_all(client)?.is_empty() {
+            log::info!(replica:% = client.url(); "no matching backups found");
+            return Ok(0);
+        }
+        let started = Instant::now();
+        let plan = restore::plan(client, Target::Latest)?;
+        // The output is absent or empty: a -wal or -shm beside it belongs to no database and
+        // would be replayed over ours, so they go (force), and the txid is recorded before the
+        // database takes its name, so that no crash leaves it without one.
+        let report = apply_showing_progress(client, &plan, output, true, started, |r| {
+            follow::write_txid(output, r.txid)
+        })?;
+        (report.txid, false)
+    };
+    let stop = stop_channel()?;
+    let mut follower = follow::Follower::open(client, output, at, resumed)?;
+    follow::run(&mut follower, interval, &stop);
+    Ok(0)
+}
+
+/// A channel that receives once SIGINT or SIGTERM arrives. A second signal ends the process
+/// at once (exit 1), for a follower stuck on an unreachable replica: the database stays
+/// consistent whatever the follower was doing (see `crate::follow`).
+fn stop_channel() -> Result<crossbeam_channel::Receiver<()>> {
+    let mut signals = signal_hook::iterator::Signals::new([libc::SIGTERM, libc::SIGINT])
+        .context("install signal handlers")?;
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut signals = signals.forever();
+            if signals.next().is_some() {
+                let _ = tx.send(());
+            }
+            if let Some(sig) = signals.next() {
+                log::warn!(signal = sig; "second signal, exiting without waiting");
+                std::process::exit(1);
+            }
+        })?;
+    Ok(rx)
 }
 
 fn print_plan(
