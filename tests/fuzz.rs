@@ -2400,7 +2400,7 @@ fn register(daemon: &Daemon, places: &Places) {
     }
 }
 
-/// The body of `/register`, shaped as the handler's `RegisterRequest` (src/ipc/handlers.rs,
+/// The body of `/register`, shaped as the handler's `RegisterRequest` (src/ipc/handlers/lifecycle.rs,
 /// private there) so that serde reads a body here exactly as the handler will: a looser reading
 /// (`serde_json::Value`) differs at the edges, e.g. it refuses `-1e400` in a field the handler
 /// ignores, or takes the last of two `path` keys where the handler refuses both. Keep in step.

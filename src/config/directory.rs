@@ -12,9 +12,8 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, ConfigErrorKind};
-use super::sections::{
-    parse_db_replicas, parse_db_timings, parse_snapshot_section, SnapshotSection,
-};
+use super::replica_section::parse_db_replicas;
+use super::sections::{parse_db_timings, parse_snapshot_section, SnapshotSection};
 use super::yaml::{Ctx, MapView, Node};
 use super::{default_meta_path, DbConfig, ReplicaConfig, ReplicaDefaults, META_DIR_SUFFIX};
 use crate::replica::url::join_path;

@@ -20,12 +20,15 @@
 //! [`crate::replica::url`] and [`ReplicaConfig::target`].
 //!
 //! Files: this one holds the model (the types, defaults, `load` and `parse`); `yaml.rs` the tree
-//! with locations and the typed walk over it; `sections.rs` one parser per section; `env.rs`
-//! variable expansion and paths; `error.rs` errors and warnings.
+//! with locations and the typed walk over it; `sections.rs` one parser per section;
+//! `replica_section.rs` the replica mappings and the replica settings they share with the top
+//! level; `directory.rs` `dir:` entries; `env.rs` variable expansion and paths; `error.rs`
+//! errors and warnings.
 
 mod directory;
 mod env;
 mod error;
+mod replica_section;
 mod sections;
 #[cfg(test)]
 mod tests;
@@ -46,7 +49,8 @@ pub use error::{ConfigError, ConfigErrorKind, ConfigWarning};
 
 use env::{absolutize, current_dir, default_meta_path, expand_user_path};
 use error::{file_error, replica_error};
-use sections::{merge_settings, parse_root};
+use replica_section::merge_settings;
+use sections::parse_root;
 use yaml::{parse_tree, Ctx};
 
 // ---------------------------------------------------------------------------------------------

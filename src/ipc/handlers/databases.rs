@@ -1,0 +1,100 @@
+//! `GET /list`, `/info` and `/txid`: what the registry says about the daemon and each
+//! database.
+
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+use super::reply::{not_found, ok, Answer};
+use super::request::{db_path, query_param};
+use super::Ctx;
+use crate::timefmt;
+
+/// One database in `/list`: the seed's fields first, then ours.
+#[derive(Serialize)]
+struct DbSummary {
+    path: String,
+    status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last_sync_at: Option<String>,
+    replica_url: String,
+    txid: u64,
+    replicated_txid: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    replica_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compaction_error: Option<String>,
+}
+
+#[derive(Serialize)]
+pub(super) struct ListBody {
+    databases: Vec<DbSummary>,
+}
+
+pub(super) fn list(ctx: &Ctx) -> ListBody {
+    let databases = ctx
+        .daemon
+        .store
+        .registry()
+        .list()
+        .into_iter()
+        .map(|v| DbSummary {
+            path: v.path.display().to_string(),
+            status: v.status.as_str(),
+            last_sync_at: v.last_sync_at.map(timefmt::rfc3339_nanos),
+            replica_url: v.replica_url,
+            txid: v.txid.0,
+            replicated_txid: v.replicated_txid.0,
+            error: v.last_error,
+            replica_error: v.replica_error,
+            compaction_error: v.compaction_error,
+        })
+        .collect();
+    ListBody { databases }
+}
+
+#[derive(Serialize)]
+pub(super) struct InfoBody {
+    version: &'static str,
+    pid: u32,
+    uptime_seconds: u64,
+    started_at: String,
+    database_count: usize,
+}
+
+pub(super) fn info(ctx: &Ctx) -> InfoBody {
+    let started = ctx.daemon.store.started_at();
+    let uptime = SystemTime::now()
+        .duration_since(started)
+        .unwrap_or_default()
+        .as_secs();
+    InfoBody {
+        version: crate::VERSION,
+        pid: std::process::id(),
+        uptime_seconds: uptime,
+        started_at: timefmt::rfc3339_nanos(started),
+        database_count: ctx.daemon.store.registry().len(),
+    }
+}
+
+#[derive(Serialize)]
+struct TxidBody {
+    txid: u64,
+    replicated_txid: u64,
+}
+
+pub(super) fn txid(query: &str, ctx: &Ctx) -> Answer {
+    let path = db_path(query_param(query, "path"))?;
+    let view = ctx
+        .daemon
+        .store
+        .registry()
+        .get(&path)
+        .ok_or_else(|| not_found(&path))?;
+    ok(&TxidBody {
+        txid: view.txid.0,
+        replicated_txid: view.replicated_txid.0,
+    })
+}
