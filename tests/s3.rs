@@ -505,7 +505,7 @@ fn s3_outage_of_30s_under_load() {
 
 /// Wrong credentials: a permanent failure (403). A clear error naming the replica (and not
 /// the secret) in `/list` and the log at once, then retries at the slow pace of permanent
-/// failures (about every 2 minutes) instead of the quick backoff of transient ones, which
+/// failures (about every minute) instead of the quick backoff of transient ones, which
 /// would have sent 4 requests in these 10 s; a waited sync still tries at once.
 #[test]
 fn wrong_credentials_are_reported_at_once_and_retried_slowly() {

@@ -258,10 +258,11 @@ impl SyncState {
 }
 
 /// The pace of retries after a failure no retry fixes by itself (credentials, a missing
-/// bucket, permissions, another writer's file): slow enough not to hammer a server that
-/// refuses us, often enough to recover without a restart once an operator has fixed it. A
-/// waited `/sync` tries at once whatever the pace.
-pub(super) const PERMANENT_RETRY: Duration = Duration::from_secs(120);
+/// bucket, permissions, another writer's file): the slowest pace of the transient backoff at
+/// once, which does not hammer a server that refuses us, and recovers within about a minute
+/// of an operator's fix (a replica directory mounted again, a key corrected) without a
+/// restart. A waited `/sync` tries at once whatever the pace.
+pub(super) const PERMANENT_RETRY: Duration = Duration::from_secs(60);
 
 /// How long to wait after `failures` failures in a row, the last of `kind` (`None`: not the
 /// replica's, e.g. a local spool file): [`PERMANENT_RETRY`] (±20%) after a permanent failure
@@ -328,7 +329,7 @@ mod tests {
 
     #[test]
     fn permanent_failures_retry_slowly_transient_ones_back_off() {
-        let slow = |d: Duration| d >= Duration::from_secs(96) && d <= Duration::from_secs(144);
+        let slow = |d: Duration| d >= Duration::from_secs(48) && d <= Duration::from_secs(72);
         for kind in [ErrorKind::Permanent, ErrorKind::Conflict] {
             // From the first failure on: no burst of quick retries against a refusing server.
             for failures in [1, 2, 10] {
