@@ -39,7 +39,7 @@ pub const PAGE_FLAG_SIZE: u16 = 0x0001;
 /// A newtype so that a txid never mixes with a page count; it prints as 16 lowercase hex
 /// digits, the way Litestream names files and reports positions.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TxId(pub u64);
+pub struct TxId(u64);
 
 impl TxId {
     /// "Nothing yet": the position of a database with no transaction replicated, and of a
