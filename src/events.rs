@@ -239,7 +239,7 @@ mod tests {
     fn tx(path: &str, txid: u64) -> Event {
         Event::Tx {
             path: PathBuf::from(path),
-            txid: TxId(txid),
+            txid: TxId::new(txid),
             post_apply_checksum: Checksum(0x83b05248774ce767),
             page_size: 4096,
             commit: 2,

@@ -109,15 +109,15 @@ pub fn next_step(files: &[LtxFileInfo], at: TxId) -> Step {
     };
     let newer = || files.iter().filter(move |f| f.max > at);
     let incremental = newer()
-        .filter(|f| f.min > TxId(1) && f.min <= next)
+        .filter(|f| f.min > TxId::new(1) && f.min <= next)
         .max_by_key(|f| (f.max, f.level));
     if let Some(f) = incremental {
         return Step::Apply(f.clone());
     }
     let snapshot = newer()
-        .filter(|f| f.min == TxId(1))
+        .filter(|f| f.min == TxId::new(1))
         .max_by_key(|f| (f.max, f.level));
-    let next_min = newer().map(|f| f.min).filter(|&m| m > TxId(1)).min();
+    let next_min = newer().map(|f| f.min).filter(|&m| m > TxId::new(1)).min();
     match (snapshot, next_min) {
         (Some(s), next) => Step::Heal {
             after: at,
@@ -508,8 +508,8 @@ mod tests {
     fn f(level: u8, min: u64, max: u64) -> LtxFileInfo {
         LtxFileInfo {
             level,
-            min: TxId(min),
-            max: TxId(max),
+            min: TxId::new(min),
+            max: TxId::new(max),
             size: 1,
             created_ms: 0,
         }
@@ -518,37 +518,42 @@ mod tests {
     #[test]
     fn next_step_continues_prefers_increments_and_heals_gaps_from_snapshots() {
         let l0: Vec<_> = (5..=8).map(|t| f(0, t, t)).collect();
-        assert_eq!(next_step(&l0, TxId(4)), Step::Apply(f(0, 5, 5)));
-        assert_eq!(next_step(&l0, TxId(8)), Step::UpToDate);
-        assert_eq!(next_step(&l0, TxId(9)), Step::Behind { newest: TxId(8) });
+        assert_eq!(next_step(&l0, TxId::new(4)), Step::Apply(f(0, 5, 5)));
+        assert_eq!(next_step(&l0, TxId::new(8)), Step::UpToDate);
+        assert_eq!(
+            next_step(&l0, TxId::new(9)),
+            Step::Behind {
+                newest: TxId::new(8)
+            }
+        );
         // A compacted file that overlaps the follower's position and reaches further wins.
         let mut files = l0.clone();
         files.extend([f(1, 3, 7), f(9, 1, 8)]);
-        assert_eq!(next_step(&files, TxId(4)), Step::Apply(f(1, 3, 7)));
+        assert_eq!(next_step(&files, TxId::new(4)), Step::Apply(f(1, 3, 7)));
         // L0 5 is gone: level 0 alone has a gap...
         let gap: Vec<_> = (6..=8).map(|t| f(0, t, t)).collect();
         assert_eq!(
-            next_step(&gap, TxId(4)),
+            next_step(&gap, TxId::new(4)),
             Step::Gap {
-                after: TxId(4),
-                next: TxId(6)
+                after: TxId::new(4),
+                next: TxId::new(6)
             }
         );
         // ...that the newest snapshot past it heals.
         let mut healed = gap.clone();
         healed.extend([f(9, 1, 3), f(9, 1, 7)]);
         assert_eq!(
-            next_step(&healed, TxId(4)),
+            next_step(&healed, TxId::new(4)),
             Step::Heal {
-                after: TxId(4),
-                next: Some(TxId(6)),
+                after: TxId::new(4),
+                next: Some(TxId::new(6)),
                 snapshot: f(9, 1, 7)
             }
         );
         // A snapshot older than the follower is no help.
         let mut old = gap;
         old.push(f(9, 1, 3));
-        assert!(matches!(next_step(&old, TxId(4)), Step::Gap { .. }));
+        assert!(matches!(next_step(&old, TxId::new(4)), Step::Gap { .. }));
     }
 
     #[test]
@@ -556,12 +561,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("app.db");
         assert_eq!(read_txid(&db).unwrap(), None);
-        write_txid(&db, TxId(0xa1)).unwrap();
+        write_txid(&db, TxId::new(0xa1)).unwrap();
         assert_eq!(
             fs::read_to_string(dir.path().join("app.db-txid")).unwrap(),
             "00000000000000a1\n"
         );
-        assert_eq!(read_txid(&db).unwrap(), Some(TxId(0xa1)));
+        assert_eq!(read_txid(&db).unwrap(), Some(TxId::new(0xa1)));
         fs::write(txid_path(&db), "zz\n").unwrap();
         let err = format!("{:#}", read_txid(&db).unwrap_err());
         assert!(err.contains("app.db-txid: not a txid"), "{err}");

@@ -185,7 +185,7 @@ impl Metrics {
         }
         out.family("litestream_txid", "gauge", "The current transaction ID");
         for (v, _) in dbs {
-            out.sample("", &db_label(v), v.txid.0 as f64);
+            out.sample("", &db_label(v), v.txid.get() as f64);
         }
         out.family(
             "litestream_total_wal_bytes",
@@ -321,7 +321,7 @@ impl Metrics {
             "The newest transaction ID the replica confirmed",
         );
         for (v, _) in dbs {
-            out.sample("", &db_label(v), v.replicated_txid.0 as f64);
+            out.sample("", &db_label(v), v.replicated_txid.get() as f64);
         }
         out.family(
             "litestream_replication_lag_seconds",

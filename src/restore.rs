@@ -114,7 +114,7 @@ fn txid_at(client: &dyn ReplicaClient, files: &[LtxFileInfo], ts: i64) -> Result
 pub fn plan_files(files: &[LtxFileInfo], target: TxId) -> Result<Plan> {
     let snapshot = files
         .iter()
-        .filter(|f| f.min == TxId(1) && f.max <= target)
+        .filter(|f| f.min == TxId::new(1) && f.max <= target)
         .max_by_key(|f| (f.max, f.level))
         .with_context(|| format!("no snapshot at or before txid {target}"))?;
     let mut chosen = vec![snapshot.clone()];
@@ -231,8 +231,8 @@ mod tests {
     fn f(level: u8, min: u64, max: u64) -> LtxFileInfo {
         LtxFileInfo {
             level,
-            min: TxId(min),
-            max: TxId(max),
+            min: TxId::new(min),
+            max: TxId::new(max),
             size: 1,
             created_ms: 0,
         }
@@ -252,7 +252,7 @@ mod tests {
     #[test]
     fn plan_prefers_compacted_files_and_falls_back_to_l0() {
         let files = fixture_listing();
-        let latest = plan_files(&files, TxId(10)).unwrap();
+        let latest = plan_files(&files, TxId::new(10)).unwrap();
         assert_eq!(
             names(&latest),
             // L1 1-2 starts at txid 1, so it is a snapshot itself and reaches further than L9 1-1.
@@ -263,19 +263,19 @@ mod tests {
                 "ltx/1/0000000000000008-000000000000000a.ltx"
             ]
         );
-        let at5 = plan_files(&files, TxId(5)).unwrap();
+        let at5 = plan_files(&files, TxId::new(5)).unwrap();
         assert_eq!(
             at5.files
                 .iter()
-                .map(|f| (f.level, f.max.0))
+                .map(|f| (f.level, f.max.get()))
                 .collect::<Vec<_>>(),
             [(1, 2), (1, 3), (0, 4), (0, 5)]
         );
-        let at1 = plan_files(&files, TxId(1)).unwrap();
+        let at1 = plan_files(&files, TxId::new(1)).unwrap();
         assert_eq!(
             at1.files
                 .iter()
-                .map(|f| (f.level, f.max.0))
+                .map(|f| (f.level, f.max.get()))
                 .collect::<Vec<_>>(),
             [(9, 1)]
         );
@@ -284,9 +284,11 @@ mod tests {
     #[test]
     fn plan_reports_gaps_and_missing_snapshots() {
         let files = vec![f(0, 1, 1), f(0, 2, 2), f(0, 4, 4)];
-        let err = plan_files(&files, TxId(4)).unwrap_err().to_string();
+        let err = plan_files(&files, TxId::new(4)).unwrap_err().to_string();
         assert!(err.contains("after txid 0000000000000002"), "{err}");
-        let err = plan_files(&[f(0, 2, 2)], TxId(2)).unwrap_err().to_string();
+        let err = plan_files(&[f(0, 2, 2)], TxId::new(2))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("no snapshot"), "{err}");
     }
 }

@@ -125,7 +125,7 @@ mod tests {
         assert_eq!(list(&meta).unwrap(), vec![]);
         assert!(!meta.exists(), "listing created the spool");
         let spool = Spool::open(&meta).unwrap();
-        let file = spool.path(TxId(1), TxId(2)).unwrap();
+        let file = spool.path(TxId::new(1), TxId::new(2)).unwrap();
         fs::write(&file, b"x").unwrap();
         let tmp = spool
             .dir()
@@ -135,8 +135,8 @@ mod tests {
         assert_eq!(
             listed,
             vec![SpoolFile {
-                min: TxId(1),
-                max: TxId(2),
+                min: TxId::new(1),
+                max: TxId::new(2),
                 path: file
             }]
         );

@@ -25,7 +25,7 @@ fn files(root: &Path) -> Vec<(u8, u64, u64)> {
         for e in rd.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some((min, max)) = litestream::ltx::parse_file_name(&name) {
-                out.push((level, min.0, max.0));
+                out.push((level, min.get(), max.get()));
             }
         }
     }
@@ -471,7 +471,7 @@ fn compaction_on_s3_costs_what_it_says_and_idle_costs_nothing() {
             .keys(&format!("c/app.db/{hex_level}/"))
             .iter()
             .filter_map(|k| litestream::ltx::parse_file_name(k.rsplit('/').next().unwrap()))
-            .map(|(_, max)| max.0)
+            .map(|(_, max)| max.get())
             .max()
             .unwrap_or(0)
     };

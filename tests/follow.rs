@@ -644,7 +644,7 @@ fn a_gap_without_a_snapshot_is_logged_once_while_waiting_then_healed() {
             .into_iter()
             .filter_map(|k| {
                 let (min, max) = litestream::ltx::parse_file_name(k.rsplit('/').next()?)?;
-                Some((min.0, max.0, s3.root.join(BUCKET).join(&k)))
+                Some((min.get(), max.get(), s3.root.join(BUCKET).join(&k)))
             })
             .collect()
     };

@@ -880,8 +880,8 @@ fn valid_ltx(rng: &mut Rng) -> (Vec<u8>, Decoded) {
         flags: if no_checksum { FLAG_NO_CHECKSUM } else { 0 },
         page_size,
         commit,
-        min_txid: TxId(min_txid),
-        max_txid: TxId(max_txid),
+        min_txid: TxId::new(min_txid),
+        max_txid: TxId::new(max_txid),
         timestamp_ms: rng.i64(..),
         pre_apply_checksum: pre,
         wal_offset,
@@ -1337,7 +1337,7 @@ impl Target for LtxTarget {
         }
         let pristine = bytes == original && intended.is_some();
         let name = {
-            let mut n = ltx::file_name(TxId(rng.u64(..)), TxId(rng.u64(..))).into_bytes();
+            let mut n = ltx::file_name(TxId::new(rng.u64(..)), TxId::new(rng.u64(..))).into_bytes();
             for _ in 0..rng.usize(0..3) {
                 mutate_bytes(rng, &mut n, b"0123456789abcdefABCDEF-.ltx+ ");
             }
@@ -1516,7 +1516,11 @@ fn check_file_name(name: &str) {
     }
     let stem = name.split('-').next().unwrap_or("");
     if let Ok(t) = stem.parse::<TxId>() {
-        assert_eq!(u64::from_str_radix(stem, 16).ok(), Some(t.0), "{stem:?}");
+        assert_eq!(
+            u64::from_str_radix(stem, 16).ok(),
+            Some(t.get()),
+            "{stem:?}"
+        );
     }
     if let Ok(c) = stem.parse::<Checksum>() {
         assert_eq!(u64::from_str_radix(stem, 16).ok(), Some(c.0), "{stem:?}");
@@ -2957,8 +2961,8 @@ fn page_checksums_of_one_far_page_stay_small() {
         flags: FLAG_NO_CHECKSUM,
         page_size: 4096,
         commit: far,
-        min_txid: TxId(2),
-        max_txid: TxId(2),
+        min_txid: TxId::new(2),
+        max_txid: TxId::new(2),
         ..Header::default()
     };
     let mut enc = Encoder::new(Vec::new(), &header).expect("header");

@@ -130,7 +130,8 @@ fn the_client_through_each_fault() {
     std::fs::write(&file, &data).unwrap();
     let get = |min: u64| -> anyhow::Result<Vec<u8>> {
         let mut out = vec![];
-        c.open_ltx(0, TxId(min), TxId(min))?.read_to_end(&mut out)?;
+        c.open_ltx(0, TxId::new(min), TxId::new(min))?
+            .read_to_end(&mut out)?;
         Ok(out)
     };
     // Requests of `kind` since `from`, and the fault each met.
@@ -148,7 +149,8 @@ fn the_client_through_each_fault() {
     proxy.inject(Rule::new("PUT", Fault::Status(503), Times::Next(1)));
     let e = format!(
         "{:#}",
-        c.put_ltx(0, TxId(1), TxId(1), 0, &file).unwrap_err()
+        c.put_ltx(0, TxId::new(1), TxId::new(1), 0, &file)
+            .unwrap_err()
     );
     assert!(e.contains("HTTP 503") && e.contains(&url), "{e}");
     proxy.inject(Rule::new(
@@ -158,7 +160,8 @@ fn the_client_through_each_fault() {
     ));
     let e = format!(
         "{:#}",
-        c.put_ltx(0, TxId(1), TxId(1), 0, &file).unwrap_err()
+        c.put_ltx(0, TxId::new(1), TxId::new(1), 0, &file)
+            .unwrap_err()
     );
     assert!(e.contains("reset"), "{e}");
     assert_eq!(since(n, "PUT").len(), 2, "no PUT repeated by the client");
@@ -170,13 +173,13 @@ fn the_client_through_each_fault() {
         },
         Times::Next(1),
     ));
-    c.put_ltx(0, TxId(1), TxId(1), 0, &file).unwrap();
+    c.put_ltx(0, TxId::new(1), TxId::new(1), 0, &file).unwrap();
     assert!(get(1).unwrap() == data);
     // A lost answer: the retry is refused (412), compared, and succeeds.
     proxy.inject(Rule::new("PUT", Fault::DropResponse, Times::Next(1)));
-    assert!(c.put_ltx(0, TxId(2), TxId(2), 0, &file).is_err());
+    assert!(c.put_ltx(0, TxId::new(2), TxId::new(2), 0, &file).is_err());
     assert_eq!(server.keys("client/app.db/0000/").len(), 2, "stored");
-    c.put_ltx(0, TxId(2), TxId(2), 0, &file).unwrap();
+    c.put_ltx(0, TxId::new(2), TxId::new(2), 0, &file).unwrap();
 
     // GET: one 503, 500 or 429, or a reset before the answer, is repeated once; two are not.
     for fault in [
@@ -237,7 +240,7 @@ fn the_client_through_each_fault() {
     // The batch delete: a 503 goes to the caller, and nothing is deleted.
     let n = at();
     proxy.inject(Rule::new("POST-delete", Fault::Status(503), Times::Next(1)));
-    let pairs = [(TxId(1), TxId(1)), (TxId(2), TxId(2))];
+    let pairs = [(TxId::new(1), TxId::new(1)), (TxId::new(2), TxId::new(2))];
     let e = format!("{:#}", c.delete_ltx(0, &pairs).unwrap_err());
     assert!(e.contains("DeleteObjects") && e.contains("HTTP 503"), "{e}");
     assert_eq!(server.keys("client/app.db/0000/").len(), 2);

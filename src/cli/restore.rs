@@ -62,10 +62,13 @@ pub struct Args {
 
 /// Parses `-txid`: hexadecimal, 1 to 16 digits (Litestream requires exactly 16).
 pub fn parse_txid(s: &str) -> Result<TxId> {
-    if s.is_empty() || s.len() > 16 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
-        bail!("invalid value {s:?} for flag -txid: invalid txid format (want up to 16 hex digits)");
+    // `TxId::from_str` checks the digits; the length limit is the flag's own.
+    match s.parse::<TxId>() {
+        Ok(txid) if s.len() <= 16 => Ok(txid),
+        _ => bail!(
+            "invalid value {s:?} for flag -txid: invalid txid format (want up to 16 hex digits)"
+        ),
     }
-    Ok(TxId(u64::from_str_radix(s, 16)?))
 }
 
 fn non_empty_file(p: &Path) -> bool {
@@ -101,7 +104,7 @@ pub fn run(args: Args) -> Result<i32> {
     let target = match (&args.txid, &args.timestamp) {
         (Some(_), Some(_)) => bail!("cannot specify index & timestamp to restore"),
         (Some(t), None) => match parse_txid(t)? {
-            TxId(0) => Target::Latest,
+            TxId::ZERO => Target::Latest,
             t => Target::TxId(t),
         },
         (None, Some(ts)) => Target::Timestamp(timefmt::parse_rfc3339(ts).map_err(|_| {
@@ -284,7 +287,7 @@ fn print_plan(
     plan: &restore::Plan,
     json: bool,
 ) {
-    let first = plan.files.first().map_or(TxId(0), |f| f.min);
+    let first = plan.files.first().map_or(TxId::ZERO, |f| f.min);
     if json {
         let files: Vec<_> = plan
             .files
@@ -331,9 +334,9 @@ mod tests {
 
     #[test]
     fn txid_flag_accepts_hex_up_to_16_digits() {
-        assert_eq!(parse_txid("0000000000000003").unwrap(), TxId(3));
-        assert_eq!(parse_txid("a").unwrap(), TxId(10));
-        assert_eq!(parse_txid("000000000000000A").unwrap(), TxId(10));
+        assert_eq!(parse_txid("0000000000000003").unwrap(), TxId::new(3));
+        assert_eq!(parse_txid("a").unwrap(), TxId::new(10));
+        assert_eq!(parse_txid("000000000000000A").unwrap(), TxId::new(10));
         for bad in ["", "0x3", "zz", "00000000000000001"] {
             assert!(parse_txid(bad).is_err(), "{bad}");
         }

@@ -152,7 +152,7 @@ impl DbCompaction {
             .iter()
             .map(|f| f.max)
             .max()
-            .unwrap_or(TxId(0)))
+            .unwrap_or(TxId::ZERO))
     }
 
     /// Compacts level `level - 1` into `level` (see the module docs). `replicated` is the
@@ -171,7 +171,7 @@ impl DbCompaction {
             bail!("level {level} is not a compaction level (1..=8)");
         }
         let dst = self.listing(level)?;
-        let dst_max = dst.iter().map(|f| f.max).max().unwrap_or(TxId(0));
+        let dst_max = dst.iter().map(|f| f.max).max().unwrap_or(TxId::ZERO);
         if replicated <= dst_max {
             return Ok(vec![]);
         }
@@ -340,8 +340,8 @@ impl DbCompaction {
                 reason = why,
                 compaction_level = level,
                 files = files.len(),
-                "txid.min":% = files.first().map_or(TxId(0), |f| f.min),
-                "txid.max":% = files.last().map_or(TxId(0), |f| f.max);
+                "txid.min":% = files.first().map_or(TxId::ZERO, |f| f.min),
+                "txid.max":% = files.last().map_or(TxId::ZERO, |f| f.max);
                 "retention deleted files"
             );
         }
@@ -573,15 +573,17 @@ mod tests {
         let mut fx = Fixture::new();
         fx.l0(EXT, 1..=4);
         let now = T0 + 60_000;
-        let out = fx.work.compact_level(1, None, TxId(4), now).unwrap();
+        let out = fx.work.compact_level(1, None, TxId::new(4), now).unwrap();
         assert_eq!(
-            out.iter().map(|f| (f.min.0, f.max.0)).collect::<Vec<_>>(),
+            out.iter()
+                .map(|f| (f.min.get(), f.max.get()))
+                .collect::<Vec<_>>(),
             [(1, 4)]
         );
         // Nothing new past level 1: no work (and no request: see the counting test).
         assert!(fx
             .work
-            .compact_level(1, None, TxId(4), now)
+            .compact_level(1, None, TxId::new(4), now)
             .unwrap()
             .is_empty());
 
@@ -593,33 +595,51 @@ mod tests {
         assert!(window_start(in_window, MIN) <= written);
         assert!(fx
             .work
-            .compact_level(1, Some(MIN), TxId(10), in_window)
+            .compact_level(1, Some(MIN), TxId::new(10), in_window)
             .unwrap()
             .is_empty());
         let later = written.max(now) + 120_000;
         let out = fx
             .work
-            .compact_level(1, Some(MIN), TxId(10), later)
+            .compact_level(1, Some(MIN), TxId::new(10), later)
             .unwrap();
         assert_eq!(
-            out.iter().map(|f| (f.min.0, f.max.0)).collect::<Vec<_>>(),
+            out.iter()
+                .map(|f| (f.min.get(), f.max.get()))
+                .collect::<Vec<_>>(),
             [(5, 10)]
         );
-        let out = fx.work.compact_level(2, None, TxId(10), later).unwrap();
+        let out = fx
+            .work
+            .compact_level(2, None, TxId::new(10), later)
+            .unwrap();
         assert_eq!(
-            out.iter().map(|f| (f.min.0, f.max.0)).collect::<Vec<_>>(),
+            out.iter()
+                .map(|f| (f.min.get(), f.max.get()))
+                .collect::<Vec<_>>(),
             [(1, 10)]
         );
         assert!(fx
             .work
-            .compact_level(3, None, TxId(0), later)
+            .compact_level(3, None, TxId::ZERO, later)
             .unwrap()
             .is_empty());
 
         // The snapshot: L2 1-a is the plan to a, and becomes L9 1-a stamped now.
-        let snap = fx.work.snapshot(None, TxId(10), later).unwrap().unwrap();
-        assert_eq!((snap.min.0, snap.max.0, snap.created_ms), (1, 10, later));
-        assert!(fx.work.snapshot(None, TxId(10), later).unwrap().is_none());
+        let snap = fx
+            .work
+            .snapshot(None, TxId::new(10), later)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (snap.min.get(), snap.max.get(), snap.created_ms),
+            (1, 10, later)
+        );
+        assert!(fx
+            .work
+            .snapshot(None, TxId::new(10), later)
+            .unwrap()
+            .is_none());
 
         for txid in [1, 4, 7, 10] {
             let (ck, _, unverified) = fx.restore(txid);
@@ -656,21 +676,24 @@ mod tests {
         let now = T0 + 60_000;
         assert!(fx
             .work
-            .compact_level(1, None, TxId(10), now)
+            .compact_level(1, None, TxId::new(10), now)
             .unwrap()
             .is_empty());
-        let l2 = fx.work.compact_level(2, None, TxId(10), now).unwrap();
+        let l2 = fx.work.compact_level(2, None, TxId::new(10), now).unwrap();
         assert_eq!(
-            l2.iter().map(|f| (f.min.0, f.max.0)).collect::<Vec<_>>(),
+            l2.iter()
+                .map(|f| (f.min.get(), f.max.get()))
+                .collect::<Vec<_>>(),
             [(1, 10)]
         );
         // Starting at txid 1, it is a full image too: sealed with its checksum.
         let (ck, files, unverified) = fx.restore(10);
         assert_eq!((ck, files, unverified), (checksum_at(10), 1, 0));
 
-        let snap = fx.work.snapshot(None, TxId(10), now).unwrap().unwrap();
-        assert_eq!((snap.min.0, snap.max.0), (1, 10));
-        let header = ltx::read_header(fx.client.open_ltx(9, TxId(1), TxId(10)).unwrap()).unwrap();
+        let snap = fx.work.snapshot(None, TxId::new(10), now).unwrap().unwrap();
+        assert_eq!((snap.min.get(), snap.max.get()), (1, 10));
+        let header =
+            ltx::read_header(fx.client.open_ltx(9, TxId::new(1), TxId::new(10)).unwrap()).unwrap();
         assert_eq!(
             header.ext_checksums,
             Some((Checksum(0), Checksum(checksum_at(10))))
@@ -697,8 +720,8 @@ mod tests {
         let mut fx = Fixture::new();
         fx.work.max_inputs = 3;
         fx.l0(EXT, 1..=10);
-        let snap = fx.work.snapshot(None, TxId(10), T0).unwrap().unwrap();
-        assert_eq!((snap.min.0, snap.max.0), (1, 10));
+        let snap = fx.work.snapshot(None, TxId::new(10), T0).unwrap().unwrap();
+        assert_eq!((snap.min.get(), snap.max.get()), (1, 10));
         assert_eq!(
             fx.files().iter().filter(|f| f.0 == 9).count(),
             1,
@@ -713,8 +736,8 @@ mod tests {
         let (ck, files, unverified) = fx.restore(10);
         assert_eq!((ck, files, unverified), (checksum_at(10), 1, 0));
 
-        let l1 = fx.work.compact_level(1, None, TxId(10), T0).unwrap();
-        let ranges: Vec<_> = l1.iter().map(|f| (f.min.0, f.max.0)).collect();
+        let l1 = fx.work.compact_level(1, None, TxId::new(10), T0).unwrap();
+        let ranges: Vec<_> = l1.iter().map(|f| (f.min.get(), f.max.get())).collect();
         assert_eq!(ranges, [(1, 3), (4, 6), (7, 9), (10, 10)]);
         for txid in [3, 6, 9] {
             assert_eq!(fx.restore(txid).0, checksum_at(txid));
@@ -741,12 +764,12 @@ mod tests {
         let mut fx = Fixture::new();
         fx.l0(EXT, 1..=5);
         let t1 = T0 + 60_000;
-        fx.work.compact_level(1, None, TxId(5), t1).unwrap();
-        fx.work.snapshot(None, TxId(5), t1).unwrap().unwrap();
+        fx.work.compact_level(1, None, TxId::new(5), t1).unwrap();
+        fx.work.snapshot(None, TxId::new(5), t1).unwrap().unwrap();
         fx.l0(EXT, 6..=10);
         let t2 = t1 + 3_600_000;
-        fx.work.compact_level(1, None, TxId(10), t2).unwrap();
-        fx.work.snapshot(None, TxId(10), t2).unwrap().unwrap();
+        fx.work.compact_level(1, None, TxId::new(10), t2).unwrap();
+        fx.work.snapshot(None, TxId::new(10), t2).unwrap().unwrap();
         let deleted = fx
             .work
             .enforce_snapshot_retention(MIN * 30, MIN, t2 + 1000)

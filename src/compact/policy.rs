@@ -172,8 +172,8 @@ mod tests {
     fn info(level: u8, min: u64, max: u64, created_ms: i64) -> LtxFileInfo {
         LtxFileInfo {
             level,
-            min: TxId(min),
-            max: TxId(max),
+            min: TxId::new(min),
+            max: TxId::new(max),
             size: 1,
             created_ms,
         }
@@ -194,19 +194,19 @@ mod tests {
             .iter()
             .map(|&(a, b)| info(0, a, b, 0))
             .collect();
-        let maxes = |r: Vec<LtxFileInfo>| r.iter().map(|f| f.max.0).collect::<Vec<_>>();
-        assert_eq!(maxes(next_run(&src, TxId(0), 64)), [1, 2, 3]);
-        assert_eq!(maxes(next_run(&src, TxId(1), 2)), [2, 3]);
+        let maxes = |r: Vec<LtxFileInfo>| r.iter().map(|f| f.max.get()).collect::<Vec<_>>();
+        assert_eq!(maxes(next_run(&src, TxId::ZERO, 64)), [1, 2, 3]);
+        assert_eq!(maxes(next_run(&src, TxId::new(1), 2)), [2, 3]);
         // After the gap at 4 (bridged by a snapshot in the replica), the run starts at 5.
-        assert_eq!(maxes(next_run(&src, TxId(3), 64)), [5, 6]);
-        assert!(next_run(&src, TxId(6), 64).is_empty());
+        assert_eq!(maxes(next_run(&src, TxId::new(3), 64)), [5, 6]);
+        assert!(next_run(&src, TxId::new(6), 64).is_empty());
     }
 
     #[test]
     fn l0_retention_deletes_whole_old_level_1_ranges_but_never_the_newest() {
         let l0: Vec<_> = (1..=9).map(|t| info(0, t, t, t as i64)).collect();
         let l1 = vec![info(1, 1, 3, 3), info(1, 4, 6, 6), info(1, 7, 9, 9)];
-        let maxes = |v: Vec<LtxFileInfo>| v.iter().map(|f| f.max.0).collect::<Vec<_>>();
+        let maxes = |v: Vec<LtxFileInfo>| v.iter().map(|f| f.max.get()).collect::<Vec<_>>();
         assert_eq!(maxes(l0_expired(&l0, &l1, 100)), [1, 2, 3, 4, 5, 6]);
         // File 5 is too young: its whole range stays, and everything after it.
         assert_eq!(maxes(l0_expired(&l0, &l1, 4)), [1, 2, 3]);
@@ -231,7 +231,7 @@ mod tests {
         ];
         let names = |v: Vec<LtxFileInfo>| {
             v.iter()
-                .map(|f| (f.level, f.min.0, f.max.0))
+                .map(|f| (f.level, f.min.get(), f.max.get()))
                 .collect::<Vec<_>>()
         };
         // Snapshots before 25 expire: 1-3 and 1-6; the oldest kept is 1-9. Below 9: L1 1-3

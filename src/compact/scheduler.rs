@@ -285,13 +285,13 @@ impl Worker {
             let replicated = self
                 .registry
                 .get(&path)
-                .map_or(TxId(0), |v| v.replicated_txid);
+                .map_or(TxId::ZERO, |v| v.replicated_txid);
             let tasks = self.tasks();
             let Some(entry) = self.dbs.get_mut(&path) else {
                 continue;
             };
             if !entry.started {
-                if replicated == TxId(0) {
+                if replicated == TxId::ZERO {
                     // The database thread has not confirmed anything yet: look again soon.
                     let retry = now + NOT_READY_RETRY.as_millis() as i64;
                     for due in entry.due.values_mut() {
@@ -434,8 +434,8 @@ mod tests {
             file_id: None,
             replica_url: fx.client.url().to_string(),
             status: DbStatus::Replicating,
-            txid: TxId(4),
-            replicated_txid: TxId(4),
+            txid: TxId::new(4),
+            replicated_txid: TxId::new(4),
             last_sync_at: None,
             last_error: None,
             replica_error: None,

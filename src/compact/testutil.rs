@@ -46,7 +46,7 @@ impl Fixture {
 
     /// Copies `fixture`'s level-`level` file min-max in, dated T0 + max seconds.
     pub fn add(&self, fixture: &str, level: u8, min: u64, max: u64) {
-        let name = ltx::file_name(TxId(min), TxId(max));
+        let name = ltx::file_name(TxId::new(min), TxId::new(max));
         let dir = self.root.join("ltx").join(level.to_string());
         fs::create_dir_all(&dir).unwrap();
         fs::copy(format!("{fixture}/{level}/{name}"), dir.join(&name)).unwrap();
@@ -70,13 +70,13 @@ impl Fixture {
         restore::list_all(self.client.as_ref())
             .unwrap()
             .iter()
-            .map(|f| (f.level, f.min.0, f.max.0))
+            .map(|f| (f.level, f.min.get(), f.max.get()))
             .collect()
     }
 
     /// Restores at `txid` and returns (database checksum, files applied, unverified).
     pub fn restore(&self, txid: u64) -> (u64, usize, usize) {
-        let plan = restore::plan(self.client.as_ref(), restore::Target::TxId(TxId(txid)))
+        let plan = restore::plan(self.client.as_ref(), restore::Target::TxId(TxId::new(txid)))
             .unwrap_or_else(|e| panic!("plan {txid}: {e:#}"));
         let out = self._dir.path().join(format!("restored-{txid}.db"));
         let r = restore::apply(self.client.as_ref(), &plan, &out, true)

@@ -97,7 +97,9 @@ impl SyncState {
             // wrote it): a file starting at the next txid would have no pre-apply checksum to
             // record. A snapshot needs none, and costs no more: with no known state, every
             // page is written either way.
-            _ if self.position.txid > TxId(0) && self.position.post.is_none() => Include::Snapshot,
+            _ if self.position.txid > TxId::ZERO && self.position.post.is_none() => {
+                Include::Snapshot
+            }
             other => other,
         };
         let db = self.db_file.as_ref().context("database file not open")?;
@@ -134,7 +136,7 @@ impl SyncState {
             Include::FramesFrom(off) => overlay.offset(pgno).is_some_and(|o| o >= off),
         };
         let unchanged = !matches!(include, Include::Snapshot)
-            && self.position.txid > TxId(0)
+            && self.position.txid > TxId::ZERO
             && self.position.post == Some(post)
             && self.position.commit == commit;
         if unchanged || commit == 0 {
@@ -149,8 +151,8 @@ impl SyncState {
             return Ok(false);
         }
         let txid = self.next_txid()?;
-        let min = if self.position.txid == TxId(0) || matches!(include, Include::Snapshot) {
-            TxId(1)
+        let min = if self.position.txid == TxId::ZERO || matches!(include, Include::Snapshot) {
+            TxId::new(1)
         } else {
             txid
         };

@@ -243,7 +243,7 @@ impl DbThread {
                     in_flight: false,
                     retry_at: None,
                     failures: 0,
-                    replicated: TxId(0),
+                    replicated: TxId::ZERO,
                     remote_known: false,
                 },
                 waiters: vec![],

@@ -197,7 +197,7 @@ impl SyncState {
             .spool()
             .files()
             .with_context(|| format!("{display}: list spool"))?;
-        let local = files.last().map_or(TxId(0), |f| f.max);
+        let local = files.last().map_or(TxId::ZERO, |f| f.max);
         let remote_max = remote.txid;
         self.uploads.queue.clear();
         match decide(&files, remote_max) {
@@ -304,7 +304,7 @@ pub(super) enum Decision {
 /// Decides from the spooled files (sorted as [`Spool::files`] gives them) and the replica's
 /// newest TXID. Pure, so every case is tested without a replica.
 pub(super) fn decide(spooled: &[SpoolFile], remote_max: TxId) -> Decision {
-    let local = spooled.last().map_or(TxId(0), |f| f.max);
+    let local = spooled.last().map_or(TxId::ZERO, |f| f.max);
     if remote_max > local {
         return Decision::ReplicaAhead;
     }
@@ -335,7 +335,7 @@ pub(super) fn replica_position(client: &dyn ReplicaClient) -> Result<ReplicaPosi
     }
     let Some(best) = best else {
         return Ok(ReplicaPosition {
-            txid: TxId(0),
+            txid: TxId::ZERO,
             post: None,
             commit: 0,
             page_size: None,
@@ -377,9 +377,9 @@ mod tests {
         ranges
             .iter()
             .map(|&(min, max)| SpoolFile {
-                min: TxId(min),
-                max: TxId(max),
-                path: PathBuf::from(ltx::file_name(TxId(min), TxId(max))),
+                min: TxId::new(min),
+                max: TxId::new(max),
+                path: PathBuf::from(ltx::file_name(TxId::new(min), TxId::new(max))),
             })
             .collect()
     }
@@ -389,25 +389,25 @@ mod tests {
         use Decision::*;
         let s = spooled(&[(1, 3), (4, 4), (5, 9)]);
         // An empty replica takes everything; one at a file boundary takes the rest.
-        assert_eq!(decide(&s, TxId(0)), Upload { first: 0 });
-        assert_eq!(decide(&s, TxId(3)), Upload { first: 1 });
-        assert_eq!(decide(&s, TxId(4)), Upload { first: 2 });
-        assert_eq!(decide(&s, TxId(9)), Upload { first: 3 });
+        assert_eq!(decide(&s, TxId::ZERO), Upload { first: 0 });
+        assert_eq!(decide(&s, TxId::new(3)), Upload { first: 1 });
+        assert_eq!(decide(&s, TxId::new(4)), Upload { first: 2 });
+        assert_eq!(decide(&s, TxId::new(9)), Upload { first: 3 });
         // Inside a file: that file covers the next TXID (it overlaps), so no gap.
-        assert_eq!(decide(&s, TxId(6)), Upload { first: 2 });
-        assert_eq!(decide(&s, TxId(10)), ReplicaAhead);
+        assert_eq!(decide(&s, TxId::new(6)), Upload { first: 2 });
+        assert_eq!(decide(&s, TxId::new(10)), ReplicaAhead);
         // The spool no longer starts at the replica's next TXID (its early files uploaded
         // and removed, then the replica lost some): a snapshot bridges it.
         let late = spooled(&[(7, 8), (9, 9)]);
-        assert_eq!(decide(&late, TxId(5)), Gap);
-        assert_eq!(decide(&late, TxId(6)), Upload { first: 0 });
-        assert_eq!(decide(&late, TxId(0)), Gap);
+        assert_eq!(decide(&late, TxId::new(5)), Gap);
+        assert_eq!(decide(&late, TxId::new(6)), Upload { first: 0 });
+        assert_eq!(decide(&late, TxId::ZERO), Gap);
         // Nothing spooled.
-        assert_eq!(decide(&[], TxId(0)), Upload { first: 0 });
-        assert_eq!(decide(&[], TxId(3)), ReplicaAhead);
+        assert_eq!(decide(&[], TxId::ZERO), Upload { first: 0 });
+        assert_eq!(decide(&[], TxId::new(3)), ReplicaAhead);
         // A replica claiming the last TXID there is: nothing can follow it.
         assert_eq!(
-            decide(&spooled(&[(1, u64::MAX)]), TxId(u64::MAX)),
+            decide(&spooled(&[(1, u64::MAX)]), TxId::new(u64::MAX)),
             Upload { first: 1 }
         );
     }
@@ -425,8 +425,8 @@ mod tests {
                 flags: if post.is_some() { 0 } else { FLAG_NO_CHECKSUM },
                 page_size: 4096,
                 commit,
-                min_txid: TxId(min),
-                max_txid: TxId(max),
+                min_txid: TxId::new(min),
+                max_txid: TxId::new(max),
                 pre_apply_checksum: Checksum(if min == 1 || post.is_none() {
                     0
                 } else {
@@ -467,8 +467,8 @@ mod tests {
                 .filter(|((l, _, _), _)| *l == level)
                 .map(|(&(level, min, max), bytes)| LtxFileInfo {
                     level,
-                    min: TxId(min),
-                    max: TxId(max),
+                    min: TxId::new(min),
+                    max: TxId::new(max),
                     size: bytes.len() as u64,
                     created_ms: 0,
                 })
@@ -480,7 +480,7 @@ mod tests {
             min: TxId,
             max: TxId,
         ) -> replica::Result<Box<dyn Read + Send>> {
-            let bytes = self.files.lock().unwrap()[&(level, min.0, max.0)].clone();
+            let bytes = self.files.lock().unwrap()[&(level, min.get(), max.get())].clone();
             Ok(Box::new(std::io::Cursor::new(bytes)))
         }
         fn put_ltx(&self, _: u8, _: TxId, _: TxId, _: i64, _: &Path) -> replica::Result<()> {
@@ -497,7 +497,7 @@ mod tests {
         let p = replica_position(&empty).unwrap();
         assert_eq!(
             (p.txid, p.commit, p.page_size, p.post),
-            (TxId(0), 0, None, None)
+            (TxId::ZERO, 0, None, None)
         );
 
         let r = FakeReplica::default();
@@ -515,7 +515,7 @@ mod tests {
         let p = replica_position(&r).unwrap();
         assert_eq!(
             (p.txid, p.commit, p.page_size, p.post),
-            (TxId(8), 6, Some(4096), Some(Checksum(snapshot_post)))
+            (TxId::new(8), 6, Some(4096), Some(Checksum(snapshot_post)))
         );
 
         // A failed listing is an error, never position 0 (which would make every spooled

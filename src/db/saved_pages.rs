@@ -31,7 +31,7 @@ pub fn save(meta_dir: &Path, page_size: u32, txid: TxId, table: &PageChecksums) 
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(&page_size.to_be_bytes());
     bytes.extend_from_slice(&count.to_be_bytes());
-    bytes.extend_from_slice(&txid.0.to_be_bytes());
+    bytes.extend_from_slice(&txid.get().to_be_bytes());
     bytes.extend_from_slice(&table.checksum().0.to_be_bytes());
     for pgno in 1..=count {
         bytes.extend_from_slice(&table.get(pgno).map_or(0, |c| c.0).to_be_bytes());
@@ -53,7 +53,7 @@ pub fn load(meta_dir: &Path, page_size: u32, txid: TxId, post: Checksum) -> Opti
     let u32_at = |at: usize| u32::from_be_bytes(body[at..at + 4].try_into().expect("4 bytes"));
     let u64_at = |at: usize| u64::from_be_bytes(body[at..at + 8].try_into().expect("8 bytes"));
     let count = u32_at(12);
-    if u32_at(8) != page_size || u64_at(16) != txid.0 || u64_at(24) != post.0 {
+    if u32_at(8) != page_size || u64_at(16) != txid.get() || u64_at(24) != post.0 {
         return None;
     }
     if body.len() != HEADER_SIZE + 8 * count as usize {
@@ -96,26 +96,26 @@ mod tests {
         let meta = tmp.path();
         let table = table_of(512, &[(1, 1), (2, 2), (4, 4)]);
         let post = table.checksum();
-        save(meta, 512, TxId(7), &table).unwrap();
-        let back = load(meta, 512, TxId(7), post).expect("valid file");
+        save(meta, 512, TxId::new(7), &table).unwrap();
+        let back = load(meta, 512, TxId::new(7), post).expect("valid file");
         assert_eq!(back.checksum(), post);
         assert_eq!(back.get(3), None);
         assert_eq!(back.get(4), table.get(4));
         // Another txid, checksum or page size: stale.
-        assert!(load(meta, 512, TxId(8), post).is_none());
-        assert!(load(meta, 512, TxId(7), Checksum(post.0 ^ 1)).is_none());
-        assert!(load(meta, 1024, TxId(7), post).is_none());
+        assert!(load(meta, 512, TxId::new(8), post).is_none());
+        assert!(load(meta, 512, TxId::new(7), Checksum(post.0 ^ 1)).is_none());
+        assert!(load(meta, 1024, TxId::new(7), post).is_none());
         // A flipped byte anywhere: damaged.
         let good = std::fs::read(path(meta)).unwrap();
         for i in [0, 9, 20, 30, 40, good.len() - 1] {
             let mut bad = good.clone();
             bad[i] ^= 0x10;
             std::fs::write(path(meta), &bad).unwrap();
-            assert!(load(meta, 512, TxId(7), post).is_none(), "byte {i}");
+            assert!(load(meta, 512, TxId::new(7), post).is_none(), "byte {i}");
         }
         std::fs::write(path(meta), &good[..good.len() - 3]).unwrap();
-        assert!(load(meta, 512, TxId(7), post).is_none());
+        assert!(load(meta, 512, TxId::new(7), post).is_none());
         discard(meta);
-        assert!(load(meta, 512, TxId(7), post).is_none());
+        assert!(load(meta, 512, TxId::new(7), post).is_none());
     }
 }

@@ -185,7 +185,7 @@ impl SyncState {
         wal_salts: (u32, u32),
         post: Checksum,
     ) -> Header {
-        let pre = if min == TxId(1) {
+        let pre = if min == TxId::new(1) {
             Checksum(0)
         } else {
             self.position.post.unwrap_or(Checksum(0))

@@ -40,7 +40,7 @@ impl PendingUpload {
     /// Where the file goes: a snapshot taken to bridge a gap (min 1, max > 1) is a level-9
     /// snapshot, as Litestream stores them; everything else, including the first file, L0.
     pub(super) fn level(&self) -> u8 {
-        if self.min == TxId(1) && self.max > TxId(1) {
+        if self.min == TxId::new(1) && self.max > TxId::new(1) {
             replica::SNAPSHOT_LEVEL
         } else {
             0

@@ -125,7 +125,7 @@ impl SyncState {
         }
         if self.position.table.is_none() {
             let include = match (self.wal.resume.take(), header) {
-                _ if self.position.txid == TxId(0) => Include::All,
+                _ if self.position.txid == TxId::ZERO => Include::All,
                 (Some(r), Some(h))
                     if r.salts == (h.salt1, h.salt2) && r.offset >= WAL_HEADER_SIZE =>
                 {

@@ -39,9 +39,26 @@ pub const PAGE_FLAG_SIZE: u16 = 0x0001;
 /// A newtype so that a txid never mixes with a page count; it prints as 16 lowercase hex
 /// digits, the way Litestream names files and reports positions.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TxId(pub u64);
+pub struct TxId(u64);
 
 impl TxId {
+    /// "Nothing yet": the position of a database with no transaction replicated, and of a
+    /// `-txid` flag meaning "the newest". Real TXIDs start at 1.
+    pub const ZERO: TxId = TxId(0);
+
+    /// The TXID with this number, as read from a file name, a header or a flag. A constructor
+    /// rather than a public field so that a txid is never treated as arithmetic by accident:
+    /// the only step from one txid to another is [`TxId::next`].
+    pub const fn new(v: u64) -> TxId {
+        TxId(v)
+    }
+
+    /// The number behind this TXID, for encoding it (headers, file names, JSON) and for the
+    /// rare comparisons a position needs. Not for arithmetic: use [`TxId::next`].
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+
     /// The TXID after this one; `None` past the largest (a replica file named with it, real
     /// or crafted, cannot be followed).
     pub fn next(self) -> Option<TxId> {
@@ -611,6 +628,16 @@ mod tests {
     fn txid_display_is_16_lower_hex_digits() {
         assert_eq!(TxId(0xa1).to_string(), "00000000000000a1");
         assert_eq!(format!("{:x}", TxId(u64::MAX)), "ffffffffffffffff");
+    }
+
+    #[test]
+    fn txid_new_and_get_round_trip_and_zero_is_the_default() {
+        for v in [0, 1, 0xa1, u64::MAX] {
+            assert_eq!(TxId::new(v).get(), v);
+        }
+        assert_eq!(TxId::ZERO, TxId::default());
+        assert_eq!(TxId::ZERO.next(), Some(TxId::new(1)));
+        assert_eq!(TxId::new(u64::MAX).next(), None);
     }
 
     #[test]

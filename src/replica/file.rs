@@ -383,19 +383,25 @@ mod tests {
         let src = tmp.path().join("a.ltx");
         std::fs::write(&src, b"one").unwrap();
         let ts = 1_700_000_000_123;
-        client.put_ltx(0, TxId(1), TxId(1), ts, &src).unwrap();
+        client
+            .put_ltx(0, TxId::new(1), TxId::new(1), ts, &src)
+            .unwrap();
         let files = client.ltx_files(0).unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].created_ms, ts, "mtime carries the LTX timestamp");
         // The same bytes again: a retry after a crash, accepted.
-        client.put_ltx(0, TxId(1), TxId(1), ts, &src).unwrap();
+        client
+            .put_ltx(0, TxId::new(1), TxId::new(1), ts, &src)
+            .unwrap();
         // Other bytes under the same name: refused, the replica keeps the original.
         std::fs::write(&src, b"two").unwrap();
-        let err = client.put_ltx(0, TxId(1), TxId(1), ts, &src).unwrap_err();
+        let err = client
+            .put_ltx(0, TxId::new(1), TxId::new(1), ts, &src)
+            .unwrap_err();
         assert!(format!("{err:#}").contains("different content"), "{err:#}");
         let mut kept = String::new();
         client
-            .open_ltx(0, TxId(1), TxId(1))
+            .open_ltx(0, TxId::new(1), TxId::new(1))
             .unwrap()
             .read_to_string(&mut kept)
             .unwrap();
@@ -407,7 +413,10 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path().join("r");
         let client = FileReplicaClient::new("file:///r", &root);
-        let e = client.open_ltx(0, TxId(1), TxId(1)).err().expect("missing");
+        let e = client
+            .open_ltx(0, TxId::new(1), TxId::new(1))
+            .err()
+            .expect("missing");
         assert_eq!(e.kind(), ErrorKind::NotFound, "{e:#}");
         assert!(
             e.to_string().starts_with("file:///r: open ") && e.to_string().ends_with(".ltx"),
@@ -416,14 +425,20 @@ mod tests {
 
         let src = tmp.path().join("a.ltx");
         std::fs::write(&src, b"one").unwrap();
-        client.put_ltx(0, TxId(1), TxId(1), 0, &src).unwrap();
+        client
+            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .unwrap();
         std::fs::write(&src, b"two").unwrap();
-        let e = client.put_ltx(0, TxId(1), TxId(1), 0, &src).unwrap_err();
+        let e = client
+            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Conflict, "{e:#}");
 
         // A file where a level directory belongs: nothing a retry fixes.
         std::fs::write(root.join("ltx/3"), b"in the way").unwrap();
-        let e = client.put_ltx(3, TxId(1), TxId(1), 0, &src).unwrap_err();
+        let e = client
+            .put_ltx(3, TxId::new(1), TxId::new(1), 0, &src)
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Permanent, "{e:#}");
         let e = client.ltx_files(3).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Permanent, "{e:#}");
@@ -431,7 +446,9 @@ mod tests {
         // The spooled file vanished: the database thread's business, not a missing replica
         // file.
         let gone = tmp.path().join("gone.ltx");
-        let e = client.put_ltx(0, TxId(2), TxId(2), 0, &gone).unwrap_err();
+        let e = client
+            .put_ltx(0, TxId::new(2), TxId::new(2), 0, &gone)
+            .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Transient, "{e:#}");
         assert!(format!("{e:#}").contains("gone.ltx"), "{e:#}");
     }
@@ -464,11 +481,13 @@ mod tests {
         // An earlier attempt renamed the file into place and was killed before (or its
         // directory fsync failed): the name is there, its durability unknown.
         FileReplicaClient::new("file:///r", &root)
-            .put_ltx(0, TxId(1), TxId(1), 0, &src)
+            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
             .unwrap();
 
         let failing = FileReplicaClient::with_sync_dir("file:///r", &root, failing_sync);
-        let err = failing.put_ltx(0, TxId(1), TxId(1), 0, &src).unwrap_err();
+        let err = failing
+            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .unwrap_err();
         let msg = format!("{err:#}");
         assert!(
             msg.contains("file:///r") && msg.contains("refused"),
@@ -477,7 +496,9 @@ mod tests {
 
         take_synced();
         let client = FileReplicaClient::with_sync_dir("file:///r", &root, recording_sync);
-        client.put_ltx(0, TxId(1), TxId(1), 0, &src).unwrap();
+        client
+            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .unwrap();
         let synced = take_synced();
         for dir in [root.join("ltx/0"), root.join("ltx"), root.clone()] {
             assert!(
@@ -487,16 +508,20 @@ mod tests {
             );
         }
         // Every retry of an existing file syncs again, not only the first in this process.
-        client.put_ltx(0, TxId(1), TxId(1), 0, &src).unwrap();
+        client
+            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .unwrap();
         assert!(take_synced().contains(&root.join("ltx/0")));
 
         // Other bytes stay an error naming the file and the replica, whatever the syncs do.
         std::fs::write(&src, b"two").unwrap();
-        let err = client.put_ltx(0, TxId(1), TxId(1), 0, &src).unwrap_err();
+        let err = client
+            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .unwrap_err();
         let msg = format!("{err:#}");
         assert!(
             msg.contains("file:///r")
-                && msg.contains(&ltx::file_name(TxId(1), TxId(1)))
+                && msg.contains(&ltx::file_name(TxId::new(1), TxId::new(1)))
                 && msg.contains("different content"),
             "{msg}"
         );
@@ -512,7 +537,9 @@ mod tests {
         std::fs::write(&src, b"one").unwrap();
         take_synced();
         let client = FileReplicaClient::with_sync_dir("file:///r", &root, recording_sync);
-        client.put_ltx(0, TxId(1), TxId(1), 0, &src).unwrap();
+        client
+            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .unwrap();
         let synced = take_synced();
         for dir in [root.join("ltx"), root.clone(), tmp.path().to_path_buf()] {
             assert!(
@@ -532,23 +559,36 @@ mod tests {
         std::fs::write(&src, b"one").unwrap();
         let client = FileReplicaClient::with_sync_dir("file:///r", &root, recording_sync);
         for i in 1..=2 {
-            client.put_ltx(0, TxId(i), TxId(i), 0, &src).unwrap();
+            client
+                .put_ltx(0, TxId::new(i), TxId::new(i), 0, &src)
+                .unwrap();
         }
         // An earlier attempt unlinked the first file and was killed before the directory
         // fsync: a retry that finds it gone must still make the removal durable.
-        std::fs::remove_file(root.join("ltx/0").join(ltx::file_name(TxId(1), TxId(1)))).unwrap();
+        std::fs::remove_file(
+            root.join("ltx/0")
+                .join(ltx::file_name(TxId::new(1), TxId::new(1))),
+        )
+        .unwrap();
         let failing = FileReplicaClient::with_sync_dir("file:///r", &root, failing_sync);
-        let err = failing.delete_ltx(0, &[(TxId(1), TxId(1))]).unwrap_err();
+        let err = failing
+            .delete_ltx(0, &[(TxId::new(1), TxId::new(1))])
+            .unwrap_err();
         assert!(format!("{err:#}").contains("file:///r"), "{err:#}");
 
         take_synced();
         client
-            .delete_ltx(0, &[(TxId(1), TxId(1)), (TxId(2), TxId(2))])
+            .delete_ltx(
+                0,
+                &[(TxId::new(1), TxId::new(1)), (TxId::new(2), TxId::new(2))],
+            )
             .unwrap();
         assert!(take_synced().contains(&root.join("ltx/0")));
         assert!(client.ltx_files(0).unwrap().is_empty());
         // Deleting from a level that was never written is not an error.
-        client.delete_ltx(3, &[(TxId(1), TxId(1))]).unwrap();
+        client
+            .delete_ltx(3, &[(TxId::new(1), TxId::new(1))])
+            .unwrap();
     }
 
     /// Kills and reaps a child process when the test ends, even when it fails.
@@ -576,7 +616,7 @@ mod tests {
                 .spawn()
                 .unwrap(),
         );
-        let name = ltx::file_name(TxId(5), TxId(5));
+        let name = ltx::file_name(TxId::new(5), TxId::new(5));
         let temp = |pid: &dyn std::fmt::Display| format!(".{name}.{pid}.tmp");
         let stale = temp(&dead_pid);
         let kept = [
@@ -595,7 +635,9 @@ mod tests {
         let src = tmp.path().join("a.ltx");
         std::fs::write(&src, b"one").unwrap();
         let client = FileReplicaClient::new("file:///r", &root);
-        client.put_ltx(0, TxId(1), TxId(1), 0, &src).unwrap();
+        client
+            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .unwrap();
         assert!(!level_dir.join(&stale).exists(), "stale temp file left");
         for n in &kept {
             assert!(level_dir.join(n).exists(), "{n} removed");

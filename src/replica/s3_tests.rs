@@ -20,11 +20,11 @@ fn target(path: &str) -> S3Target {
 fn keys_follow_litestream_layout() {
     let c = S3ReplicaClient::new("s3://bkt/prod/app.db", &target("prod/app.db")).unwrap();
     assert_eq!(
-        c.key(0, TxId(1), TxId(1)),
+        c.key(0, TxId::new(1), TxId::new(1)),
         "prod/app.db/0000/0000000000000001-0000000000000001.ltx"
     );
     assert_eq!(
-        c.key(9, TxId(1), TxId(0xab)),
+        c.key(9, TxId::new(1), TxId::new(0xab)),
         "prod/app.db/0009/0000000000000001-00000000000000ab.ltx"
     );
     let root = S3ReplicaClient::new("s3://bkt", &target("")).unwrap();
@@ -116,7 +116,10 @@ fn an_unreachable_server_is_transient() {
     let c = S3ReplicaClient::new("s3://bkt/x", &target("x")).unwrap();
     let e = c.ltx_files(0).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Transient, "{e:#}");
-    let e = c.open_ltx(0, TxId(1), TxId(1)).err().expect("an error");
+    let e = c
+        .open_ltx(0, TxId::new(1), TxId::new(1))
+        .err()
+        .expect("an error");
     assert_eq!(e.kind(), ErrorKind::Transient, "{e:#}");
     assert!(e.to_string().starts_with("s3://bkt/x: GET x/0000/"), "{e}");
 }

@@ -155,7 +155,7 @@ fn decode_plan(
     let mut table: Option<PageChecksums> = None;
     let mut page_size = 0u32;
     let mut commit = 0u32;
-    let mut at = TxId(0);
+    let mut at = TxId::ZERO;
     let mut unverified = 0;
     let mut batch: Option<PageBatch> = None;
     for f in &plan.files {
@@ -408,19 +408,23 @@ mod tests {
                 flags: ltx::FLAG_NO_CHECKSUM,
                 page_size: self.page_size,
                 commit,
-                min_txid: TxId(txid),
-                max_txid: TxId(txid),
+                min_txid: TxId::new(txid),
+                max_txid: TxId::new(txid),
                 ext_checksums: Some((pre, post)),
                 ..ltx::Header::default()
             };
             let (_, bytes) = ltx::testutil::encode_all(&header, &encoded, Checksum(0));
             let dir = self.root.path().join("ltx/0");
             fs::create_dir_all(&dir).unwrap();
-            fs::write(dir.join(ltx::file_name(TxId(txid), TxId(txid))), bytes).unwrap();
+            fs::write(
+                dir.join(ltx::file_name(TxId::new(txid), TxId::new(txid))),
+                bytes,
+            )
+            .unwrap();
         }
 
         fn path(&self, txid: u64) -> PathBuf {
-            let name = ltx::file_name(TxId(txid), TxId(txid));
+            let name = ltx::file_name(TxId::new(txid), TxId::new(txid));
             self.root.path().join("ltx/0").join(name)
         }
 
@@ -478,7 +482,7 @@ mod tests {
             assert_eq!(report.checksum, replica.table.checksum());
             assert_eq!(report.commit as usize, replica.pages.len());
             assert_eq!((report.files, report.unverified_files), (4, 0));
-            assert_eq!(report.txid, TxId(4));
+            assert_eq!(report.txid, TxId::new(4));
             assert_eq!(dir_names(out_dir.path()), ["app.db"]);
         }
     }
@@ -519,7 +523,7 @@ mod tests {
                 let out_dir = tempfile::tempdir().unwrap();
                 let out = out_dir.path().join("app.db");
                 let err = format!("{:#}", apply(&client, &plan, &out, false).unwrap_err());
-                let label = format!("ltx/0/{}", ltx::file_name(TxId(txid), TxId(txid)));
+                let label = format!("ltx/0/{}", ltx::file_name(TxId::new(txid), TxId::new(txid)));
                 assert!(err.contains(&label), "{txid} {corruption:?}: {err}");
                 let what = match corruption {
                     Corruption::PageByte => "checksum mismatch",

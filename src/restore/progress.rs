@@ -251,7 +251,7 @@ mod tests {
     #[test]
     fn summary_names_txid_pages_size_and_time() {
         let report = Report {
-            txid: TxId(0xa1),
+            txid: TxId::new(0xa1),
             page_size: 4096,
             commit: 2560,
             checksum: Checksum(0),
@@ -272,7 +272,7 @@ mod tests {
     fn a_meter_off_a_terminal_draws_nothing_and_never_reads_the_clock_for_it() {
         let plan = Plan {
             files: vec![],
-            txid: TxId(1),
+            txid: TxId::new(1),
         };
         let mut m = Meter::stderr("x", &plan);
         // Under `cargo test` stderr is captured or a pipe in CI; only check the silent path.

@@ -45,8 +45,8 @@ pub(super) fn list(ctx: &Ctx) -> ListBody {
             status: v.status.as_str(),
             last_sync_at: v.last_sync_at.map(timefmt::rfc3339_nanos),
             replica_url: v.replica_url,
-            txid: v.txid.0,
-            replicated_txid: v.replicated_txid.0,
+            txid: v.txid.get(),
+            replicated_txid: v.replicated_txid.get(),
             error: v.last_error,
             replica_error: v.replica_error,
             compaction_error: v.compaction_error,
@@ -94,7 +94,7 @@ pub(super) fn txid(query: &str, ctx: &Ctx) -> Answer {
         .get(&path)
         .ok_or_else(|| not_found(&path))?;
     ok(&TxidBody {
-        txid: view.txid.0,
-        replicated_txid: view.replicated_txid.0,
+        txid: view.txid.get(),
+        replicated_txid: view.replicated_txid.get(),
     })
 }

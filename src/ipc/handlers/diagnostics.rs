@@ -79,7 +79,7 @@ pub(super) fn sync_status(query: &str, ctx: &Ctx) -> Answer {
                 started_at: a.started_at.map(timefmt::rfc3339_nanos),
                 updated_at: a.updated_at.map(timefmt::rfc3339_nanos),
                 elapsed_seconds: elapsed.filter(|e| *e > 0.0),
-                txid: nonzero(a.txid.0),
+                txid: nonzero(a.txid.get()),
                 wal_size: nonzero(a.wal_size),
                 last_synced_wal_offset: nonzero(a.last_synced_wal_offset),
                 snapshotting: a.snapshotting,

@@ -74,8 +74,8 @@ pub(super) fn unregister(rq: PathRequest, ctx: &Ctx) -> Answer {
         Ok(Some(u)) => ok(&UnregisterBody {
             status: "unregistered",
             path: &path,
-            txid: u.txid.0,
-            replicated_txid: u.replicated_txid.0,
+            txid: u.txid.get(),
+            replicated_txid: u.replicated_txid.get(),
             // Said in the answer, not only in the log: what the replica does not have.
             warning: (u.replicated_txid < u.txid).then(|| {
                 format!(
@@ -153,7 +153,7 @@ pub(super) fn start_stop(rq: PathRequest, ctx: &Ctx, start: bool) -> Answer {
         (false, true) => "stopped",
         (false, false) => "already_stopped",
     };
-    let txid = registry.get(&path).map_or(0, |v| v.txid.0);
+    let txid = registry.get(&path).map_or(0, |v| v.txid.get());
     ok(&StatusBody {
         status,
         path: &path,

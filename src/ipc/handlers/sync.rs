@@ -75,7 +75,7 @@ pub(super) fn run_sync(
             let view = registry.get(path);
             let (t, r) = view
                 .as_ref()
-                .map_or((0, 0), |v| (v.txid.0, v.replicated_txid.0));
+                .map_or((0, 0), |v| (v.txid.get(), v.replicated_txid.get()));
             let what = if wait {
                 format!("the replica has not confirmed txid {t} (replicated_txid {r})")
             } else {
@@ -103,8 +103,8 @@ pub(super) fn sync(rq: SyncRequest, ctx: &Ctx) -> Answer {
     ok(&SyncBody {
         status: r.status.as_str(),
         path: &path,
-        txid: r.txid.0,
-        replicated_txid: r.replicated_txid.0,
+        txid: r.txid.get(),
+        replicated_txid: r.replicated_txid.get(),
         duration_ms: started.elapsed().as_millis() as u64,
     })
 }
