@@ -104,6 +104,13 @@ fn not_implemented(name: &str, why: &str) -> Body {
     )
 }
 
+/// The flamegraph of a profile window in which no sample was taken.
+fn no_samples_svg(seconds: u64) -> String {
+    format!(
+        "<?xml version=\"1.0\" standalone=\"no\"?>\n<svg version=\"1.1\" width=\"600\" height=\"40\" xmlns=\"http://www.w3.org/2000/svg\"><text x=\"10\" y=\"25\">no CPU samples in {seconds}s: the daemon was idle; ask for more ?seconds=</text></svg>\n"
+    )
+}
+
 /// Samples the CPU for `seconds` and returns profile.proto (or an SVG flamegraph).
 fn cpu_profile(query: &str) -> Body {
     let seconds = match query_value(query, "seconds").map(str::parse::<u64>) {
@@ -154,6 +161,11 @@ fn cpu_profile(query: &str) -> Body {
                 500,
                 json!({"error": "cannot render the flamegraph", "details": e.to_string()}),
             );
+        }
+        if body.is_empty() {
+            // pprof writes nothing for a window without samples (an idle daemon): answer a
+            // valid image that says so, not an empty body a browser shows as broken.
+            body = no_samples_svg(seconds).into_bytes();
         }
         return Response::from_data(body).with_header(
             Header::from_bytes("Content-Type", "image/svg+xml").expect("static header"),
@@ -270,6 +282,16 @@ fn threads(query: &str) -> Body {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_window_without_samples_is_a_valid_svg_that_says_so() {
+        let svg = no_samples_svg(3);
+        assert!(
+            svg.contains("<svg") && svg.trim_end().ends_with("</svg>"),
+            "{svg}"
+        );
+        assert!(svg.contains("no CPU samples in 3s"), "{svg}");
+    }
 
     #[test]
     fn thread_list_includes_named_threads() {
