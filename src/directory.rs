@@ -215,7 +215,7 @@ impl Monitor {
     fn scan(&mut self, i: usize) -> usize {
         let mut files = BTreeSet::new();
         let root = self.dirs[i].dir.clone();
-        self.collect(i, &root, &mut files);
+        collect(&self.dirs[i], &root, &mut files, true);
         let mut replicated = 0;
         for path in files {
             if self.consider(i, &path) {
@@ -223,10 +223,6 @@ impl Monitor {
             }
         }
         replicated
-    }
-
-    fn collect(&self, i: usize, dir: &Path, files: &mut BTreeSet<PathBuf>) {
-        collect(&self.dirs[i], dir, files, true);
     }
 
     /// Looks at one file that matches directory `i`'s pattern: starts it if it is a WAL
@@ -372,7 +368,7 @@ impl Monitor {
                     self.watch_tree(n, i, &dir, &mut wds);
                 }
                 let mut files = BTreeSet::new();
-                self.collect(i, &dir, &mut files);
+                collect(&self.dirs[i], &dir, &mut files, true);
                 pending.extend(files.into_iter().map(|f| (i, f)));
                 pending_since.get_or_insert_with(Instant::now);
             }

@@ -504,16 +504,7 @@ pub fn run(follower: &mut Follower<'_>, interval: Duration, stop: &Receiver<()>)
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn f(level: u8, min: u64, max: u64) -> LtxFileInfo {
-        LtxFileInfo {
-            level,
-            min: TxId::new(min),
-            max: TxId::new(max),
-            size: 1,
-            created_ms: 0,
-        }
-    }
+    use crate::restore::tests::f;
 
     #[test]
     fn next_step_continues_prefers_increments_and_heals_gaps_from_snapshots() {

@@ -225,10 +225,11 @@ pub fn database_checksum(path: &Path) -> io::Result<(u32, Checksum)> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn f(level: u8, min: u64, max: u64) -> LtxFileInfo {
+    /// An LTX file of `level` covering `min..=max`, for plans built in tests.
+    pub(crate) fn f(level: u8, min: u64, max: u64) -> LtxFileInfo {
         LtxFileInfo {
             level,
             min: TxId::new(min),

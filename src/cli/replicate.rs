@@ -166,7 +166,7 @@ pub fn run(args: Args) -> Result<i32> {
             daemon.clone(),
         )?)
     };
-    warn_if_short_of_files(daemon.store.registry().list().len());
+    warn_if_short_of_files(daemon.store.registry().len());
 
     let long_requests = Arc::new(LongRequests::default());
     let mut listeners = vec![];

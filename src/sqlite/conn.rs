@@ -426,6 +426,23 @@ mod tests {
         conn
     }
 
+    /// Our two connections on `app.db` in `dir`.
+    fn locks_of(dir: &Path) -> ReadLocks {
+        ReadLocks::open(&dir.join("app.db"), Duration::from_secs(1)).unwrap()
+    }
+
+    /// One application transaction of one 100-byte row.
+    fn write_row(app: &Connection) {
+        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
+            .unwrap();
+    }
+
+    /// The application's own PASSIVE checkpoint.
+    fn app_checkpoint(app: &Connection) {
+        app.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+            .unwrap();
+    }
+
     fn wal_header(dir: &Path) -> WalHeader {
         WalHeader::read(&File::open(dir.join("app.db-wal")).unwrap())
             .unwrap()
@@ -436,33 +453,26 @@ mod tests {
     fn held_lock_prevents_wal_restart_by_application_checkpoints() {
         let tmp = tempfile::tempdir().unwrap();
         let app = app_db(tmp.path());
-        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
-            .unwrap();
-        let mut locks =
-            ReadLocks::open(&tmp.path().join("app.db"), Duration::from_secs(1)).unwrap();
+        write_row(&app);
+        let mut locks = locks_of(tmp.path());
         locks.acquire_next().unwrap();
         locks.release_previous();
         let before = wal_header(tmp.path());
         // The app checkpoints and writes again: with our lock held, the log cannot restart.
-        app.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .unwrap();
-        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
-            .unwrap();
+        app_checkpoint(&app);
+        write_row(&app);
         assert_eq!(wal_header(tmp.path()), before);
         // Handing the lock over to the other connection keeps it pinned too.
         locks.acquire_next().unwrap();
         locks.release_previous();
-        app.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .unwrap();
-        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
-            .unwrap();
+        app_checkpoint(&app);
+        write_row(&app);
         assert_eq!(wal_header(tmp.path()).salt2, before.salt2);
         // Without any lock, a full checkpoint lets the next write restart the log.
         locks.release_all();
         let r = checkpoint(locks.idle().unwrap(), CheckpointMode::Passive).unwrap();
         assert_eq!(r.log_frames, r.checkpointed_frames);
-        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
-            .unwrap();
+        write_row(&app);
         assert_ne!(wal_header(tmp.path()).salt2, before.salt2);
     }
 
@@ -470,10 +480,8 @@ mod tests {
     fn hibernating_closes_the_spare_connection_and_keeps_the_lock() {
         let tmp = tempfile::tempdir().unwrap();
         let app = app_db(tmp.path());
-        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
-            .unwrap();
-        let mut locks =
-            ReadLocks::open(&tmp.path().join("app.db"), Duration::from_secs(1)).unwrap();
+        write_row(&app);
+        let mut locks = locks_of(tmp.path());
         assert!(!locks.hibernate(), "nothing held: nothing to close");
         locks.acquire_next().unwrap();
         locks.release_previous();
@@ -483,10 +491,8 @@ mod tests {
         assert!(!locks.hibernate(), "closed already");
         let before = wal_header(tmp.path());
         // The lock still pins the log: a checkpoint and a write do not restart it.
-        app.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
-            .unwrap();
-        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
-            .unwrap();
+        app_checkpoint(&app);
+        write_row(&app);
         assert_eq!(wal_header(tmp.path()), before);
         // The next pass reopens the spare and hands the lock over as before.
         locks.acquire_next().unwrap();
@@ -500,14 +506,11 @@ mod tests {
     fn passive_checkpoint_on_idle_connection_stops_at_the_held_mark() {
         let tmp = tempfile::tempdir().unwrap();
         let app = app_db(tmp.path());
-        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
-            .unwrap();
-        let mut locks =
-            ReadLocks::open(&tmp.path().join("app.db"), Duration::from_secs(1)).unwrap();
+        write_row(&app);
+        let mut locks = locks_of(tmp.path());
         locks.acquire_next().unwrap();
         locks.release_previous();
-        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
-            .unwrap();
+        write_row(&app);
         let r = checkpoint(locks.idle().unwrap(), CheckpointMode::Passive).unwrap();
         assert!(r.checkpointed_frames < r.log_frames, "{r:?}");
     }
@@ -516,14 +519,11 @@ mod tests {
     fn frozen_checkpoint_lets_the_next_write_restart_with_nothing_unread() {
         let tmp = tempfile::tempdir().unwrap();
         let app = app_db(tmp.path());
-        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
-            .unwrap();
-        let mut locks =
-            ReadLocks::open(&tmp.path().join("app.db"), Duration::from_secs(1)).unwrap();
+        write_row(&app);
+        let mut locks = locks_of(tmp.path());
         locks.acquire_next().unwrap();
         locks.release_previous();
-        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
-            .unwrap();
+        write_row(&app);
         let before = wal_header(tmp.path());
         let wal_len = || {
             std::fs::metadata(tmp.path().join("app.db-wal"))
@@ -546,8 +546,7 @@ mod tests {
         // Nothing was appended after the tail was read.
         assert_eq!(wal_len(), tail_len);
         // The app's next write restarts the log even though we hold a lock (mark 0).
-        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
-            .unwrap();
+        write_row(&app);
         assert_ne!(wal_header(tmp.path()).salt2, before.salt2);
     }
 
@@ -560,8 +559,7 @@ mod tests {
                 .unwrap();
         }
         let before = wal_header(tmp.path());
-        let mut locks =
-            ReadLocks::open(&tmp.path().join("app.db"), Duration::from_secs(1)).unwrap();
+        let mut locks = locks_of(tmp.path());
         locks.acquire_next().unwrap();
         locks.release_previous();
         let r = locks
@@ -574,8 +572,7 @@ mod tests {
                 .len(),
             0
         );
-        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
-            .unwrap();
+        write_row(&app);
         let after = wal_header(tmp.path());
         assert_ne!(after.salt2, before.salt2);
     }
@@ -601,12 +598,10 @@ mod tests {
     fn declined_tail_leaves_the_log_unchanged_and_a_lock_held() {
         let tmp = tempfile::tempdir().unwrap();
         let app = app_db(tmp.path());
-        let mut locks =
-            ReadLocks::open(&tmp.path().join("app.db"), Duration::from_secs(1)).unwrap();
+        let mut locks = locks_of(tmp.path());
         locks.acquire_next().unwrap();
         locks.release_previous();
-        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
-            .unwrap();
+        write_row(&app);
         let before = wal_header(tmp.path());
         let r = locks
             .checkpoint_frozen::<(), rusqlite::Error>(CheckpointMode::Passive, || Ok(None))
@@ -614,8 +609,7 @@ mod tests {
         assert_eq!(r, Frozen::Declined);
         assert!(locks.is_held());
         // Nothing was backfilled past our mark, so the next write cannot restart the log.
-        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
-            .unwrap();
+        write_row(&app);
         assert_eq!(wal_header(tmp.path()).salt2, before.salt2);
     }
 
@@ -643,8 +637,7 @@ mod tests {
     fn persist_wal_keeps_the_log_when_the_last_connection_closes() {
         let tmp = tempfile::tempdir().unwrap();
         let app = app_db(tmp.path());
-        app.execute("INSERT INTO t(v) VALUES (randomblob(100))", [])
-            .unwrap();
+        write_row(&app);
         let header = wal_header(tmp.path());
         let ours = open(&tmp.path().join("app.db"), Duration::from_secs(1)).unwrap();
         drop(app);
