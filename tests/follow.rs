@@ -445,27 +445,13 @@ fn a_gap_in_the_replica_is_logged_once_and_healed_from_the_next_snapshot() {
 /// A replica that Litestream 0.5.17 writes can be followed as it grows.
 #[test]
 fn a_litestream_replica_can_be_followed() {
-    let reference = reference_bin();
     let dir = TestDir::new();
     let db = dir.path("app.db");
     let conn = create_db(&db);
     let replica = file_url(&dir.path("replica"));
     let config = write_config(dir.dir.path(), &[(&db, &replica)], "", "  enabled: true\n");
-    let mut child = Command::new(&reference)
-        .args(["replicate", "-config", config.to_str().unwrap()])
-        .stdout(std::fs::File::create(dir.path("litestream.log")).unwrap())
-        .stderr(std::fs::File::create(dir.path("litestream.err")).unwrap())
-        .spawn()
-        .unwrap();
-    let socket = dir.path("ls.sock");
-    wait_until(Duration::from_secs(20), "Litestream's socket", || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
-    let sync = || {
-        let body = format!(r#"{{"path":"{}","wait":true}}"#, db.display());
-        let r = http(&socket, "POST", "/sync", Some(&body));
-        assert_eq!(r.status, 200, "{}", r.body);
-    };
+    let theirs = ReferenceDaemon::start(&config);
+    let sync = || theirs.sync_wait(&db);
     let write = |n: usize| {
         for _ in 0..n {
             conn.execute("INSERT INTO t(v) VALUES (hex(randomblob(200)))", [])
@@ -483,8 +469,7 @@ fn a_litestream_replica_can_be_followed() {
             ids(&out) == want
         });
     }
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(theirs);
     assert_eq!(integrity(&out), "ok");
     let (code, log) = follower.terminate();
     assert_eq!(code, 0, "{log}");

@@ -422,7 +422,6 @@ fn litestream_restores_our_replica() {
 /// A replica written by Litestream 0.5.17 (with its checkpoints) restored by ours.
 #[test]
 fn we_restore_a_litestream_replica() {
-    let reference = reference_bin();
     let dir = TestDir::new();
     let db = dir.path("app.db");
     let conn = create_db(&db);
@@ -433,26 +432,8 @@ fn we_restore_a_litestream_replica() {
         "    min-checkpoint-page-count: 20\n",
         "  enabled: true\n",
     );
-    let log = dir.path("litestream.log");
-    let mut child = std::process::Command::new(&reference)
-        .args(["replicate", "-config", config.to_str().unwrap()])
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::create(dir.path("litestream.err")).unwrap())
-        .spawn()
-        .unwrap();
-    let socket = dir.path("ls.sock");
-    wait_until(Duration::from_secs(20), "Litestream's socket", || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
-    let sync = || {
-        let r = http(
-            &socket,
-            "POST",
-            "/sync",
-            Some(&format!(r#"{{"path":"{}","wait":true}}"#, db.display())),
-        );
-        assert_eq!(r.status, 200, "{}", r.body);
-    };
+    let theirs = ReferenceDaemon::start(&config);
+    let sync = || theirs.sync_wait(&db);
     for round in 0..10 {
         for _ in 0..40 {
             conn.execute("INSERT INTO t(v) VALUES (hex(randomblob(300)))", [])
@@ -466,8 +447,7 @@ fn we_restore_a_litestream_replica() {
     }
     let out = dir.path("ours.db");
     restore(&replica, &out, &[]);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(theirs);
     assert_eq!(integrity(&out), "ok");
     assert_eq!(ids(&out), ids(&db));
     let rows = |p: &Path| -> Vec<(i64, String)> {

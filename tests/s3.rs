@@ -366,7 +366,6 @@ fn litestream_restores_our_s3_replica() {
 /// A replica Litestream 0.5.17 wrote to S3 (with its checkpoints) restored by ours.
 #[test]
 fn we_restore_a_litestream_s3_replica() {
-    let reference = reference_bin();
     let dir = TestDir::new();
     let server = S3Server::start(dir.dir.path());
     let db = dir.path("app.db");
@@ -378,31 +377,8 @@ fn we_restore_a_litestream_s3_replica() {
         "    min-checkpoint-page-count: 20\n",
         "  enabled: true\n",
     );
-    let log = dir.path("litestream.log");
-    let mut cmd = Command::new(&reference);
-    cmd.args(["replicate", "-config", config.to_str().unwrap()])
-        .stdout(std::fs::File::create(&log).unwrap())
-        .stderr(std::fs::File::create(dir.path("litestream.err")).unwrap());
-    let mut child = with_credentials(&mut cmd).spawn().unwrap();
-    let socket = dir.path("ls.sock");
-    wait_until(Duration::from_secs(20), "Litestream's socket", || {
-        std::os::unix::net::UnixStream::connect(&socket).is_ok()
-    });
-    let sync = || {
-        let r = http(
-            &socket,
-            "POST",
-            "/sync",
-            Some(&format!(r#"{{"path":"{}","wait":true}}"#, db.display())),
-        );
-        assert_eq!(
-            r.status,
-            200,
-            "{} {}",
-            r.body,
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    };
+    let theirs = ReferenceDaemon::start_with(&config, with_credentials);
+    let sync = || theirs.sync_wait(&db);
     for round in 0..10 {
         for _ in 0..40 {
             conn.execute("INSERT INTO t(v) VALUES (hex(randomblob(300)))", [])
@@ -416,8 +392,7 @@ fn we_restore_a_litestream_s3_replica() {
     }
     let out = dir.path("ours.db");
     restore_s3(&url, &out, &[]);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(theirs);
     assert!(
         !server.keys("theirs/app.db/0000/").is_empty(),
         "Litestream wrote <prefix>/0000/ keys"

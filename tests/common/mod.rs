@@ -362,6 +362,60 @@ pub fn reference_bin() -> PathBuf {
     PathBuf::from("litestream")
 }
 
+/// Litestream 0.5.17 replicating with `config` (its socket `ls.sock` beside it, its output
+/// in `litestream.log` and `litestream.err` there); killed when dropped.
+pub struct ReferenceDaemon {
+    child: Child,
+    pub socket: PathBuf,
+    pub log: PathBuf,
+}
+
+impl ReferenceDaemon {
+    /// Starts it and waits for its socket.
+    pub fn start(config: &Path) -> ReferenceDaemon {
+        ReferenceDaemon::start_with(config, |c| c)
+    }
+
+    /// [`ReferenceDaemon::start`] with `prepare` adding to the command (e.g. credentials).
+    pub fn start_with(
+        config: &Path,
+        prepare: impl FnOnce(&mut Command) -> &mut Command,
+    ) -> ReferenceDaemon {
+        let dir = config.parent().unwrap();
+        let log = dir.join("litestream.log");
+        let mut cmd = Command::new(reference_bin());
+        cmd.args(["replicate", "-config", config.to_str().unwrap()])
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join("litestream.err")).unwrap());
+        let child = prepare(&mut cmd).spawn().unwrap();
+        let socket = dir.join("ls.sock");
+        wait_until(Duration::from_secs(20), "Litestream's socket", || {
+            UnixStream::connect(&socket).is_ok()
+        });
+        ReferenceDaemon { child, socket, log }
+    }
+
+    /// `POST /sync` with wait; asserts a 200 (showing its log otherwise).
+    pub fn sync_wait(&self, db: &Path) {
+        let body = format!(r#"{{"path":"{}","wait":true}}"#, db.display());
+        let r = http(&self.socket, "POST", "/sync", Some(&body));
+        assert_eq!(
+            r.status,
+            200,
+            "{} {}",
+            r.body,
+            std::fs::read_to_string(&self.log).unwrap_or_default()
+        );
+    }
+}
+
+impl Drop for ReferenceDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// A writer thread inserting one row per transaction at about `rate` rows per second.
 pub struct Writer {
     stop: Arc<AtomicBool>,
