@@ -350,17 +350,7 @@ fn a_second_primary_is_refused_while_the_lease_is_live() {
     drop(d2);
 
     // A lease of another host (alive, as far as we can tell) is waited out to its expiry.
-    let expires = std::time::SystemTime::now() + Duration::from_secs(3);
-    let expires_ms = expires
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64;
-    let lock = serde_json::json!({
-        "generation": 41,
-        "expires_at": rfc3339_ms(expires_ms),
-        "owner": "another-host:1234",
-    });
-    std::fs::write(replica.join("lock.json"), lock.to_string()).unwrap();
+    let expires = foreign_lease(&replica, 41, 3);
     let d3 = second.start();
     wait_until(
         Duration::from_secs(30),
@@ -436,4 +426,121 @@ fn a_litestream_primary_can_be_followed_by_the_daemon() {
     assert_eq!(integrity(&follower.db), "ok");
     // Litestream takes no lease: the follower knows no primary host.
     assert!(list_entry(&f, &follower.db).get("primary").is_none());
+}
+
+/// Writes a lease of another host into a file replica, expiring in `secs` seconds; returns
+/// its expiry.
+fn foreign_lease(replica: &Path, generation: i64, secs: u64) -> std::time::SystemTime {
+    let expires = std::time::SystemTime::now() + Duration::from_secs(secs);
+    let expires_ms = expires
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let lock = serde_json::json!({
+        "generation": generation,
+        "expires_at": rfc3339_ms(expires_ms),
+        "owner": "another-host:1234",
+    });
+    std::fs::write(replica.join("lock.json"), lock.to_string()).unwrap();
+    expires
+}
+
+/// A primary whose lease another host took over stops writing the replica at once, says so
+/// in `/list`, and its event stream says it is no longer the primary.
+#[test]
+fn a_primary_that_loses_its_lease_stops_writing_and_says_so() {
+    let base = TestDir::new();
+    let replica = base.path("replica");
+    let url = file_url(&replica);
+    let node = Node::new(&url, false);
+    let d = node.start();
+    write_rows(&node.db, 2);
+    let before = d.sync_wait(&node.db)["replicated_txid"].as_u64().unwrap();
+    let mut stream = events(&d, &node.db);
+    stream.next_event().unwrap();
+    let generation = list_entry(&d, &node.db)["lease"]["generation"]
+        .as_i64()
+        .unwrap();
+    foreign_lease(&replica, generation + 1, 60);
+    let change = stream.until("primaryChange", role_change);
+    assert_eq!(change["data"]["isPrimary"], false, "{change}");
+    assert_eq!(change["data"]["hostname"], "another-host", "{change}");
+    let entry = list_entry(&d, &node.db);
+    assert_eq!(entry["status"], "stopped", "{entry}");
+    let error = entry["error"].as_str().unwrap_or_default();
+    assert!(error.contains("lease lost"), "{entry}");
+    assert!(error.contains("another-host:1234"), "{entry}");
+    assert!(entry.get("lease").is_none(), "{entry}");
+    // Nothing more reaches the replica.
+    write_rows(&node.db, 3);
+    let r = post(&d, "/sync", &node.db, r#","wait":true,"timeout":1"#);
+    assert_ne!(r.status, 200, "{}", r.body);
+    let restored = base.path("check.db");
+    restore(&url, &restored, &[]);
+    assert_eq!(
+        ids(&restored).len(),
+        2,
+        "rows written after the loss reached the replica"
+    );
+    let r = d.request("GET", &format!("/txid?path={}", node.db.display()), None);
+    assert_eq!(r.json()["replicated_txid"].as_u64(), Some(before));
+}
+
+/// A promotion waits for a live lease of another host to expire, then takes it.
+#[test]
+fn a_promotion_waits_for_the_primary_lease_to_expire() {
+    let base = TestDir::new();
+    let replica = base.path("replica");
+    let url = file_url(&replica);
+    let primary = Node::new(&url, false);
+    let p = primary.start();
+    write_rows(&primary.db, 3);
+    let txid = p.sync_wait(&primary.db)["txid"].as_u64().unwrap();
+    assert_eq!(p.terminate(), 0);
+    let follower = Node::new(&url, true);
+    let f = follower.start();
+    wait_txid(&f, &follower.db, txid);
+    // A primary elsewhere that is silent: its lease runs for 8 more seconds (the follower
+    // reads the lease every 5 s).
+    let expires = foreign_lease(&replica, 7, 8);
+    wait_until(
+        Duration::from_secs(30),
+        "the follower to see that primary",
+        || find_list_entry(&f, &follower.db).is_some_and(|e| e["primary"] == "another-host"),
+    );
+    let r = post(&f, "/promote", &follower.db, r#","timeout":"30s""#);
+    assert_eq!(r.status, 200, "{} {}", r.body, f.log_text());
+    assert!(
+        std::time::SystemTime::now() >= expires,
+        "promoted before the other primary's lease expired"
+    );
+    let entry = list_entry(&f, &follower.db);
+    assert_eq!(entry["lease"]["generation"], 8, "{entry}");
+    assert_eq!(ids(&follower.db), ids(&primary.db));
+}
+
+/// A follower refuses a database file it did not build (no `-txid` beside it), with an
+/// error in `/list` naming the file; the file is left alone.
+#[test]
+fn a_follower_refuses_a_database_it_did_not_build() {
+    let base = TestDir::new();
+    let url = file_url(&base.path("replica"));
+    let primary = Node::new(&url, false);
+    let p = primary.start();
+    write_rows(&primary.db, 1);
+    p.sync_wait(&primary.db);
+    let follower = Node::new(&url, true);
+    write_rows(&follower.db, 4);
+    let f = follower.start();
+    wait_until(Duration::from_secs(30), "the follower to refuse", || {
+        find_list_entry(&f, &follower.db).is_some_and(|e| e["status"] == "error")
+    });
+    let entry = list_entry(&f, &follower.db);
+    let error = entry["error"].as_str().unwrap_or_default();
+    assert!(error.contains("no -txid file found"), "{entry}");
+    assert!(
+        error.contains(&follower.db.display().to_string()),
+        "{entry}"
+    );
+    assert_eq!(ids(&follower.db).len(), 4);
 }
