@@ -444,6 +444,11 @@ fn configs_using(k: &DocKey, dir: &Path) -> Vec<String> {
                 dir.display()
             ),
         }],
+        // The documented default, and a value that turns the feature on.
+        "Followers and promotion" => [v.as_str(), if k.kind == "boolean" { "true" } else { "2s" }]
+            .iter()
+            .map(|v| format!("dbs:\n  - path: {db}\n    {key}: {v}\n    replica:\n      url: {url}\n"))
+            .collect(),
         "replica" => vec![replica_key()],
         "Replica settings" => vec![replica_key(), format!("{key}: {v}\n")],
         other => panic!("{k:?}: keys under section {other:?} are not tested; add it here"),
@@ -479,6 +484,7 @@ fn every_config_key_the_man_page_documents_loads_without_a_warning() {
         "snapshot",
         "dbs",
         "Directory replication",
+        "Followers and promotion",
         "replica",
         "Replica settings",
     ] {
