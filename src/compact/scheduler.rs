@@ -386,7 +386,7 @@ mod tests {
     use super::*;
     use crate::compact::testutil::{Fixture, MIN, T0};
     use crate::ltx::testutil::EXT;
-    use crate::registry::{DbStatus, DbView};
+    use crate::registry::{DbStatus, DbView, Role};
 
     /// A database added (at startup or by `/register`) waits for each task's next interval
     /// boundary: a restart of many databases is not a burst of compactions.
@@ -429,22 +429,16 @@ mod tests {
         fx.l0(EXT, 1..=4);
         let registry = Arc::new(Registry::default());
         let (ctl, _ctl_rx) = bounded(1);
-        let view = DbView {
-            path: "/db".into(),
-            file_id: None,
-            replica_url: fx.client.url().to_string(),
-            status: DbStatus::Replicating,
-            txid: TxId::new(4),
-            replicated_txid: TxId::new(4),
-            last_sync_at: None,
-            last_error: None,
-            replica_error: None,
-            compaction_error: None,
-            dynamic: false,
-            meta_dir: "/db-litestream".into(),
-            behind_since: None,
-            activity: Default::default(),
-        };
+        let mut view = DbView::new(
+            "/db".into(),
+            None,
+            fx.client.url().to_string(),
+            Role::Primary,
+        );
+        view.status = DbStatus::Replicating;
+        view.txid = TxId::new(4);
+        view.replicated_txid = TxId::new(4);
+        view.meta_dir = "/db-litestream".into();
         registry.insert(view, ctl);
         let now = Arc::new(AtomicI64::new(T0 + 1));
         let fake = now.clone();
