@@ -254,6 +254,12 @@ impl Store {
         if let Some(t) = self.lock_threads().remove(path) {
             join_within(t, Instant::now() + THREAD_EXIT);
         }
+        // The follower's txid record goes: a primary moves past it, and a follower started
+        // later on this file must not resume from it (it would apply files over newer pages).
+        let sidecar = crate::follow::txid_path(path);
+        if let Err(e) = crate::durable::remove_file(&sidecar) {
+            log::warn!(path:% = sidecar.display(), error:% = e; "cannot remove the follower's txid file");
+        }
         // A spool left from an earlier time as primary describes another history.
         if let Err(e) = Spool::open(&spec.opts.meta_dir).and_then(|s| s.clear()) {
             log::warn!(db:% = path.display(), error:% = e; "cannot clear the old spool");

@@ -51,18 +51,15 @@ pub(super) fn change_role(rq: RoleRequest, ctx: &Ctx, promote: bool) -> Answer {
     } else {
         store.demote(&path, timeout)
     };
-    let (status, failed) = if promote {
-        ("promoted", "promotion failed")
-    } else {
-        ("demoted", "demotion failed")
-    };
+    let status = if promote { "promoted" } else { "demoted" };
     match result {
         Ok(txid) => ok(&RoleBody {
             status,
             path: &path,
             txid: txid.to_string(),
         }),
-        Err(RoleError::Conflict(m)) => Err(ApiError::new(409, failed).details(m)),
-        Err(RoleError::Unavailable(m)) => Err(ApiError::new(503, failed).details(m)),
+        // The CLI prints `<command> failed: <error>: <details>`.
+        Err(RoleError::Conflict(m)) => Err(ApiError::new(409, "refused").details(m)),
+        Err(RoleError::Unavailable(m)) => Err(ApiError::new(503, "replica unavailable").details(m)),
     }
 }
