@@ -85,6 +85,7 @@ pub fn spawn(
         next_lease_look: Instant::now(),
         primary_host: None,
         start_error: None,
+        pending: None,
     };
     thread::Builder::new()
         .name(format!("follow:{name}"))
@@ -103,6 +104,8 @@ struct FollowerThread {
     primary_host: Option<Option<String>>,
     /// Why the database could not be restored or resumed yet (logged once).
     start_error: Option<String>,
+    /// A command that interrupted a promotion's wait, handled next.
+    pending: Option<DbCommand>,
 }
 
 impl FollowerThread {
@@ -132,7 +135,11 @@ impl FollowerThread {
             if !self.paused {
                 wake = wake.min(self.next_poll);
             }
-            let cmd = match self.ctl.recv_timeout(wake.saturating_duration_since(now)) {
+            let next = match self.pending.take() {
+                Some(cmd) => Ok(cmd),
+                None => self.ctl.recv_timeout(wake.saturating_duration_since(now)),
+            };
+            let cmd = match next {
                 Ok(cmd) => cmd,
                 Err(RecvTimeoutError::Timeout) => continue,
                 Err(RecvTimeoutError::Disconnected) => return,
@@ -393,13 +400,18 @@ impl FollowerThread {
                             "{e}; the primary still holds the replica (demote it, or wait for its lease to expire)"
                         )));
                     }
-                    // The primary may still be writing: keep up while waiting.
+                    // The primary may still be writing: keep up while waiting, and give way
+                    // to any other command (a shutdown must not wait out the promotion).
                     let _ = self.poll(client, follower);
-                    thread::sleep(
-                        deadline
-                            .saturating_duration_since(Instant::now())
-                            .min(Duration::from_millis(500)),
-                    );
+                    let pause = deadline
+                        .saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(500));
+                    if let Ok(cmd) = self.ctl.recv_timeout(pause) {
+                        self.pending = Some(cmd);
+                        return Err(RoleError::Unavailable(
+                            "interrupted by another request to this database".into(),
+                        ));
+                    }
                 }
                 // Taken and lost between our read and write: look again.
                 Err(LeaseError::NotHeld { .. }) => {}
