@@ -10,8 +10,8 @@
 //! - (i) promotion: time from `/demote` on the primary to the follower's `/promote` answer,
 //!   and from kill -9 of the primary to the answer (this host's dead pid is taken over at once).
 //!
-//!     cargo bench --bench failover
-//!     BENCH_ONLY=g BENCH_SECONDS=30 BENCH_RATE=200 cargo bench --bench failover
+//! Run with `cargo bench --bench failover`, or one part with other settings:
+//! `BENCH_ONLY=g BENCH_SECONDS=30 BENCH_RATE=200 cargo bench --bench failover`.
 //!
 //! Not a test: it prints its figures (and asserts only that the followers end up complete).
 
