@@ -77,6 +77,19 @@ impl Staged {
         sync_parent_dir(&self.path)
     }
 
+    /// Like [`Staged::commit`] without the directory's fsync: for a file replaced over and
+    /// over whose previous version is as good as the new one after a power loss (the rename
+    /// may be lost then, never the content of either version, which is fsynced first). A
+    /// renewed lease is one: an older version only expires sooner.
+    pub fn commit_replacing(mut self) -> io::Result<()> {
+        let file = self.file.take().expect("committed once");
+        file.sync_all()?;
+        drop(file);
+        fs::rename(&self.tmp, &self.path)?;
+        self.tmp = PathBuf::new();
+        Ok(())
+    }
+
     /// Like [`Staged::commit`], but only if nothing exists under the final name: the file is
     /// hard-linked into place (which fails with `AlreadyExists` when the name is taken, unlike
     /// a rename), so an exclusive create never exposes a partly written file.

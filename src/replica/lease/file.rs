@@ -128,10 +128,12 @@ impl LeaseStore for FileLeaseStore {
         let path = self.path();
         let (staged, ()) = durable::stage_file(&path, |w| w.write_all(data))
             .map_err(|e| self.io("write", &path, e))?;
+        // A replacement is a renewal or a release: its directory entry need not be fsynced
+        // (see `commit_replacing`), which halves what a renewal costs.
         let committed = if expected.is_none() {
             staged.commit_new()
         } else {
-            staged.commit()
+            staged.commit_replacing()
         };
         committed.map_err(|e| self.io("write", &path, e))?;
         Ok(etag(data))
