@@ -398,14 +398,6 @@ fn we_restore_a_litestream_s3_replica() {
         "Litestream wrote <prefix>/0000/ keys"
     );
     assert_eq!(integrity(&out), "ok");
-    let rows = |p: &Path| -> Vec<(i64, String)> {
-        let c = rusqlite::Connection::open(p).unwrap();
-        let mut s = c.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
-        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
     assert_eq!(rows(&out), rows(&db));
 }
 
