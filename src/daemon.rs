@@ -17,7 +17,7 @@ use crate::ltx::TxId;
 use crate::registry::{FileId, Registry};
 use crate::replica::url::ReplicaTarget;
 use crate::replica::{self, ReplicaClient};
-use crate::store::{Added, Store};
+use crate::store::{Added, DbSpec, Store};
 
 /// How long `/unregister` waits for the database's last sync and uploads by default.
 pub const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(30);
@@ -85,8 +85,22 @@ pub fn replica_display_url(rc: &ReplicaConfig) -> String {
     }
 }
 
-/// Opens the replica client of a database entry.
-pub fn replica_client(db: &DbConfig) -> Result<Arc<dyn ReplicaClient>> {
+/// How the store runs a database entry: its role, replica and lease.
+pub fn db_spec(db: &DbConfig) -> Result<DbSpec> {
+    let (url, target) = replica_target(db)?;
+    let client = replica::open_client(&url, &target)?;
+    let leaser = replica::lease::open(&url, &target)?.with_ttl(db.role.lease_ttl);
+    Ok(DbSpec {
+        opts: db_options(db),
+        replica: client,
+        leaser: Arc::new(leaser),
+        hold_lease: db.role.lease,
+        follow_interval: db.role.follow.then_some(db.role.follow_interval),
+    })
+}
+
+/// A database entry's replica: its URL as shown to users, and where it writes.
+fn replica_target(db: &DbConfig) -> Result<(String, ReplicaTarget)> {
     let rc = db
         .active_replica()
         .with_context(|| format!("{}: no replica configured", db.path.display()))?;
@@ -94,6 +108,12 @@ pub fn replica_client(db: &DbConfig) -> Result<Arc<dyn ReplicaClient>> {
     let target = rc
         .target()
         .with_context(|| format!("{}: replica {url}", db.path.display()))?;
+    Ok((url, target))
+}
+
+/// Opens the replica client of a database entry.
+pub fn replica_client(db: &DbConfig) -> Result<Arc<dyn ReplicaClient>> {
+    let (url, target) = replica_target(db)?;
     replica::open_client(&url, &target)
 }
 
@@ -135,8 +155,7 @@ impl Daemon {
 
     /// Starts replicating a configured database.
     pub fn add_configured(&self, db: &DbConfig) -> Result<Added> {
-        let client = replica_client(db)?;
-        match self.store.add(db_options(db), client, false)? {
+        match self.store.add(db_spec(db)?, false)? {
             Added::SameFileAs(other) => anyhow::bail!(
                 "{}: the same database file as {} (configured twice)",
                 db.path.display(),
@@ -213,10 +232,14 @@ impl Daemon {
         let client = replica::open_client(url, &target).map_err(|e| {
             RegisterError::BadRequest("invalid replica url".into(), format!("{e:#}"))
         })?;
+        let leaser = replica::lease::open(url, &target).map_err(|e| {
+            RegisterError::BadRequest("invalid replica url".into(), format!("{e:#}"))
+        })?;
         let db = DbConfig::new(path.to_path_buf(), rc);
+        let spec = DbSpec::primary(db_options(&db), client, Arc::new(leaser));
         let added = self
             .store
-            .add(db_options(&db), client, true)
+            .add(spec, true)
             .map_err(RegisterError::Internal)?;
         if let Added::SameFileAs(other) = &added {
             return Err(same_file(other));

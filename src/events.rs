@@ -33,10 +33,12 @@ pub enum Event {
     },
     /// The replica confirmed every transaction up to `txid`.
     Replicated { path: PathBuf, txid: TxId },
-    /// The node's role changed.
+    /// The node's role for a database changed, or a follower saw another primary (`path`:
+    /// the database, ours; `None` for the node as a whole).
     PrimaryChange {
         is_primary: bool,
         hostname: Option<String>,
+        path: Option<PathBuf>,
     },
 }
 
@@ -45,7 +47,8 @@ impl Event {
     pub fn path(&self) -> Option<&Path> {
         match self {
             Event::Tx { path, .. } | Event::Replicated { path, .. } => Some(path),
-            _ => None,
+            Event::PrimaryChange { path, .. } => path.as_deref(),
+            Event::Init { .. } => None,
         }
     }
 
@@ -63,17 +66,20 @@ impl Event {
                 data: Data::Role {
                     is_primary: *is_primary,
                     hostname: hostname.as_deref(),
+                    path: None,
                 },
             },
             Event::PrimaryChange {
                 is_primary,
                 hostname,
+                path,
             } => Line {
                 kind: "primaryChange",
-                db: None,
+                db: path.as_deref().map(file_name),
                 data: Data::Role {
                     is_primary: *is_primary,
                     hostname: hostname.as_deref(),
+                    path: path.as_ref().map(|p| p.display().to_string()),
                 },
             },
             Event::Tx {
@@ -126,6 +132,8 @@ enum Data<'a> {
         is_primary: bool,
         #[serde(skip_serializing_if = "Option::is_none")]
         hostname: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        path: Option<String>,
     },
     Tx {
         #[serde(rename = "txID")]
@@ -272,6 +280,7 @@ mod tests {
             &Event::PrimaryChange {
                 is_primary: false,
                 hostname: Some("h:20202".into()),
+                path: None,
             }
             .to_json(),
         )
@@ -279,6 +288,20 @@ mod tests {
         assert_eq!(
             v,
             json!({"type":"primaryChange","data":{"isPrimary":false,"hostname":"h:20202"}})
+        );
+        // About one database: its name, as `tx` events, and its path (ours).
+        let v: serde_json::Value = serde_json::from_str(
+            &Event::PrimaryChange {
+                is_primary: true,
+                hostname: None,
+                path: Some("/data/app.db".into()),
+            }
+            .to_json(),
+        )
+        .unwrap();
+        assert_eq!(
+            v,
+            json!({"type":"primaryChange","db":"app.db","data":{"isPrimary":true,"path":"/data/app.db"}})
         );
     }
 
@@ -305,9 +328,15 @@ mod tests {
         hub.publish(&Event::PrimaryChange {
             is_primary: true,
             hostname: None,
+            path: None,
+        });
+        hub.publish(&Event::PrimaryChange {
+            is_primary: true,
+            hostname: None,
+            path: Some("/b.db".into()),
         });
         let got: Vec<_> = only_a.rx.try_iter().collect();
-        assert_eq!(got.len(), 2);
+        assert_eq!(got.len(), 2, "{got:?}");
         assert!(got[0].contains("\"/a.db\""));
     }
 }

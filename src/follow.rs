@@ -80,6 +80,32 @@ pub fn write_txid(output: &Path, txid: TxId) -> Result<()> {
         .with_context(|| format!("write {}", path.display()))
 }
 
+/// Where a follower of `client` starts on `output`: `Some(txid)` to resume the database
+/// already there from its sidecar, `None` when there is nothing there (absent or empty) and
+/// it must be restored first. A database without a sidecar, or with one ahead of the replica,
+/// is refused: it was not built from this replica, and following it would mix two databases.
+pub fn resume_point(client: &dyn ReplicaClient, output: &Path) -> Result<Option<TxId>> {
+    if !fs::metadata(output).is_ok_and(|m| m.len() > 0) {
+        return Ok(None);
+    }
+    let Some(txid) = read_txid(output)? else {
+        bail!(
+            "cannot resume follow mode: database exists but no -txid file found; delete the database to re-restore: {}",
+            output.display()
+        );
+    };
+    let newest = restore::list_all(client)?.iter().map(|f| f.max).max();
+    match newest {
+        None => bail!("{}: no LTX files found in the replica", client.url()),
+        Some(newest) if txid > newest => bail!(
+            "cannot resume follow mode: saved TXID {txid} is ahead of the replica's newest ({newest}); delete {} and {} to re-restore",
+            output.display(),
+            txid_path(output).display()
+        ),
+        Some(_) => Ok(Some(txid)),
+    }
+}
+
 /// What a follower at some txid does next with a listing.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Step {
@@ -132,6 +158,21 @@ pub fn next_step(files: &[LtxFileInfo], at: TxId) -> Step {
     }
 }
 
+/// One LTX file a follower applied: the replication position it reached, for the daemon's
+/// `tx` events and registry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    /// The file's max txid (the primary's).
+    pub txid: TxId,
+    /// The database's checksum after it (the primary's, page 1 included once known).
+    pub post_apply_checksum: Checksum,
+    pub page_size: u32,
+    /// The database's size in pages after it.
+    pub commit: u32,
+    /// When the primary wrote the file.
+    pub timestamp_ms: i64,
+}
+
 /// A restored database being kept up to date from its replica.
 pub struct Follower<'a> {
     client: &'a dyn ReplicaClient,
@@ -157,6 +198,8 @@ pub struct Follower<'a> {
     unverified_files: u64,
     /// Whether the warning about files without database checksums was logged.
     said_unverified: bool,
+    /// The files applied since the last [`Follower::take_applied`], when recording.
+    applied: Option<Vec<Applied>>,
 }
 
 impl<'a> Follower<'a> {
@@ -188,12 +231,39 @@ impl<'a> Follower<'a> {
             errors: 0,
             unverified_files: 0,
             said_unverified: false,
+            applied: None,
         })
+    }
+
+    /// The same follower, keeping a record of each file it applies for
+    /// [`Follower::take_applied`] (the daemon's follower publishes them).
+    pub fn recording(mut self) -> Self {
+        self.applied = Some(Vec::new());
+        self
+    }
+
+    /// The files applied since the last call (empty unless [`Follower::recording`]).
+    pub fn take_applied(&mut self) -> Vec<Applied> {
+        self.applied
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     /// The txid the database is at.
     pub fn txid(&self) -> TxId {
         self.at
+    }
+
+    /// The database being kept up to date.
+    pub fn output(&self) -> &Path {
+        &self.output
+    }
+
+    /// Why the last poll could not reach the replica's newest file (a gap no snapshot heals
+    /// yet, a replica behind the follower); `None` when it did.
+    pub fn condition(&self) -> Option<&str> {
+        self.condition.as_deref()
     }
 
     /// Applies everything the replica holds past the follower's txid (checking `stop` between
@@ -300,7 +370,7 @@ impl<'a> Follower<'a> {
     }
 
     /// Logs a failed poll: the first of a run of identical errors, and every 60th.
-    fn failed(&mut self, err: &anyhow::Error) {
+    pub fn failed(&mut self, err: &anyhow::Error) {
         self.errors += 1;
         let line = format!("{err:#}");
         let repeated = self.last_error.as_ref() == Some(&line);
@@ -316,7 +386,7 @@ impl<'a> Follower<'a> {
     }
 
     /// A poll went through: a run of errors is over.
-    fn succeeded(&mut self) {
+    pub fn succeeded(&mut self) {
         self.errors = 0;
         self.last_error = None;
     }
@@ -430,6 +500,15 @@ impl<'a> Follower<'a> {
         self.table = table;
         self.at = header.max_txid;
         self.page1_known = known;
+        if let Some(applied) = self.applied.as_mut() {
+            applied.push(Applied {
+                txid: header.max_txid,
+                post_apply_checksum: self.table.checksum(),
+                page_size: header.page_size,
+                commit: header.commit,
+                timestamp_ms: header.timestamp_ms,
+            });
+        }
         Ok(())
     }
 }

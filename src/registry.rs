@@ -27,6 +27,8 @@ pub enum DbStatus {
     Stopped,
     /// The last sync failed; `last_error` says why. The thread keeps retrying.
     Error,
+    /// A follower keeping the database a copy of its replica.
+    Following,
 }
 
 impl DbStatus {
@@ -37,8 +39,38 @@ impl DbStatus {
             DbStatus::Replicating => "replicating",
             DbStatus::Stopped => "stopped",
             DbStatus::Error => "error",
+            DbStatus::Following => "following",
         }
     }
+}
+
+/// Whether this daemon writes a database's replica or follows it (`role` in `/list`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Role {
+    /// Replicates the database to its replica.
+    #[default]
+    Primary,
+    /// Applies what another primary writes to the replica.
+    Follower,
+}
+
+impl Role {
+    /// The word in JSON and CLI output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Primary => "primary",
+            Role::Follower => "follower",
+        }
+    }
+}
+
+/// The replica lease this daemon holds for a database, as `/list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseView {
+    pub owner: String,
+    pub generation: i64,
+    /// When it lapses unless renewed, in milliseconds since the epoch.
+    pub expires_at_ms: i64,
 }
 
 /// A database file's identity: its device and inode. Paths that name one file (through a
@@ -106,6 +138,37 @@ pub struct DbView {
     pub behind_since: Option<SystemTime>,
     /// What its thread is doing or last did, for `/debug/sync-status`.
     pub activity: Activity,
+    /// Primary or follower.
+    pub role: Role,
+    /// For a follower, the host name of the primary holding the replica's lease, when known.
+    pub primary_host: Option<String>,
+    /// The replica lease this daemon holds for it, if any.
+    pub lease: Option<LeaseView>,
+}
+
+impl DbView {
+    /// The entry of a database just registered, before its thread has said anything.
+    pub fn new(path: PathBuf, file_id: Option<FileId>, replica_url: String, role: Role) -> DbView {
+        DbView {
+            path,
+            file_id,
+            replica_url,
+            status: DbStatus::Open,
+            txid: TxId::ZERO,
+            replicated_txid: TxId::ZERO,
+            last_sync_at: None,
+            last_error: None,
+            replica_error: None,
+            compaction_error: None,
+            dynamic: false,
+            meta_dir: PathBuf::new(),
+            behind_since: None,
+            activity: Activity::default(),
+            role,
+            primary_host: None,
+            lease: None,
+        }
+    }
 }
 
 /// The current or last sync pass or checkpoint of a database, as Litestream 0.5.17's
@@ -254,6 +317,24 @@ impl Registry {
     /// Whether no database is registered.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// Hands a database to a new thread (a promotion or demotion): its command channel is
+    /// replaced and its view changed by `f`; `false` when it was removed meanwhile.
+    pub fn replace_ctl(
+        &self,
+        path: &Path,
+        ctl: Sender<DbCommand>,
+        f: impl FnOnce(&mut DbView),
+    ) -> bool {
+        match self.lock().get_mut(path) {
+            Some(e) => {
+                e.ctl = ctl;
+                f(&mut e.view);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Changes one entry in place (no-op if it was removed meanwhile).

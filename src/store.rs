@@ -13,12 +13,48 @@ use crossbeam_channel::bounded;
 
 use crate::compact::{Compactor, Schedule};
 use crate::db::{self, DbCommand, DbOptions, Shared};
-use crate::events::EventHub;
+use crate::events::{Event, EventHub};
+use crate::follower::{self, FollowerOptions, RoleError};
+use crate::lease_keeper::{LeaseKeeper, LeasedClient};
 use crate::ltx::TxId;
-use crate::registry::{DbStatus, DbView, FileId, Inserted, Registry};
+use crate::registry::{DbStatus, DbView, FileId, Inserted, Registry, Role};
+use crate::replica::lease::{Lease, Leaser};
 use crate::replica::uploader::UploaderPool;
 use crate::replica::ReplicaClient;
+use crate::spool::Spool;
 use crate::watch::Watcher;
+
+/// How to run one database in either role: kept by the store for the life of the database,
+/// so a promotion or demotion can start the thread of the other role.
+#[derive(Clone)]
+pub struct DbSpec {
+    /// The primary's settings (the path is the follower's too).
+    pub opts: DbOptions,
+    pub replica: Arc<dyn ReplicaClient>,
+    /// The replica's lease (no request is made until it is used).
+    pub leaser: Arc<Leaser>,
+    /// Whether a primary holds the lease while it writes (`lease: true`).
+    pub hold_lease: bool,
+    /// `Some(interval)`: start as a follower (`follow: true`).
+    pub follow_interval: Option<Duration>,
+}
+
+impl DbSpec {
+    /// A primary without a lease, as Litestream runs every database.
+    pub fn primary(
+        opts: DbOptions,
+        replica: Arc<dyn ReplicaClient>,
+        leaser: Arc<Leaser>,
+    ) -> DbSpec {
+        DbSpec {
+            opts,
+            replica,
+            leaser,
+            hold_lease: false,
+            follow_interval: None,
+        }
+    }
+}
 
 /// All databases of one daemon.
 pub struct Store {
@@ -30,6 +66,10 @@ pub struct Store {
     threads: Mutex<HashMap<PathBuf, JoinHandle<()>>>,
     /// The `compact` thread, when the store compacts (not for `replicate -once`).
     compactor: Mutex<Option<Compactor>>,
+    /// Takes and renews the primaries' replica leases.
+    keeper: LeaseKeeper,
+    /// How each database runs, for role changes.
+    specs: Mutex<HashMap<PathBuf, DbSpec>>,
 }
 
 /// Outcome of [`Store::add`].
@@ -73,6 +113,8 @@ impl Store {
             ),
             None => None,
         };
+        let keeper = LeaseKeeper::start(registry.clone(), events.clone())
+            .context("start the lease thread")?;
         Ok(Store {
             registry,
             events,
@@ -80,6 +122,8 @@ impl Store {
             shared,
             threads: Mutex::new(HashMap::new()),
             compactor: Mutex::new(compactor),
+            keeper,
+            specs: Mutex::new(HashMap::new()),
         })
     }
 
@@ -93,51 +137,274 @@ impl Store {
         &self.events
     }
 
-    /// Starts replicating a database; a path already registered is left as it is.
-    pub fn add(
-        &self,
-        opts: DbOptions,
-        replica: Arc<dyn ReplicaClient>,
-        dynamic: bool,
-    ) -> Result<Added> {
-        let path = opts.path.clone();
+    /// Starts a database in the role its spec says; a path already registered is left as it
+    /// is.
+    pub fn add(&self, spec: DbSpec, dynamic: bool) -> Result<Added> {
+        let path = spec.opts.path.clone();
         let file_id = FileId::of(&path).with_context(|| format!("{}: stat", path.display()))?;
         let (tx, rx) = db::channel();
-        let view = DbView {
-            path: path.clone(),
-            file_id,
-            replica_url: replica.url().to_string(),
-            status: DbStatus::Open,
-            txid: TxId::ZERO,
-            replicated_txid: TxId::ZERO,
-            last_sync_at: None,
-            last_error: None,
-            replica_error: None,
-            compaction_error: None,
-            dynamic,
-            meta_dir: opts.meta_dir.clone(),
-            behind_since: None,
-            activity: Default::default(),
+        let role = match spec.follow_interval {
+            Some(_) => Role::Follower,
+            None => Role::Primary,
         };
+        let mut view = DbView::new(path.clone(), file_id, spec.replica.url().to_string(), role);
+        view.dynamic = dynamic;
+        view.meta_dir = spec.opts.meta_dir.clone();
         match self.registry.insert(view, tx.clone()) {
             Inserted::Added => {}
             Inserted::SamePath => return Ok(Added::AlreadyRegistered),
             Inserted::SameFile(other) => return Ok(Added::SameFileAs(other)),
         }
-        let meta_dir = opts.meta_dir.clone();
-        match db::spawn(opts, replica.clone(), self.shared.clone(), (tx, rx)) {
-            Ok(handle) => {
-                if let Some(c) = self.lock_compactor().as_ref() {
-                    c.add(&path, replica, &meta_dir);
-                }
-                self.lock_threads().insert(path, handle.thread);
-                Ok(Added::Registered)
-            }
+        self.lock_specs().insert(path.clone(), spec.clone());
+        match self.start_thread(&spec, role, None, (tx, rx)) {
+            Ok(()) => Ok(Added::Registered),
             Err(e) => {
                 self.registry.remove(&path);
+                self.lock_specs().remove(&path);
                 Err(e).with_context(|| format!("{}: start thread", path.display()))
             }
         }
+    }
+
+    /// Starts the thread of `role` for a registered database. A primary writes through the
+    /// lease's gate when it holds the lease (`held`: one a promotion just took).
+    fn start_thread(
+        &self,
+        spec: &DbSpec,
+        role: Role,
+        held: Option<Lease>,
+        (tx, rx): (
+            crossbeam_channel::Sender<DbCommand>,
+            crossbeam_channel::Receiver<DbCommand>,
+        ),
+    ) -> Result<()> {
+        let path = spec.opts.path.clone();
+        if let Some(interval) = spec.follow_interval.filter(|_| role == Role::Follower) {
+            let opts = FollowerOptions {
+                path: path.clone(),
+                interval,
+            };
+            let thread = follower::spawn(
+                opts,
+                spec.replica.clone(),
+                spec.leaser.clone(),
+                self.shared.clone(),
+                rx,
+            )?;
+            self.lock_threads().insert(path, thread);
+            return Ok(());
+        }
+        let client: Arc<dyn ReplicaClient> = if spec.hold_lease || held.is_some() {
+            let gate = self.keeper.hold(&path, spec.leaser.clone(), held);
+            Arc::new(LeasedClient::new(spec.replica.clone(), gate))
+        } else {
+            spec.replica.clone()
+        };
+        let handle = match db::spawn(
+            spec.opts.clone(),
+            client.clone(),
+            self.shared.clone(),
+            (tx, rx),
+        ) {
+            Ok(h) => h,
+            Err(e) => {
+                self.keeper.release(&path);
+                return Err(e.into());
+            }
+        };
+        if let Some(c) = self.lock_compactor().as_ref() {
+            c.add(&path, client, &spec.opts.meta_dir);
+        }
+        self.lock_threads().insert(path, handle.thread);
+        Ok(())
+    }
+
+    /// `/promote`: the follower of `path` takes the replica's lease (waiting up to `timeout`
+    /// for the primary's to be released or to expire), applies the rest, and a primary thread
+    /// replaces it. Returns the txid it starts from.
+    pub fn promote(&self, path: &Path, timeout: Duration) -> Result<TxId, RoleError> {
+        let view = self
+            .registry
+            .get(path)
+            .ok_or_else(|| not_registered(path))?;
+        if view.role != Role::Follower {
+            return Err(RoleError::Conflict(format!(
+                "{} is a primary here, not a follower",
+                path.display()
+            )));
+        }
+        let mut spec = self
+            .lock_specs()
+            .get(path)
+            .cloned()
+            .ok_or_else(|| not_registered(path))?;
+        let ctl = self
+            .registry
+            .ctl(path)
+            .ok_or_else(|| not_registered(path))?;
+        let (cmd, answer) = follower::promote_command(Instant::now() + timeout);
+        ctl.send_timeout(cmd, COMMAND_WAIT).map_err(|_| {
+            RoleError::Unavailable("the follower's thread did not take the request".into())
+        })?;
+        // The wait for the lease is bounded by `timeout`; applying the replica's last files
+        // after it is not (it ends when they are applied), but a hung replica is.
+        let promotion = answer
+            .recv_timeout(timeout + PROMOTE_CATCH_UP)
+            .map_err(|_| RoleError::Unavailable("the follower did not answer".into()))??;
+        if let Some(t) = self.lock_threads().remove(path) {
+            join_within(t, Instant::now() + THREAD_EXIT);
+        }
+        // The follower's txid record goes: a primary moves past it, and a follower started
+        // later on this file must not resume from it (it would apply files over newer pages).
+        let sidecar = crate::follow::txid_path(path);
+        if let Err(e) = crate::durable::remove_file(&sidecar) {
+            log::warn!(path:% = sidecar.display(), error:% = e; "cannot remove the follower's txid file");
+        }
+        // A spool left from an earlier time as primary describes another history.
+        if let Err(e) = Spool::open(&spec.opts.meta_dir).and_then(|s| s.clear()) {
+            log::warn!(db:% = path.display(), error:% = e; "cannot clear the old spool");
+        }
+        // A promoted primary keeps the lease it took, whatever its config said.
+        spec.hold_lease = true;
+        self.lock_specs().insert(path.to_path_buf(), spec.clone());
+        let (tx, rx) = db::channel();
+        self.registry.replace_ctl(path, tx.clone(), |v| {
+            v.role = Role::Primary;
+            v.status = DbStatus::Open;
+            v.primary_host = None;
+            v.last_error = None;
+        });
+        if let Err(e) = self.start_thread(&spec, Role::Primary, Some(promotion.lease), (tx, rx)) {
+            let msg = format!("promoted, but the primary thread did not start: {e:#}");
+            log::error!(db:% = path.display(), error = msg.as_str(); "promotion failed");
+            self.registry.update(path, |v| {
+                v.status = DbStatus::Error;
+                v.last_error = Some(msg.clone());
+            });
+            return Err(RoleError::Unavailable(msg));
+        }
+        self.events.publish(&Event::PrimaryChange {
+            is_primary: true,
+            hostname: None,
+            path: Some(path.to_path_buf()),
+        });
+        Ok(promotion.txid)
+    }
+
+    /// `/demote`: the primary of `path` syncs and waits for the replica to hold every
+    /// transaction, stops, gives the lease back, and a follower of its replica replaces it.
+    /// Nothing changes when the replica cannot confirm within `timeout`.
+    pub fn demote(&self, path: &Path, timeout: Duration) -> Result<TxId, RoleError> {
+        let view = self
+            .registry
+            .get(path)
+            .ok_or_else(|| not_registered(path))?;
+        if view.role != Role::Primary {
+            return Err(RoleError::Conflict(format!(
+                "{} is a follower here, not a primary",
+                path.display()
+            )));
+        }
+        let mut spec = self
+            .lock_specs()
+            .get(path)
+            .cloned()
+            .ok_or_else(|| not_registered(path))?;
+        let ctl = self
+            .registry
+            .ctl(path)
+            .ok_or_else(|| not_registered(path))?;
+        let deadline = Instant::now() + timeout;
+        let (reply, answer) = bounded(1);
+        ctl.send_timeout(DbCommand::Sync { wait: true, reply }, COMMAND_WAIT)
+            .map_err(|_| {
+                RoleError::Unavailable("the database thread did not take the request".into())
+            })?;
+        let synced = answer
+            .recv_timeout(timeout)
+            .map_err(|_| {
+                RoleError::Unavailable(format!(
+                    "the replica did not confirm every transaction within {}; nothing changed",
+                    crate::duration::format(timeout)
+                ))
+            })?
+            .map_err(|e| {
+                RoleError::Unavailable(format!("cannot sync before demoting: {e}; nothing changed"))
+            })?;
+        if synced.replicated_txid < synced.txid {
+            return Err(RoleError::Unavailable(format!(
+                "the replica holds txid {} of {}; nothing changed",
+                synced.replicated_txid, synced.txid
+            )));
+        }
+        let (done, stopped) = bounded(1);
+        let _ = ctl.send_timeout(
+            DbCommand::Shutdown {
+                deadline,
+                reply: done,
+            },
+            COMMAND_WAIT,
+        );
+        let _ = stopped.recv_timeout(timeout + Duration::from_secs(5));
+        if let Some(c) = self.lock_compactor().as_ref() {
+            c.remove(path);
+        }
+        if let Some(t) = self.lock_threads().remove(path) {
+            join_within(t, Instant::now() + THREAD_EXIT);
+        }
+        let view = self
+            .registry
+            .get(path)
+            .ok_or_else(|| not_registered(path))?;
+        if view.replicated_txid < view.txid {
+            // Written between the sync and the stop, and not confirmed: stay primary.
+            let (tx, rx) = db::channel();
+            self.registry.replace_ctl(path, tx.clone(), |_| {});
+            // The lease is still ours: the keeper takes it over as this process's.
+            if let Err(e) = self.start_thread(&spec, Role::Primary, None, (tx, rx)) {
+                log::error!(db:% = path.display(), error = format!("{e:#}"); "cannot restart the primary thread");
+            }
+            return Err(RoleError::Unavailable(format!(
+                "new transactions reached txid {} but the replica holds {}; still the primary",
+                view.txid, view.replicated_txid
+            )));
+        }
+        self.keeper.release(path);
+        let txid = view.replicated_txid;
+        if let Err(e) = crate::follow::write_txid(path, txid) {
+            log::error!(db:% = path.display(), error = format!("{e:#}"); "cannot record the txid for following");
+        }
+        spec.follow_interval = Some(
+            spec.follow_interval
+                .unwrap_or(crate::follow::DEFAULT_INTERVAL),
+        );
+        self.lock_specs().insert(path.to_path_buf(), spec.clone());
+        let (tx, rx) = db::channel();
+        self.registry.replace_ctl(path, tx.clone(), |v| {
+            v.role = Role::Follower;
+            v.status = DbStatus::Open;
+            v.lease = None;
+            v.last_error = None;
+        });
+        if let Err(e) = self.start_thread(&spec, Role::Follower, None, (tx, rx)) {
+            let msg = format!("demoted, but the follower thread did not start: {e:#}");
+            self.registry.update(path, |v| {
+                v.status = DbStatus::Error;
+                v.last_error = Some(msg.clone());
+            });
+            return Err(RoleError::Unavailable(msg));
+        }
+        self.events.publish(&Event::PrimaryChange {
+            is_primary: false,
+            hostname: None,
+            path: Some(path.to_path_buf()),
+        });
+        Ok(txid)
+    }
+
+    /// `litestream start` of a database whose lease was refused or lost: try to take it again.
+    pub fn retry_lease(&self, path: &Path) {
+        self.keeper.retry(path);
     }
 
     /// Stops replicating a database (a last sync, uploads bounded by `timeout`) and forgets it.
@@ -167,6 +434,8 @@ impl Store {
                 log::warn!(db:% = path.display(); "database did not stop within the timeout; abandoning it");
             }
         }
+        self.keeper.release(path);
+        self.lock_specs().remove(path);
         let txid = view.txid;
         Some((view, txid))
     }
@@ -219,6 +488,8 @@ impl Store {
         if let Some(c) = compactor.as_mut() {
             c.stop(COMPACTION_EXIT);
         }
+        // After the final uploads: the next primary may take the leases at once.
+        self.keeper.stop();
         self.events.close_all();
         // Uploader threads are idle once every database thread has finished; an upload still
         // running past the deadline is abandoned with the process (its file stays spooled).
@@ -226,6 +497,10 @@ impl Store {
 
     fn lock_compactor(&self) -> std::sync::MutexGuard<'_, Option<Compactor>> {
         self.compactor.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_specs(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, DbSpec>> {
+        self.specs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn lock_threads(&self) -> std::sync::MutexGuard<'_, HashMap<PathBuf, JoinHandle<()>>> {
@@ -236,6 +511,17 @@ impl Store {
     pub fn started_at(&self) -> SystemTime {
         self.registry.started_at()
     }
+}
+
+/// How long a role change waits for a database thread to take its command.
+const COMMAND_WAIT: Duration = Duration::from_secs(5);
+
+/// How long a promotion may take past its wait for the lease: applying the replica's last
+/// files.
+const PROMOTE_CATCH_UP: Duration = Duration::from_secs(300);
+
+fn not_registered(path: &Path) -> RoleError {
+    RoleError::Conflict(format!("{}: not registered", path.display()))
 }
 
 /// How long a database thread that answered `Shutdown` gets to return: after its reply it

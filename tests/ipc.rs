@@ -122,7 +122,8 @@ fn list_answers_the_seed_fields_in_order_then_ours() {
         &r,
         200,
         json!({"databases": [{"path": dbs, "status": "replicating", "last_sync_at": last,
-            "replica_url": file_url(&f.one.replica), "txid": t, "replicated_txid": t}]}),
+            "replica_url": file_url(&f.one.replica), "txid": t, "replicated_txid": t,
+            "role": "primary"}]}),
     );
     f.assert_kept_running();
 }

@@ -444,6 +444,16 @@ fn configs_using(k: &DocKey, dir: &Path) -> Vec<String> {
                 dir.display()
             ),
         }],
+        // The documented default, and a value that turns the feature on; `follow-interval`
+        // is only used (without a warning) with `follow: true`.
+        "Followers and promotion" => {
+            let on = if k.kind == "boolean" { "true" } else { "5s" };
+            let follow = if key == "follow-interval" { "    follow: true\n" } else { "" };
+            [v.as_str(), on]
+                .iter()
+                .map(|v| format!("dbs:\n  - path: {db}\n{follow}    {key}: {v}\n    replica:\n      url: {url}\n"))
+                .collect()
+        }
         "replica" => vec![replica_key()],
         "Replica settings" => vec![replica_key(), format!("{key}: {v}\n")],
         other => panic!("{k:?}: keys under section {other:?} are not tested; add it here"),
@@ -479,6 +489,7 @@ fn every_config_key_the_man_page_documents_loads_without_a_warning() {
         "snapshot",
         "dbs",
         "Directory replication",
+        "Followers and promotion",
         "replica",
         "Replica settings",
     ] {

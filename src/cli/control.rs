@@ -35,7 +35,7 @@ fn client(socket: Option<PathBuf>, timeout: f64) -> Result<Client> {
 }
 
 /// One database path argument, made absolute.
-fn one_path(args: &[String], cmd: &str, hint: &str) -> Result<PathBuf> {
+pub(super) fn one_path(args: &[String], cmd: &str, hint: &str) -> Result<PathBuf> {
     match args {
         [] => bail!("database path required\nTry: litestream {cmd} {hint}/path/to/db"),
         [p] => super::absolute(p),
@@ -44,7 +44,7 @@ fn one_path(args: &[String], cmd: &str, hint: &str) -> Result<PathBuf> {
 }
 
 /// The answer of a successful call, or the daemon's error as `<cmd> failed: <error>`.
-fn ok(resp: JsonResponse, cmd: &str) -> Result<Value> {
+pub(super) fn ok(resp: JsonResponse, cmd: &str) -> Result<Value> {
     if resp.status == 200 {
         Ok(resp.body)
     } else {
@@ -133,7 +133,7 @@ struct StartStopOutput<'a> {
     socket: &'a Path,
 }
 
-fn str_field<'a>(v: &'a Value, k: &str) -> &'a str {
+pub(super) fn str_field<'a>(v: &'a Value, k: &str) -> &'a str {
     v.get(k).and_then(Value::as_str).unwrap_or("")
 }
 

@@ -11,6 +11,7 @@ mod ltx;
 mod replicate;
 mod reset;
 mod restore;
+mod role;
 mod status;
 mod version;
 
@@ -36,10 +37,12 @@ struct Cli {
 #[argh(subcommand)]
 enum Command {
     Databases(databases::Args),
+    Demote(role::DemoteArgs),
     Events(events::Args),
     Info(control::InfoArgs),
     List(control::ListArgs),
     Ltx(ltx::Args),
+    Promote(role::PromoteArgs),
     Register(control::RegisterArgs),
     Replicate(replicate::Args),
     Reset(reset::Args),
@@ -53,7 +56,8 @@ enum Command {
     Version(version::Args),
 }
 
-/// Flags that take no value: `-json=true` / `-json=false` are rewritten for them.
+/// Flags that take no value: `-json=true` / `-json=false` are rewritten for them (a test
+/// checks that every command's switches are here).
 const SWITCHES: &[&str] = &[
     "json",
     "wait",
@@ -65,6 +69,8 @@ const SWITCHES: &[&str] = &[
     "no-expand-env",
     "restore-if-db-not-exists",
     "verbose",
+    "f",
+    "follow",
     "help",
 ];
 
@@ -145,10 +151,12 @@ pub fn main() -> i32 {
     }
     let result = match cli.command {
         Command::Databases(a) => databases::run(a),
+        Command::Demote(a) => role::demote(a),
         Command::Events(a) => events::run(a),
         Command::Info(a) => control::info(a),
         Command::List(a) => control::list(a),
         Command::Ltx(a) => ltx::run(a),
+        Command::Promote(a) => role::promote(a),
         Command::Register(a) => control::register(a),
         Command::Replicate(a) => replicate::run(a),
         Command::Reset(a) => reset::run(a),
@@ -284,6 +292,60 @@ mod tests {
         assert_eq!(
             n(&["restore", "--", "-weird.db"]),
             ["restore", "--", "-weird.db"]
+        );
+    }
+
+    #[test]
+    fn every_switch_of_every_command_takes_go_booleans() {
+        let help = |args: &[&str]| match Cli::from_args(&["litestream"], args) {
+            Err(e) if e.status.is_ok() => e.output,
+            _ => panic!("{args:?}: no help"),
+        };
+        let top = help(&["--help"]);
+        let commands: Vec<&str> = top
+            .lines()
+            .skip_while(|l| !l.starts_with("Commands:"))
+            .skip(1)
+            // A command starts its line; its description may go on over indented lines.
+            .filter(|l| l.starts_with("  ") && !l.starts_with("   "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(
+            commands.contains(&"promote") && commands.contains(&"demote"),
+            "{top}"
+        );
+        let mut missing = vec![];
+        let mut seen = 0;
+        for cmd in commands {
+            let text = help(&[cmd, "--help"]);
+            let usage = text.lines().next().unwrap_or_default();
+            // In the usage line a switch is `[--json]` or `[-f]`, an option `[--timeout <timeout>]`.
+            for item in usage.split('[').skip(1) {
+                let item = item.split(']').next().unwrap_or_default();
+                if !item.starts_with('-') || item.contains('<') || item == "--help" {
+                    continue;
+                }
+                let name = item.trim_start_matches('-');
+                seen += 1;
+                // A short switch's long name is on its line of the options list: `-f, --follow`.
+                let long = text
+                    .lines()
+                    .find_map(|l| l.trim_start().strip_prefix(&format!("{item}, --")))
+                    .and_then(|rest| rest.split_whitespace().next());
+                for n in std::iter::once(name).chain(long) {
+                    if !SWITCHES.contains(&n) {
+                        missing.push(format!("{cmd} -{n}"));
+                    }
+                }
+            }
+        }
+        assert!(seen >= 20, "only {seen} switches found");
+        assert!(missing.is_empty(), "not in SWITCHES: {missing:?}");
+        assert_eq!(n(&["restore", "-f=true", "x"]), ["restore", "-f", "x"]);
+        assert_eq!(n(&["restore", "-f=false", "x"]), ["restore", "x"]);
+        assert_eq!(
+            n(&["restore", "-follow=true", "x"]),
+            ["restore", "--follow", "x"]
         );
     }
 

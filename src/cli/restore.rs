@@ -214,23 +214,7 @@ fn run_follow(
     interval: Duration,
     if_replica_exists: bool,
 ) -> Result<i32> {
-    let (at, resumed) = if non_empty_file(output) {
-        let Some(txid) = follow::read_txid(output)? else {
-            bail!(
-                "cannot resume follow mode: database exists but no -txid file found; delete the database to re-restore: {}",
-                output.display()
-            );
-        };
-        let newest = restore::list_all(client)?.iter().map(|f| f.max).max();
-        match newest {
-            None => bail!("{}: no LTX files found in the replica", client.url()),
-            Some(newest) if txid > newest => bail!(
-                "cannot resume follow mode: saved TXID {txid} is ahead of the replica's newest ({newest}); delete {} and {} to re-restore",
-                output.display(),
-                follow::txid_path(output).display()
-            ),
-            Some(_) => {}
-        }
+    let (at, resumed) = if let Some(txid) = follow::resume_point(client, output)? {
         log::info!(
             txid:% = txid,
             output:% = output.display();

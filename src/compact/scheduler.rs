@@ -16,7 +16,7 @@ use super::db::DbCompaction;
 use super::policy::{next_boundary, Schedule};
 use crate::duration;
 use crate::ltx::{Level, TxId};
-use crate::registry::Registry;
+use crate::registry::{DbStatus, Registry};
 use crate::replica::ReplicaClient;
 use crate::timefmt;
 
@@ -284,25 +284,24 @@ impl Worker {
         let paths: Vec<PathBuf> = self.dbs.keys().cloned().collect();
         for path in paths {
             let now = (self.clock)();
-            let replicated = self
-                .registry
-                .get(&path)
-                .map_or(TxId::ZERO, |v| v.replicated_txid);
+            let view = self.registry.get(&path);
+            let stopped = view.as_ref().is_some_and(|v| v.status == DbStatus::Stopped);
+            let replicated = view.map_or(TxId::ZERO, |v| v.replicated_txid);
             let tasks = self.tasks();
             let Some(entry) = self.dbs.get_mut(&path) else {
                 continue;
             };
-            if !entry.started {
-                if replicated == TxId::ZERO {
-                    // The database thread has not confirmed anything yet: look again soon.
-                    let retry = now + NOT_READY_RETRY.as_millis() as i64;
-                    for due in entry.due.values_mut() {
-                        *due = (*due).max(retry);
-                    }
-                    continue;
+            // Not yet: the database thread has not confirmed anything, or it is stopped
+            // (`litestream stop`, or its replica's lease refused or lost: not written by us,
+            // so its replica is left as it is). Look again soon.
+            if stopped || (!entry.started && replicated == TxId::ZERO) {
+                let retry = now + NOT_READY_RETRY.as_millis() as i64;
+                for due in entry.due.values_mut() {
+                    *due = (*due).max(retry);
                 }
-                entry.started = true;
+                continue;
             }
+            entry.started = true;
             let due: Vec<Task> = tasks
                 .into_iter()
                 .filter(|t| entry.due.get(t).is_some_and(|&d| d <= now))
@@ -388,7 +387,7 @@ mod tests {
     use super::*;
     use crate::compact::testutil::{Fixture, MIN, T0};
     use crate::ltx::testutil::EXT;
-    use crate::registry::{DbStatus, DbView};
+    use crate::registry::{DbView, Role};
 
     /// A database added (at startup or by `/register`) waits for each task's next interval
     /// boundary: a restart of many databases is not a burst of compactions.
@@ -431,22 +430,16 @@ mod tests {
         fx.l0(EXT, 1..=4);
         let registry = Arc::new(Registry::default());
         let (ctl, _ctl_rx) = bounded(1);
-        let view = DbView {
-            path: "/db".into(),
-            file_id: None,
-            replica_url: fx.client.url().to_string(),
-            status: DbStatus::Replicating,
-            txid: TxId::new(4),
-            replicated_txid: TxId::new(4),
-            last_sync_at: None,
-            last_error: None,
-            replica_error: None,
-            compaction_error: None,
-            dynamic: false,
-            meta_dir: "/db-litestream".into(),
-            behind_since: None,
-            activity: Default::default(),
-        };
+        let mut view = DbView::new(
+            "/db".into(),
+            None,
+            fx.client.url().to_string(),
+            Role::Primary,
+        );
+        view.status = DbStatus::Replicating;
+        view.txid = TxId::new(4);
+        view.replicated_txid = TxId::new(4);
+        view.meta_dir = "/db-litestream".into();
         registry.insert(view, ctl);
         let now = Arc::new(AtomicI64::new(T0 + 1));
         let fake = now.clone();

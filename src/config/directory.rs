@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use super::error::{ConfigError, ConfigErrorKind};
 use super::replica_section::parse_db_replicas;
-use super::sections::{parse_db_timings, parse_snapshot_section, SnapshotSection};
+use super::sections::{parse_db_role, parse_db_timings, parse_snapshot_section, SnapshotSection};
 use super::yaml::{Ctx, MapView, Node};
 use super::{default_meta_path, DbConfig, ReplicaConfig, ReplicaDefaults, META_DIR_SUFFIX};
 use crate::replica::url::join_path;
@@ -182,6 +182,11 @@ pub(super) fn parse_dir_entry(
     let mut template = DbConfig::new(dir.clone(), ReplicaConfig::default());
     template.replica = None;
     parse_db_timings(ctx, &mut m, &mut template)?;
+    if m.has("follow") {
+        // A follower would have to discover the primary's databases in the replica.
+        return Err(invalid(ctx, "'follow' is not supported with 'dir'"));
+    }
+    parse_db_role(ctx, &mut m, &mut template)?;
     let snapshot = match m.take("snapshot") {
         Some(f) => parse_snapshot_section(ctx, &f)?,
         None => SnapshotSection::default(),

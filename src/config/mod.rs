@@ -333,6 +333,35 @@ pub struct DbConfig {
     pub replica: Option<ReplicaConfig>,
     /// Legacy list form (`replicas`); 0.5 accepts at most one entry and never both forms.
     pub replicas: Vec<ReplicaConfig>,
+    /// The database's role in this daemon (`follow`, `follow-interval`, `lease`, `lease-ttl`).
+    pub role: RoleConfig,
+}
+
+/// Whether this daemon writes a database's replica or follows it, and how the replica's lease
+/// is used. Flat keys on the database entry, as Litestream's other per-database settings and
+/// as `restore -f -follow-interval`: a follower needs every setting of the replica section a
+/// primary has, and promotion makes that same replica the one it writes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoleConfig {
+    /// `follow: true`: keep the database a copy of the replica instead of replicating it.
+    pub follow: bool,
+    /// `follow-interval` (default 1s): how often a follower lists the replica.
+    pub follow_interval: Duration,
+    /// `lease: true`: as a primary, hold the replica's lease (`lock.json`) while writing it.
+    pub lease: bool,
+    /// `lease-ttl` (default 30s): how long a lease lasts unless renewed.
+    pub lease_ttl: Duration,
+}
+
+impl Default for RoleConfig {
+    fn default() -> RoleConfig {
+        RoleConfig {
+            follow: false,
+            follow_interval: crate::follow::DEFAULT_INTERVAL,
+            lease: false,
+            lease_ttl: crate::replica::lease::DEFAULT_TTL,
+        }
+    }
 }
 
 impl DbConfig {
@@ -348,6 +377,7 @@ impl DbConfig {
             truncate_page_n: DEFAULT_TRUNCATE_PAGE_N,
             replica: Some(replica),
             replicas: Vec::new(),
+            role: RoleConfig::default(),
         }
     }
 

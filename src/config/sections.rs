@@ -511,6 +511,7 @@ pub(super) fn parse_db(
         }
     }
     parse_db_timings(ctx, &mut m, &mut db)?;
+    parse_db_role(ctx, &mut m, &mut db)?;
     let snapshot = match m.take("snapshot") {
         Some(f) => parse_snapshot_section(ctx, &f)?,
         None => SnapshotSection::default(),
@@ -539,6 +540,52 @@ pub(super) fn take_db_path(
         .map_err(|e| f.error(ctx, ConfigErrorKind::Invalid, e))?;
     Ok(Located::at(resolved, &f))
 }
+
+/// `follow`, `follow-interval`, `lease`, `lease-ttl`: the database's role (see
+/// [`RoleConfig`](super::RoleConfig)).
+pub(super) fn parse_db_role(
+    ctx: &mut Ctx,
+    m: &mut MapView,
+    db: &mut DbConfig,
+) -> Result<(), ConfigError> {
+    let role = &mut db.role;
+    if let Some(f) = m.take("follow") {
+        role.follow = f.bool(ctx)?.unwrap_or(false);
+    }
+    let interval = m.take("follow-interval");
+    if let Some(f) = &interval {
+        role.follow_interval = f.positive_duration(ctx)?.unwrap_or(role.follow_interval);
+    }
+    if let Some(f) = m.take("lease") {
+        role.lease = f.bool(ctx)?.unwrap_or(false);
+    }
+    if let Some(f) = m.take("lease-ttl") {
+        let ttl = f.positive_duration(ctx)?.unwrap_or(role.lease_ttl);
+        if ttl < MIN_LEASE_TTL {
+            return Err(f.error(
+                ctx,
+                ConfigErrorKind::Invalid,
+                format!(
+                    "must be at least {} (got {}): the lease is renewed every third of it",
+                    crate::duration::format(MIN_LEASE_TTL),
+                    crate::duration::format(ttl)
+                ),
+            ));
+        }
+        role.lease_ttl = ttl;
+    }
+    if let Some(f) = interval.filter(|_| !db.role.follow) {
+        let msg = format!(
+            "key {} is only used with 'follow: true' (ignored)",
+            quote(&f.path)
+        );
+        ctx.warn(f.key, &f.path, msg);
+    }
+    Ok(())
+}
+
+/// The shortest `lease-ttl`: renewals every third of it must fit a slow request.
+const MIN_LEASE_TTL: Duration = Duration::from_secs(3);
 
 /// The per-database checkpoint and polling settings.
 pub(super) fn parse_db_timings(

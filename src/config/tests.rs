@@ -861,3 +861,59 @@ fn pattern_and_recursive_on_a_path_entry_are_warned_about() {
         ["litestream.yml:3:5: key \"dbs[0].pattern\" is only used with 'dir' (ignored)"]
     );
 }
+
+// --- roles: follow and lease -------------------------------------------------------------
+
+#[test]
+fn role_keys_default_to_a_primary_without_a_lease() {
+    let c = parse_ok("dbs:\n  - path: /d/a.db\n    replica:\n      url: file:///r\n");
+    assert_eq!(c.dbs[0].role, RoleConfig::default());
+    assert!(!c.dbs[0].role.follow && !c.dbs[0].role.lease);
+    assert_eq!(c.dbs[0].role.lease_ttl, Duration::from_secs(30));
+    assert_eq!(c.dbs[0].role.follow_interval, Duration::from_secs(1));
+    let c = parse_ok(
+        "dbs:\n  - path: /d/a.db\n    follow: true\n    follow-interval: 250ms\n    lease: true\n    lease-ttl: 1m\n    replica:\n      url: file:///r\n",
+    );
+    let role = &c.dbs[0].role;
+    assert!(role.follow && role.lease);
+    assert_eq!(role.follow_interval, Duration::from_millis(250));
+    assert_eq!(role.lease_ttl, Duration::from_secs(60));
+}
+
+#[test]
+fn role_keys_are_checked() {
+    let e = parse_err(
+        "dbs:\n  - path: /d/a.db\n    lease-ttl: 1s\n    replica:\n      url: file:///r\n",
+    );
+    assert!(e.to_string().contains("lease-ttl"), "{e}");
+    assert!(e.to_string().contains("at least 3s"), "{e}");
+    let e = parse_err(
+        "dbs:\n  - path: /d/a.db\n    follow: maybe\n    replica:\n      url: file:///r\n",
+    );
+    assert!(e.to_string().contains("follow"), "{e}");
+    let e = parse_err(
+        "dbs:\n  - path: /d/a.db\n    follow-interval: 0s\n    replica:\n      url: file:///r\n",
+    );
+    assert!(e.to_string().contains("follow-interval"), "{e}");
+    let e = parse_err(
+        "dbs:\n  - dir: /d\n    pattern: '*.db'\n    follow: true\n    replica:\n      url: file:///r\n",
+    );
+    assert!(
+        e.to_string()
+            .contains("'follow' is not supported with 'dir'"),
+        "{e}"
+    );
+    // A directory's databases may hold the lease.
+    let c = parse_ok(
+        "dbs:\n  - dir: /d\n    pattern: '*.db'\n    lease: true\n    replica:\n      url: file:///r\n",
+    );
+    assert!(c.dirs[0].entry(Path::new("/d/a.db")).role.lease);
+    let w = warnings(
+        "dbs:\n  - path: /d/a.db\n    follow-interval: 5s\n    replica:\n      url: file:///r\n",
+    );
+    assert!(
+        w.iter()
+            .any(|w| w.contains("follow-interval") && w.contains("follow: true")),
+        "{w:?}"
+    );
+}

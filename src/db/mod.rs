@@ -130,6 +130,12 @@ pub enum DbCommand {
     Pause { reply: Sender<bool> },
     /// Resume after `Pause`; answers whether it was stopped.
     Resume { reply: Sender<bool> },
+    /// Become the primary (a follower's thread only; see [`crate::follower`]): take the
+    /// replica's lease, waiting until `deadline`, apply the rest, answer, and exit.
+    Promote {
+        deadline: Instant,
+        reply: Sender<Result<crate::follower::Promotion, crate::follower::RoleError>>,
+    },
     /// Final pass, then wait for uploads until `deadline`, then exit.
     Shutdown {
         deadline: Instant,
@@ -376,10 +382,22 @@ impl DbThread {
                 if was_stopped {
                     self.paused = false;
                     self.next_pass = Instant::now();
+                    // A start is an operator saying "try now": a replica that failed (or a
+                    // lease that was refused) is tried again at once, not after its backoff.
+                    if self.st.uploads.retry_at.is_some() {
+                        self.st.uploads.retry_at = Some(Instant::now());
+                        self.st.uploads.failures = 0;
+                    }
                     self.st.set_status(DbStatus::Open, None);
                     log::info!(db:% = self.path().display(); "replication started");
                 }
                 let _ = reply.send(was_stopped);
+            }
+            DbCommand::Promote { reply, .. } => {
+                let _ = reply.send(Err(crate::follower::RoleError::Conflict(format!(
+                    "{} is a primary here, not a follower",
+                    self.path().display()
+                ))));
             }
             DbCommand::Shutdown { .. } => unreachable!("handled in run"),
         }
@@ -686,6 +704,11 @@ impl DbThread {
                 }
                 Ok(DbCommand::Shutdown { reply, .. }) => {
                     let _ = reply.send(());
+                }
+                Ok(DbCommand::Promote { reply, .. }) => {
+                    let _ = reply.send(Err(crate::follower::RoleError::Conflict(
+                        "shutting down".into(),
+                    )));
                 }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,

@@ -209,6 +209,11 @@ impl Leaser {
         self
     }
 
+    /// The replica's URL, for logs and errors.
+    pub fn url(&self) -> &str {
+        self.store.url()
+    }
+
     /// Who this leaser takes leases as.
     pub fn owner(&self) -> &str {
         &self.owner
@@ -234,15 +239,28 @@ impl Leaser {
         if let Some(e) = existing.as_ref().filter(|e| !e.is_expired(now)) {
             return Err(self.held(e));
         }
+        self.replace(existing.as_ref())
+    }
+
+    /// Takes over `stale`, a lease whose holder is known to be gone although it has not
+    /// expired (this host's process that held it has exited): written only if `lock.json` is
+    /// still that version.
+    pub fn take_over(&self, stale: &Lease) -> Result<Lease, LeaseError> {
+        self.replace(Some(stale))
+    }
+
+    /// Writes a new lease of ours over `existing` (`None`: there is none), conditionally.
+    fn replace(&self, existing: Option<&Lease>) -> Result<Lease, LeaseError> {
+        let now = (self.clock)();
         let mut lease = Lease {
-            generation: existing.as_ref().map_or(1, |e| e.generation + 1),
+            generation: existing.map_or(1, |e| e.generation + 1),
             expires_at_ms: now + self.ttl.as_millis() as i64,
             owner: self.owner.clone(),
             etag: String::new(),
         };
         match self
             .store
-            .write(&lease.to_json(), existing.as_ref().map(|e| e.etag.as_str()))
+            .write(&lease.to_json(), existing.map(|e| e.etag.as_str()))
         {
             Ok(etag) => {
                 lease.etag = etag;
@@ -343,6 +361,35 @@ pub fn open(url: &str, target: &ReplicaTarget) -> anyhow::Result<Leaser> {
     Ok(Leaser::new(store))
 }
 
+/// The host part of an owner name (`host:pid`); `None` for `pid-<pid>` or an empty owner.
+pub fn owner_host(owner: &str) -> Option<&str> {
+    match owner.rsplit_once(':') {
+        Some((host, pid)) if !host.is_empty() && pid.parse::<u32>().is_ok() => Some(host),
+        _ => None,
+    }
+}
+
+/// Whether `owner` names a process of this host that no longer runs (or this very process):
+/// a lease it left behind after a crash can be taken over at once instead of after its TTL,
+/// since the meta directory's owner lock already keeps two daemons of one host apart.
+pub fn owner_is_gone_or_us(owner: &str) -> bool {
+    let Some((host, pid)) = owner.rsplit_once(':') else {
+        return false;
+    };
+    let Ok(pid) = pid.parse::<i32>() else {
+        return false;
+    };
+    if hostname().as_deref() != Some(host) {
+        return false;
+    }
+    if pid == std::process::id() as i32 {
+        return true;
+    }
+    // SAFETY: kill with signal 0 sends nothing; it only checks that the process exists.
+    let rc = unsafe { libc::kill(pid, 0) };
+    rc != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
 /// `host:pid`, or `pid-<pid>` without a host name: how Litestream's `NewLeaser` names owners.
 pub fn default_owner() -> String {
     let pid = std::process::id();
@@ -406,6 +453,23 @@ mod tests {
             e.to_string(),
             "s3://b/p: lease already held by web-1:4242 until 2025-06-01T12:00:30Z"
         );
+    }
+
+    #[test]
+    fn owner_names_tell_their_host_and_whether_they_are_gone() {
+        assert_eq!(owner_host("web-1:4242"), Some("web-1"));
+        assert_eq!(owner_host("pid-4242"), None);
+        assert_eq!(owner_host(""), None);
+        assert!(owner_is_gone_or_us(&default_owner()) || default_owner().starts_with("pid-"));
+        let host = hostname().unwrap_or_default();
+        // Our parent runs; a pid beyond the kernel's maximum never does.
+        let parent = std::os::unix::process::parent_id();
+        assert!(!owner_is_gone_or_us(&format!("{host}:{parent}")));
+        assert_eq!(
+            owner_is_gone_or_us(&format!("{host}:2147483647")),
+            !host.is_empty()
+        );
+        assert!(!owner_is_gone_or_us("another-host-of-the-fleet:2147483647"));
     }
 
     #[test]

@@ -26,6 +26,21 @@ struct DbSummary {
     replica_error: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     compaction_error: Option<String>,
+    /// `primary` or `follower`.
+    role: &'static str,
+    /// A follower's primary, by host name (from the replica's lease), when known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    primary: Option<String>,
+    /// The replica lease this daemon holds for the database.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lease: Option<LeaseSummary>,
+}
+
+#[derive(Serialize)]
+struct LeaseSummary {
+    owner: String,
+    generation: i64,
+    expires_at: String,
 }
 
 #[derive(Serialize)]
@@ -50,6 +65,13 @@ pub(super) fn list(ctx: &Ctx) -> ListBody {
             error: v.last_error,
             replica_error: v.replica_error,
             compaction_error: v.compaction_error,
+            role: v.role.as_str(),
+            primary: v.primary_host,
+            lease: v.lease.map(|l| LeaseSummary {
+                owner: l.owner,
+                generation: l.generation,
+                expires_at: timefmt::rfc3339_ms(l.expires_at_ms),
+            }),
         })
         .collect();
     ListBody { databases }

@@ -12,6 +12,7 @@ use super::reply::{not_found, respond, ApiError};
 use super::request::query_param;
 use super::Ctx;
 use crate::events::Event;
+use crate::registry::Role;
 
 /// How often an idle event stream writes a blank line to find out whether its client is gone.
 const EVENTS_HEARTBEAT: Duration = Duration::from_secs(30);
@@ -50,6 +51,22 @@ fn events_filter(db: &str, ctx: &Ctx) -> Result<PathBuf, ApiError> {
     }
 }
 
+/// The stream's first event: this node's role for the database the stream is filtered to, or
+/// for the node as a whole (a primary unless it follows a database; then the host name of
+/// the first followed database's primary, when known).
+fn init_event(ctx: &Ctx, filter: Option<&Path>) -> Event {
+    let registry = ctx.daemon.store.registry();
+    let views = match filter {
+        Some(p) => registry.get(p).into_iter().collect(),
+        None => registry.list(),
+    };
+    let follower = views.into_iter().find(|v| v.role == Role::Follower);
+    Event::Init {
+        is_primary: follower.is_none(),
+        hostname: follower.and_then(|v| v.primary_host),
+    }
+}
+
 /// `GET /events`: newline-delimited JSON, one chunk per event, flushed as it happens.
 pub(super) fn stream_events(rq: Request, query: &str, ctx: &Ctx) {
     let filter = match query_param(query, "db")
@@ -61,17 +78,14 @@ pub(super) fn stream_events(rq: Request, query: &str, ctx: &Ctx) {
     };
     let _long = ctx.long_requests.begin();
     let hub = ctx.daemon.store.events().clone();
+    let filter_path = filter.clone();
     let sub = hub.subscribe(filter);
     // A write blocked for longer than the deadline (the client stopped reading) fails, and
     // the loop below ends the stream and closes the connection.
     crate::ipc::server::bound_send_time_of_accepted(crate::ipc::server::SEND_DEADLINE);
     let mut w = rq.into_writer();
     let head = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
-    let init = Event::Init {
-        is_primary: true,
-        hostname: None,
-    }
-    .to_json();
+    let init = init_event(ctx, filter_path.as_deref()).to_json();
     if w.write_all(head.as_bytes())
         .and_then(|_| write_chunk(&mut w, &init))
         .is_err()

@@ -147,6 +147,10 @@ pub(super) fn start_stop(rq: PathRequest, ctx: &Ctx, start: bool) -> Answer {
         ApiError::new(503, "database thread did not answer")
             .details(format!("within {}", crate::duration::format(timeout)))
     })?;
+    if start {
+        // A database stopped because its replica's lease was refused or lost: try again.
+        ctx.daemon.store.retry_lease(&path);
+    }
     let status = match (start, changed) {
         (true, true) => "started",
         (true, false) => "already_running",

@@ -3,7 +3,7 @@
 //!
 //! This file dispatches a request to its endpoint; each group of endpoints has its own file:
 //! `databases.rs` (`/list`, `/info`, `/txid`), `lifecycle.rs` (`/register`, `/unregister`,
-//! `/start`, `/stop`), `sync.rs` (`/sync`), `events.rs` (`/events`), `diagnostics.rs`
+//! `/start`, `/stop`), `roles.rs` (`/promote`, `/demote`), `sync.rs` (`/sync`), `events.rs` (`/events`), `diagnostics.rs`
 //! (`/debug/sync-status`, `/metrics`); `request.rs` and `reply.rs` parse requests and write
 //! answers and errors for all of them; `long_requests.rs` counts the requests that stay open.
 
@@ -14,6 +14,7 @@ mod lifecycle;
 mod long_requests;
 mod reply;
 mod request;
+mod roles;
 mod sync;
 
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use self::events::stream_events;
 use self::lifecycle::{register, start_stop, unregister};
 use self::reply::{ok, respond, Answer, ApiError};
 use self::request::read_json;
+use self::roles::change_role;
 use self::sync::sync;
 
 pub use self::long_requests::{LongRequest, LongRequests};
@@ -108,10 +110,15 @@ fn route(rq: &mut Request, method: &Method, path: &str, query: &str, ctx: &Ctx) 
         ("/sync", Method::Post) => sync(read_json(rq)?, ctx),
         ("/start", Method::Post) => start_stop(read_json(rq)?, ctx, true),
         ("/stop", Method::Post) => start_stop(read_json(rq)?, ctx, false),
+        ("/promote", Method::Post) => change_role(read_json(rq)?, ctx, true),
+        ("/demote", Method::Post) => change_role(read_json(rq)?, ctx, false),
         ("/list" | "/info" | "/txid" | "/events" | "/metrics" | "/debug/sync-status", _) => {
             allow("GET")
         }
-        ("/register" | "/unregister" | "/sync" | "/start" | "/stop", _) => allow("POST"),
+        (
+            "/register" | "/unregister" | "/sync" | "/start" | "/stop" | "/promote" | "/demote",
+            _,
+        ) => allow("POST"),
         _ => Err(ApiError::new(404, "not found").details(format!("no endpoint {path}"))),
     }
 }

@@ -89,6 +89,32 @@ pub(super) fn timeout_field(t: Option<f64>, default: f64) -> Result<Duration, Ap
     Ok(Duration::from_secs_f64(t.min(86_400.0)))
 }
 
+/// A `timeout` given as seconds (`30`, as `/sync` and `/stop` take it) or as a Go duration
+/// (`"1m30s"`, as the CLI's `-timeout` flags are written).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum TimeoutValue {
+    Seconds(f64),
+    Duration(String),
+}
+
+/// A `timeout` field in either form; `default` when absent.
+pub(super) fn timeout_value(
+    t: Option<TimeoutValue>,
+    default: Duration,
+) -> Result<Duration, ApiError> {
+    match t {
+        None => Ok(default),
+        Some(TimeoutValue::Seconds(s)) => timeout_field(Some(s), default.as_secs_f64()),
+        Some(TimeoutValue::Duration(text)) => match crate::duration::parse(&text) {
+            Ok(d) if !d.is_zero() => Ok(d.min(Duration::from_secs(86_400))),
+            Ok(_) => Err(ApiError::new(400, "invalid timeout")
+                .details(format!("{text:?} (want more than 0)"))),
+            Err(e) => Err(ApiError::new(400, "invalid timeout").details(format!("{text:?}: {e}"))),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,5 +132,20 @@ mod tests {
         assert_eq!(query_param("x=1", "path"), None);
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
+    }
+
+    #[test]
+    fn timeouts_are_seconds_or_go_durations() {
+        let d = Duration::from_secs(60);
+        let parse = |json: &str| {
+            let v: Option<TimeoutValue> = serde_json::from_str(json).unwrap();
+            timeout_value(v, d).map_err(|e| e.details.unwrap_or_default())
+        };
+        assert_eq!(parse("null").ok(), Some(d));
+        assert_eq!(parse("2.5").ok(), Some(Duration::from_millis(2500)));
+        assert_eq!(parse("\"1m30s\"").ok(), Some(Duration::from_secs(90)));
+        assert!(parse("\"0s\"").unwrap_err().contains("more than 0"));
+        assert!(parse("\"soon\"").unwrap_err().contains("soon"));
+        assert!(parse("-1").is_err());
     }
 }
