@@ -70,6 +70,9 @@ pub struct Store {
     keeper: LeaseKeeper,
     /// How each database runs, for role changes.
     specs: Mutex<HashMap<PathBuf, DbSpec>>,
+    /// Databases whose role is being changed: a second promotion or demotion of one is
+    /// refused rather than queued behind the first.
+    changing: Mutex<std::collections::HashSet<PathBuf>>,
 }
 
 /// Outcome of [`Store::add`].
@@ -124,6 +127,7 @@ impl Store {
             compactor: Mutex::new(compactor),
             keeper,
             specs: Mutex::new(HashMap::new()),
+            changing: Mutex::new(Default::default()),
         })
     }
 
@@ -223,6 +227,7 @@ impl Store {
     /// for the primary's to be released or to expire), applies the rest, and a primary thread
     /// replaces it. Returns the txid it starts from.
     pub fn promote(&self, path: &Path, timeout: Duration) -> Result<TxId, RoleError> {
+        let _changing = self.begin_role_change(path)?;
         let view = self
             .registry
             .get(path)
@@ -295,6 +300,7 @@ impl Store {
     /// transaction, stops, gives the lease back, and a follower of its replica replaces it.
     /// Nothing changes when the replica cannot confirm within `timeout`.
     pub fn demote(&self, path: &Path, timeout: Duration) -> Result<TxId, RoleError> {
+        let _changing = self.begin_role_change(path)?;
         let view = self
             .registry
             .get(path)
@@ -400,6 +406,22 @@ impl Store {
             path: Some(path.to_path_buf()),
         });
         Ok(txid)
+    }
+
+    /// Marks `path` as changing role until the guard drops; refused while another change of
+    /// it runs.
+    fn begin_role_change(&self, path: &Path) -> Result<RoleChange<'_>, RoleError> {
+        let mut changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+        if !changing.insert(path.to_path_buf()) {
+            return Err(RoleError::Conflict(format!(
+                "{}: a promotion or demotion is already in progress",
+                path.display()
+            )));
+        }
+        Ok(RoleChange {
+            store: self,
+            path: path.to_path_buf(),
+        })
     }
 
     /// `litestream start` of a database whose lease was refused or lost: try to take it again.
@@ -510,6 +532,23 @@ impl Store {
     /// Uptime-related facts for `/info`.
     pub fn started_at(&self) -> SystemTime {
         self.registry.started_at()
+    }
+}
+
+/// A role change in progress (see [`Store::begin_role_change`]).
+struct RoleChange<'a> {
+    store: &'a Store,
+    path: PathBuf,
+}
+
+impl Drop for RoleChange<'_> {
+    fn drop(&mut self) {
+        let mut changing = self
+            .store
+            .changing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        changing.remove(&self.path);
     }
 }
 
