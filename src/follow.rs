@@ -39,7 +39,7 @@ use crossbeam_channel::Receiver;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior};
 
 use crate::durable;
-use crate::ltx::{self, Checksum, PageChecksums, TxId};
+use crate::ltx::{self, Checksum, Level, PageChecksums, TxId};
 use crate::replica::{LtxFileInfo, ReplicaClient};
 use crate::restore;
 
@@ -272,7 +272,7 @@ impl<'a> Follower<'a> {
         let mut applied = 0;
         let l0 = self
             .client
-            .ltx_files(0)
+            .ltx_files(Level::L0)
             .with_context(|| format!("{}: list level 0", self.client.url()))?;
         loop {
             if stop() {

@@ -31,7 +31,7 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 
 use crate::db::DbCommand;
 use crate::events::{Event, EventHub};
-use crate::ltx::TxId;
+use crate::ltx::{Level, TxId};
 use crate::registry::{LeaseView, Registry};
 use crate::replica::error::{ErrorKind, ReplicaError};
 use crate::replica::lease::{self, Lease, LeaseError, Leaser};
@@ -105,17 +105,22 @@ impl ReplicaClient for LeasedClient {
         self.inner.url()
     }
 
-    fn ltx_files(&self, level: u8) -> replica::Result<Vec<LtxFileInfo>> {
+    fn ltx_files(&self, level: Level) -> replica::Result<Vec<LtxFileInfo>> {
         self.inner.ltx_files(level)
     }
 
-    fn open_ltx(&self, level: u8, min: TxId, max: TxId) -> replica::Result<Box<dyn Read + Send>> {
+    fn open_ltx(
+        &self,
+        level: Level,
+        min: TxId,
+        max: TxId,
+    ) -> replica::Result<Box<dyn Read + Send>> {
         self.inner.open_ltx(level, min, max)
     }
 
     fn put_ltx(
         &self,
-        level: u8,
+        level: Level,
         min: TxId,
         max: TxId,
         timestamp_ms: i64,
@@ -126,7 +131,7 @@ impl ReplicaClient for LeasedClient {
         self.inner.put_ltx(level, min, max, timestamp_ms, src)
     }
 
-    fn delete_ltx(&self, level: u8, files: &[(TxId, TxId)]) -> replica::Result<()> {
+    fn delete_ltx(&self, level: Level, files: &[(TxId, TxId)]) -> replica::Result<()> {
         self.gate.check("delete", &format!("{level}/"))?;
         self.inner.delete_ltx(level, files)
     }

@@ -20,11 +20,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 
 use crate::durable;
-use crate::ltx::{self, Checksum, PageChecksums, TxId};
+use crate::ltx::{self, Checksum, Level, PageChecksums, TxId};
 
 mod pipeline;
 pub mod progress;
-use crate::replica::{self, LtxFileInfo, ReplicaClient};
+use crate::replica::{LtxFileInfo, ReplicaClient};
 
 /// What state to restore.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,7 +59,7 @@ pub struct Report {
 /// Every LTX file in the replica, all levels.
 pub fn list_all(client: &dyn ReplicaClient) -> Result<Vec<LtxFileInfo>> {
     let mut all = vec![];
-    for level in replica::all_levels() {
+    for level in Level::all() {
         all.extend(
             client
                 .ltx_files(level)
@@ -231,7 +231,7 @@ pub(crate) mod tests {
     /// An LTX file of `level` covering `min..=max`, for plans built in tests.
     pub(crate) fn f(level: u8, min: u64, max: u64) -> LtxFileInfo {
         LtxFileInfo {
-            level,
+            level: Level::new(level).unwrap(),
             min: TxId::new(min),
             max: TxId::new(max),
             size: 1,
@@ -268,7 +268,7 @@ pub(crate) mod tests {
         assert_eq!(
             at5.files
                 .iter()
-                .map(|f| (f.level, f.max.get()))
+                .map(|f| (f.level.get(), f.max.get()))
                 .collect::<Vec<_>>(),
             [(1, 2), (1, 3), (0, 4), (0, 5)]
         );
@@ -276,7 +276,7 @@ pub(crate) mod tests {
         assert_eq!(
             at1.files
                 .iter()
-                .map(|f| (f.level, f.max.get()))
+                .map(|f| (f.level.get(), f.max.get()))
                 .collect::<Vec<_>>(),
             [(9, 1)]
         );

@@ -17,11 +17,14 @@ use common::*;
 /// restarts during the burst; every restart is followed (every row restores).
 #[test]
 fn write_burst_keeps_the_wal_small_and_every_restart_is_followed() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir,
+        db,
+        replica,
+        config,
+    } = OneDb::with_config("", "");
     create_db(&db);
-    let replica = format!("file://{}", dir.path("replica").display());
-    let config = write_config(dir.dir.path(), &[(&db, &replica)], "", "");
+    let replica = file_url(&replica);
     let daemon = Daemon::start(&config);
     daemon.sync_wait(&db);
     let wal = dir.path("app.db-wal");

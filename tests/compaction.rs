@@ -15,33 +15,8 @@ use std::time::Duration;
 use common::*;
 use serde_json::Value;
 
-/// `(level, min, max)` of every LTX file in a file replica, sorted.
-fn files(root: &Path) -> Vec<(u8, u64, u64)> {
-    let mut out = vec![];
-    for level in 0..=9u8 {
-        let Ok(rd) = std::fs::read_dir(root.join("ltx").join(level.to_string())) else {
-            continue;
-        };
-        for e in rd.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if let Some((min, max)) = litestream::ltx::parse_file_name(&name) {
-                out.push((level, min.get(), max.get()));
-            }
-        }
-    }
-    out.sort();
-    out
-}
-
-fn at_level(all: &[(u8, u64, u64)], level: u8) -> Vec<(u64, u64)> {
-    all.iter()
-        .filter(|f| f.0 == level)
-        .map(|f| (f.1, f.2))
-        .collect()
-}
-
 fn max_at(root: &Path, level: u8) -> u64 {
-    at_level(&files(root), level)
+    level_files(root, level)
         .iter()
         .map(|f| f.1)
         .max()
@@ -212,7 +187,7 @@ fn levels_snapshots_and_retention_keep_every_restore_point() {
         Duration::from_secs(30),
         "two L3 files and two snapshots",
         || {
-            let all = files(&replica);
+            let all = replica_files(&replica);
             at_level(&all, 3).len() >= 2 && at_level(&all, 9).len() >= 2
         },
     );
@@ -234,7 +209,7 @@ fn levels_snapshots_and_retention_keep_every_restore_point() {
     }
     assert!(!log.contains("ERROR"), "{log}");
 
-    let all = files(&replica);
+    let all = replica_files(&replica);
     let l0: Vec<u64> = at_level(&all, 0).iter().map(|f| f.1).collect();
     assert_eq!(l0, (1..=t1).collect::<Vec<_>>(), "no L0 file deleted yet");
     // Snapshot retention keeps no level-1..3 file entirely below the oldest snapshot (but
@@ -292,7 +267,7 @@ fn levels_snapshots_and_retention_keep_every_restore_point() {
         Duration::from_secs(30),
         "L0 retention and new writes",
         || {
-            let l0 = at_level(&files(&replica), 0);
+            let l0 = at_level(&replica_files(&replica), 0);
             l0.first().is_some_and(|f| f.0 > 1) && l0.last().is_some_and(|f| f.1 > t1 + 20)
         },
     );
@@ -309,7 +284,7 @@ fn levels_snapshots_and_retention_keep_every_restore_point() {
     assert!(!log.contains("retention refused"), "{log}");
     assert!(!log.contains("ERROR"), "{log}");
 
-    let all = files(&replica);
+    let all = replica_files(&replica);
     let l0 = at_level(&all, 0);
     assert_eq!(
         l0.last().unwrap().1,
@@ -346,10 +321,10 @@ fn levels_snapshots_and_retention_keep_every_restore_point() {
     write_config(dir.dir.path(), &[(&db, &url)], FAST_DB, &top);
     let daemon = Daemon::start(&config);
     wait_until(Duration::from_secs(20), "snapshot retention", || {
-        at_level(&files(&replica), 9) == [(1, t2)]
+        at_level(&replica_files(&replica), 9) == [(1, t2)]
     });
     assert_eq!(daemon.terminate(), 0);
-    let all = files(&replica);
+    let all = replica_files(&replica);
     assert_eq!(at_level(&all, 0), [(t2, t2)], "{all:?}");
     for level in 1..=3 {
         assert_eq!(at_level(&all, level).len(), 1, "{all:?}");
@@ -420,7 +395,7 @@ fn we_compact_a_replica_litestream_wrote() {
     assert_eq!(daemon.terminate(), 0);
     assert!(!log.contains("ERROR"), "{log}");
 
-    let all = files(&replica);
+    let all = replica_files(&replica);
     // Litestream's last file carries no database checksum to continue from: our first file
     // is a snapshot, 1-b.
     assert!(all.contains(&(9, 1, 11)), "{all:?}");

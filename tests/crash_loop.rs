@@ -75,18 +75,19 @@ fn crash_loop_loses_no_acknowledged_row() {
         .unwrap_or_else(|| rand_range(1, u64::MAX - 1));
     eprintln!("crash loop: {trials} trials, CRASH_SEED={seed}");
     let mut rng = Rng(seed);
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
-    create_db(&db);
-    let replica = format!("file://{}", dir.path("replica").display());
     // A small checkpoint threshold (many WAL generations) and fast compaction levels, so the
     // kills land in checkpoints and compactions as well as in syncs and uploads.
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &replica)],
+    let OneDb {
+        dir,
+        db,
+        replica,
+        config,
+    } = OneDb::with_config(
         "    min-checkpoint-page-count: 64\n",
         "levels:\n  - interval: 1s\n  - interval: 3s\n",
     );
+    create_db(&db);
+    let replica = file_url(&replica);
     let mut acked: i64 = 0;
     let mut offline_done = vec![];
     let started = Instant::now();

@@ -74,6 +74,14 @@ impl Tmpfs {
         );
     }
 
+    /// Fills the filesystem with a file `dummy` but for about `keep` bytes; returns its path.
+    fn fill_but(&self, keep: u64) -> PathBuf {
+        let dummy = self.dir.join("dummy");
+        let free = self.available();
+        std::fs::write(&dummy, vec![0u8; free.saturating_sub(keep) as usize]).unwrap();
+        dummy
+    }
+
     /// Bytes still free.
     fn available(&self) -> u64 {
         let c = std::ffi::CString::new(self.dir.as_os_str().as_encoded_bytes()).unwrap();
@@ -90,6 +98,53 @@ impl Drop for Tmpfs {
     }
 }
 
+/// `app.db` replicating to `replica`, its `meta-path` (`meta`, returned third) on a tmpfs
+/// mounted with `options` (returned second); `extra_top` is added to the config. `None` when
+/// the test is to be skipped (see [`Tmpfs::mount`]). Bind the parts in this order, so that the
+/// tmpfs is unmounted before the directory it is mounted in is removed.
+fn meta_on_tmpfs(options: &str, extra_top: &str) -> Option<(OneDb, Tmpfs, PathBuf)> {
+    let dir = TestDir::new();
+    let fs = Tmpfs::mount(&dir.path("meta-fs"), options)?;
+    let meta = fs.dir.join("meta");
+    let replica = dir.path("replica");
+    let extra_db = format!("    meta-path: {}\n", meta.display());
+    Some((OneDb::in_dir(dir, replica, &extra_db, extra_top), fs, meta))
+}
+
+/// The start every test shares: the database opened (for bulk inserts), the daemon started, a
+/// writer committing 100 rows a second seen moving, and a first waited sync.
+fn start_writing(db: &Path, config: &Path) -> (Connection, Daemon, Writer) {
+    let conn = create_db(db);
+    let daemon = Daemon::start(config);
+    let writer = Writer::start(db, 100);
+    assert_writer_moves(&writer, 10, "at the start");
+    daemon.sync_wait(db);
+    (conn, daemon, writer)
+}
+
+/// Bulk transactions, each synced without waiting, until the `/list` entry's `field`
+/// (`error`: the spool; `replica_error`: the uploads) names ENOSPC.
+fn fill_until_enospc(conn: &Connection, d: &Daemon, db: &Path, field: &str, what: &str) {
+    wait_until(WAIT, what, || {
+        bulk_insert(conn);
+        sync_now(d, db);
+        list_entry(d, db)[field]
+            .as_str()
+            .is_some_and(|e| e.contains(ENOSPC))
+    });
+}
+
+/// Waits (up to `RECOVER`) until the entry shows neither `error` nor `replica_error`; returns
+/// how long that took.
+fn wait_errors_clear(d: &Daemon, db: &Path, what: &str) -> Duration {
+    let started = Instant::now();
+    wait_until(RECOVER, what, || {
+        let e = list_entry(d, db);
+        e["error"].is_null() && e["replica_error"].is_null()
+    });
+    started.elapsed()
+}
+
 /// Adds about 200 KB of incompressible rows to table `bulk` in one transaction.
 fn bulk_insert(conn: &Connection) {
     conn.execute_batch(
@@ -103,8 +158,7 @@ fn bulk_insert(conn: &Connection) {
 /// A sync pass without waiting for the replica, so each bulk transaction gets its own LTX
 /// file (the answer does not matter here: it fails while the spool cannot be written).
 fn sync_now(d: &Daemon, db: &Path) {
-    let body = format!(r#"{{"path":"{}"}}"#, db.display());
-    d.request("POST", "/sync", Some(&body));
+    d.request("POST", "/sync", Some(&path_body(db)));
 }
 
 /// Every row of `bulk` as (rowid, blob), to compare a restore with the source.
@@ -178,9 +232,10 @@ fn temp_files(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
-/// After recovery: a clean waited sync, then a restore equal to the source (every row the
-/// writer committed, and every bulk row).
-fn assert_restore_equals_source(d: &Daemon, db: &Path, replica: &Path, out: &Path, last: i64) {
+/// After recovery: the writer stopped, a clean waited sync, then a restore into `out` equal to
+/// the source (every row the writer committed, and every bulk row).
+fn assert_restore_equals_source(writer: Writer, d: &Daemon, db: &Path, replica: &Path, out: &Path) {
+    let last = writer.stop();
     d.sync_wait(db);
     restore(&file_url(replica), out, &[]);
     assert_eq!(integrity(out), "ok");
@@ -199,34 +254,30 @@ fn assert_restore_equals_source(d: &Daemon, db: &Path, replica: &Path, out: &Pat
 #[test]
 fn a_full_replica_directory_is_an_error_until_it_has_room_and_loses_nothing() {
     let dir = TestDir::new();
-    let mnt = dir.path("replica-fs");
-    let Some(fs) = Tmpfs::mount(&mnt, "size=1m") else {
+    let Some(fs) = Tmpfs::mount(&dir.path("replica-fs"), "size=1m") else {
         return;
     };
-    let replica = mnt.join("replica");
-    let db = dir.path("app.db");
+    let replica = fs.dir.join("replica");
     // Compaction every second or two writes into the full replica too.
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&replica))],
+    let OneDb {
+        dir, db, config, ..
+    } = OneDb::in_dir(
+        dir,
+        replica.clone(),
         "",
         "levels:\n  - interval: 1s\n  - interval: 2s\n",
     );
-    let conn = create_db(&db);
-    let mut daemon = Daemon::start(&config);
-    let writer = Writer::start(&db, 100);
-    assert_writer_moves(&writer, 10, "at the start");
-    daemon.sync_wait(&db);
+    let (conn, mut daemon, writer) = start_writing(&db, &config);
 
     // Fill the replica: 200 KB transactions until an upload fails for want of space.
     let started = Instant::now();
-    wait_until(WAIT, "an upload to fail with ENOSPC", || {
-        bulk_insert(&conn);
-        sync_now(&daemon, &db);
-        list_entry(&daemon, &db)["replica_error"]
-            .as_str()
-            .is_some_and(|e| e.contains(ENOSPC))
-    });
+    fill_until_enospc(
+        &conn,
+        &daemon,
+        &db,
+        "replica_error",
+        "an upload to fail with ENOSPC",
+    );
     eprintln!("replica full after {:?}", started.elapsed());
     let entry = list_entry(&daemon, &db);
     let error = entry["replica_error"].as_str().unwrap();
@@ -275,9 +326,8 @@ fn a_full_replica_directory_is_an_error_until_it_has_room_and_loses_nothing() {
     );
     daemon.sync_wait(&db);
     assert_writer_moves(&writer, 10, "after recovery");
-    let last = writer.stop();
     let out = dir.path("restored.db");
-    assert_restore_equals_source(&daemon, &db, &replica, &out, last);
+    assert_restore_equals_source(writer, &daemon, &db, &replica, &out);
     wait_until(WAIT, "the compaction error to clear", || {
         list_entry(&daemon, &db)["compaction_error"].is_null()
     });
@@ -295,46 +345,35 @@ fn a_full_replica_directory_is_an_error_until_it_has_room_and_loses_nothing() {
 /// no panic; once space is freed, replication catches up and a restore equals the source.
 #[test]
 fn a_full_meta_path_is_an_error_until_it_has_room_and_loses_nothing() {
-    let dir = TestDir::new();
-    let mnt = dir.path("meta-fs");
-    let Some(fs) = Tmpfs::mount(&mnt, "size=16m") else {
+    let Some((
+        OneDb {
+            dir,
+            db,
+            replica,
+            config,
+        },
+        fs,
+        meta,
+    )) = meta_on_tmpfs("size=16m", "")
+    else {
         return;
     };
-    let meta = mnt.join("meta");
-    let replica = dir.path("replica");
-    let db = dir.path("app.db");
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&replica))],
-        &format!("    meta-path: {}\n", meta.display()),
-        "",
-    );
-    let conn = create_db(&db);
-    let mut daemon = Daemon::start(&config);
-    let writer = Writer::start(&db, 100);
-    assert_writer_moves(&writer, 10, "at the start");
-    daemon.sync_wait(&db);
+    let (conn, mut daemon, writer) = start_writing(&db, &config);
     assert!(
         meta.join("ltx").join("0").is_dir(),
         "the spool is not under meta-path"
     );
 
     // Fill the filesystem but ~100 KB, then write more than that.
-    let dummy = mnt.join("dummy");
-    let free = fs.available();
-    std::fs::write(
-        &dummy,
-        vec![0u8; (free.saturating_sub(100 * 1024)) as usize],
-    )
-    .unwrap();
+    let dummy = fs.fill_but(100 * 1024);
     let started = Instant::now();
-    wait_until(WAIT, "the spool to fail with ENOSPC", || {
-        bulk_insert(&conn);
-        sync_now(&daemon, &db);
-        list_entry(&daemon, &db)["error"]
-            .as_str()
-            .is_some_and(|e| e.contains(ENOSPC))
-    });
+    fill_until_enospc(
+        &conn,
+        &daemon,
+        &db,
+        "error",
+        "the spool to fail with ENOSPC",
+    );
     eprintln!("meta-path full after {:?}", started.elapsed());
     let entry = list_entry(&daemon, &db);
     let error = entry["error"].as_str().unwrap();
@@ -364,20 +403,12 @@ fn a_full_meta_path_is_an_error_until_it_has_room_and_loses_nothing() {
 
     // Room again: the error clears without help, and everything arrives.
     std::fs::remove_file(&dummy).unwrap();
-    let started = Instant::now();
-    wait_until(RECOVER, "the error to clear", || {
-        let e = list_entry(&daemon, &db);
-        e["error"].is_null() && e["replica_error"].is_null()
-    });
-    eprintln!(
-        "meta-path error cleared {:?} after freeing space",
-        started.elapsed()
-    );
+    let took = wait_errors_clear(&daemon, &db, "the error to clear");
+    eprintln!("meta-path error cleared {took:?} after freeing space");
     daemon.sync_wait(&db);
     assert_writer_moves(&writer, 10, "after recovery");
-    let last = writer.stop();
     let out = dir.path("restored.db");
-    assert_restore_equals_source(&daemon, &db, &replica, &out, last);
+    assert_restore_equals_source(writer, &daemon, &db, &replica, &out);
     assert_eq!(temp_files(&meta), Vec::<PathBuf>::new());
     assert_eq!(temp_files(&replica), Vec::<PathBuf>::new());
     assert_running(&mut daemon);
@@ -390,39 +421,25 @@ fn a_full_meta_path_is_an_error_until_it_has_room_and_loses_nothing() {
 /// resumes without anyone freeing space by hand; nothing acknowledged is lost.
 #[test]
 fn a_spool_that_fills_while_the_replica_is_away_drains_when_it_returns() {
-    let dir = TestDir::new();
-    let mnt = dir.path("meta-fs");
-    let Some(fs) = Tmpfs::mount(&mnt, "size=2m") else {
+    let Some((
+        OneDb {
+            dir,
+            db,
+            replica,
+            config,
+        },
+        fs,
+        meta,
+    )) = meta_on_tmpfs("size=2m", "")
+    else {
         return;
     };
-    let meta = mnt.join("meta");
-    let replica = dir.path("replica");
-    let db = dir.path("app.db");
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&replica))],
-        &format!("    meta-path: {}\n", meta.display()),
-        "",
-    );
-    let conn = create_db(&db);
-    let mut daemon = Daemon::start(&config);
-    let writer = Writer::start(&db, 100);
-    assert_writer_moves(&writer, 10, "at the start");
-    daemon.sync_wait(&db);
+    let (conn, mut daemon, writer) = start_writing(&db, &config);
 
     // The replica goes away.
-    let ltx = replica.join("ltx");
-    let aside = replica.join("ltx.aside");
-    std::fs::rename(&ltx, &aside).unwrap();
-    std::fs::write(&ltx, b"not a directory").unwrap();
+    let away = Blocked::dir(&replica.join("ltx"));
     let started = Instant::now();
-    wait_until(WAIT, "the spool to fill meta-path", || {
-        bulk_insert(&conn);
-        sync_now(&daemon, &db);
-        list_entry(&daemon, &db)["error"]
-            .as_str()
-            .is_some_and(|e| e.contains(ENOSPC))
-    });
+    fill_until_enospc(&conn, &daemon, &db, "error", "the spool to fill meta-path");
     eprintln!(
         "meta-path full after {:?}, {} KB free",
         started.elapsed(),
@@ -443,22 +460,13 @@ fn a_spool_that_fills_while_the_replica_is_away_drains_when_it_returns() {
     assert_running(&mut daemon);
 
     // The replica returns; nobody touches meta-path.
-    std::fs::remove_file(&ltx).unwrap();
-    std::fs::rename(&aside, &ltx).unwrap();
-    let started = Instant::now();
-    wait_until(RECOVER, "the errors to clear", || {
-        let e = list_entry(&daemon, &db);
-        e["error"].is_null() && e["replica_error"].is_null()
-    });
-    eprintln!(
-        "errors cleared {:?} after the replica returned",
-        started.elapsed()
-    );
+    away.unblock();
+    let took = wait_errors_clear(&daemon, &db, "the errors to clear");
+    eprintln!("errors cleared {took:?} after the replica returned");
     daemon.sync_wait(&db);
     assert_writer_moves(&writer, 10, "after recovery");
-    let last = writer.stop();
     let out = dir.path("restored.db");
-    assert_restore_equals_source(&daemon, &db, &replica, &out, last);
+    assert_restore_equals_source(writer, &daemon, &db, &replica, &out);
     assert_eq!(temp_files(&meta), Vec::<PathBuf>::new());
     assert_eq!(temp_files(&replica), Vec::<PathBuf>::new());
     assert_running(&mut daemon);
@@ -469,36 +477,29 @@ fn a_spool_that_fills_while_the_replica_is_away_drains_when_it_returns() {
 /// refuse to start or exit), reports the error, and catches up once space is freed.
 #[test]
 fn a_restart_with_a_full_meta_path_starts_and_catches_up() {
-    let dir = TestDir::new();
-    let mnt = dir.path("meta-fs");
-    let Some(fs) = Tmpfs::mount(&mnt, "size=16m") else {
+    let Some((
+        OneDb {
+            dir,
+            db,
+            replica,
+            config,
+        },
+        fs,
+        meta,
+    )) = meta_on_tmpfs("size=16m", "")
+    else {
         return;
     };
-    let meta = mnt.join("meta");
-    let replica = dir.path("replica");
-    let db = dir.path("app.db");
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&replica))],
-        &format!("    meta-path: {}\n", meta.display()),
-        "",
-    );
-    let conn = create_db(&db);
-    let daemon = Daemon::start(&config);
-    let writer = Writer::start(&db, 100);
-    assert_writer_moves(&writer, 10, "at the start");
-    daemon.sync_wait(&db);
+    let (conn, daemon, writer) = start_writing(&db, &config);
 
-    let dummy = mnt.join("dummy");
-    let free = fs.available();
-    std::fs::write(&dummy, vec![0u8; free.saturating_sub(100 * 1024) as usize]).unwrap();
-    wait_until(WAIT, "the spool to fail with ENOSPC", || {
-        bulk_insert(&conn);
-        sync_now(&daemon, &db);
-        list_entry(&daemon, &db)["error"]
-            .as_str()
-            .is_some_and(|e| e.contains(ENOSPC))
-    });
+    let dummy = fs.fill_but(100 * 1024);
+    fill_until_enospc(
+        &conn,
+        &daemon,
+        &db,
+        "error",
+        "the spool to fail with ENOSPC",
+    );
     // The transactions that could not be spooled are still in the WAL for the next start,
     // and the stop says so.
     let log = daemon.log.clone();
@@ -524,15 +525,10 @@ fn a_restart_with_a_full_meta_path_starts_and_catches_up() {
     assert_running(&mut daemon);
 
     std::fs::remove_file(&dummy).unwrap();
-    let started = Instant::now();
-    wait_until(RECOVER, "the error to clear", || {
-        let e = list_entry(&daemon, &db);
-        e["error"].is_null() && e["replica_error"].is_null()
-    });
-    eprintln!("error cleared {:?} after freeing space", started.elapsed());
-    let last = writer.stop();
+    let took = wait_errors_clear(&daemon, &db, "the error to clear");
+    eprintln!("error cleared {took:?} after freeing space");
     let out = dir.path("restored.db");
-    assert_restore_equals_source(&daemon, &db, &replica, &out, last);
+    assert_restore_equals_source(writer, &daemon, &db, &replica, &out);
     assert_eq!(temp_files(&meta), Vec::<PathBuf>::new());
     assert_running(&mut daemon);
     assert_eq!(daemon.terminate(), 0);
@@ -544,43 +540,38 @@ fn a_restart_with_a_full_meta_path_starts_and_catches_up() {
 /// sync, the writer unhindered, and a full catch-up once inodes are free.
 #[test]
 fn a_meta_path_out_of_inodes_is_an_error_until_freed_and_loses_nothing() {
-    let dir = TestDir::new();
-    let mnt = dir.path("meta-fs");
-    let Some(_fs) = Tmpfs::mount(&mnt, "size=16m,nr_inodes=40") else {
+    let Some((
+        OneDb {
+            dir,
+            db,
+            replica,
+            config,
+        },
+        fs,
+        meta,
+    )) = meta_on_tmpfs("size=16m,nr_inodes=40", "levels:\n  - interval: 1s\n")
+    else {
         return;
     };
-    let meta = mnt.join("meta");
-    let replica = dir.path("replica");
-    let db = dir.path("app.db");
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&replica))],
-        &format!("    meta-path: {}\n", meta.display()),
-        "levels:\n  - interval: 1s\n",
-    );
-    let conn = create_db(&db);
-    let mut daemon = Daemon::start(&config);
-    let writer = Writer::start(&db, 100);
-    assert_writer_moves(&writer, 10, "at the start");
-    daemon.sync_wait(&db);
+    let (conn, mut daemon, writer) = start_writing(&db, &config);
 
     // Take every free inode with empty files.
     let mut taken = vec![];
     loop {
-        let p = mnt.join(format!("inode-{}", taken.len()));
+        let p = fs.dir.join(format!("inode-{}", taken.len()));
         match std::fs::write(&p, b"") {
             Ok(()) => taken.push(p),
             Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
             Err(e) => panic!("{}: {e}", p.display()),
         }
     }
-    wait_until(WAIT, "the spool to fail with ENOSPC", || {
-        bulk_insert(&conn);
-        sync_now(&daemon, &db);
-        list_entry(&daemon, &db)["error"]
-            .as_str()
-            .is_some_and(|e| e.contains(ENOSPC))
-    });
+    fill_until_enospc(
+        &conn,
+        &daemon,
+        &db,
+        "error",
+        "the spool to fail with ENOSPC",
+    );
     let entry = list_entry(&daemon, &db);
     assert!(
         entry["error"]
@@ -603,9 +594,8 @@ fn a_meta_path_out_of_inodes_is_an_error_until_freed_and_loses_nothing() {
         let e = list_entry(&daemon, &db);
         e["error"].is_null() && e["replica_error"].is_null() && e["compaction_error"].is_null()
     });
-    let last = writer.stop();
     let out = dir.path("restored.db");
-    assert_restore_equals_source(&daemon, &db, &replica, &out, last);
+    assert_restore_equals_source(writer, &daemon, &db, &replica, &out);
     assert_eq!(temp_files(&meta), Vec::<PathBuf>::new());
     assert_running(&mut daemon);
     assert_eq!(daemon.terminate(), 0);

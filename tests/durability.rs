@@ -14,17 +14,15 @@ const KILLS: usize = 20;
 
 #[test]
 fn kill9_during_writes_loses_no_acknowledged_row() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
-    create_db(&db);
-    let replica = format!("file://{}", dir.path("replica").display());
     // Small checkpoint threshold so the WAL restarts (new generations) many times.
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &replica)],
-        "    min-checkpoint-page-count: 50\n",
-        "",
-    );
+    let OneDb {
+        dir,
+        db,
+        replica,
+        config,
+    } = OneDb::with_config("    min-checkpoint-page-count: 50\n", "");
+    create_db(&db);
+    let replica = file_url(&replica);
     let writer = Writer::start(&db, 1000);
     let mut acked: i64 = 0;
     let mut daemon = Daemon::start(&config);
@@ -95,11 +93,14 @@ fn kill9_during_writes_loses_no_acknowledged_row() {
 /// waited sync. Every row must come back, and both restores must agree.
 #[test]
 fn reference_workload_loses_nothing() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir,
+        db,
+        replica,
+        config,
+    } = OneDb::with_config("", "");
     let conn = create_db(&db);
-    let replica = format!("file://{}", dir.path("replica").display());
-    let config = write_config(dir.dir.path(), &[(&db, &replica)], "", "");
+    let replica = file_url(&replica);
     let daemon = Daemon::start(&config);
     let writer = Writer::start(&db, 1000);
     let until = Instant::now() + Duration::from_secs(10);
@@ -190,11 +191,14 @@ fn replica_missing_files_is_bridged_by_a_snapshot() {
 /// a restart): ours recreates the spool and carries on without losing a row.
 #[test]
 fn reset_while_running_keeps_replicating() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir,
+        db,
+        replica,
+        config,
+    } = OneDb::with_config("", "");
     let conn = create_db(&db);
-    let replica = format!("file://{}", dir.path("replica").display());
-    let config = write_config(dir.dir.path(), &[(&db, &replica)], "", "");
+    let replica = file_url(&replica);
     let daemon = Daemon::start(&config);
     conn.execute("INSERT INTO t(v) VALUES ('a')", []).unwrap();
     daemon.sync_wait(&db);
@@ -221,16 +225,14 @@ fn reset_while_running_keeps_replicating() {
 /// nothing across the generations.
 #[test]
 fn our_checkpoints_bound_the_wal_under_continuous_writes() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir,
+        db,
+        replica,
+        config,
+    } = OneDb::with_config("    min-checkpoint-page-count: 100\n", "");
     create_db(&db);
-    let replica = format!("file://{}", dir.path("replica").display());
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &replica)],
-        "    min-checkpoint-page-count: 100\n",
-        "",
-    );
+    let replica = file_url(&replica);
     let daemon = Daemon::start(&config);
     let writer = Writer::start_with(&db, 1000, |c| {
         c.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
@@ -268,11 +270,14 @@ fn our_checkpoints_bound_the_wal_under_continuous_writes() {
 /// frames stay in the WAL): nothing uncommitted is replicated, nothing committed is lost.
 #[test]
 fn kill9_of_the_writer_mid_transaction() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir,
+        db,
+        replica,
+        config,
+    } = OneDb::with_config("", "");
     create_db(&db);
-    let replica = format!("file://{}", dir.path("replica").display());
-    let config = write_config(dir.dir.path(), &[(&db, &replica)], "", "");
+    let replica = file_url(&replica);
     let daemon = Daemon::start(&config);
     // Each transaction writes 40 rows of 2 KB (many pages), so a kill lands mid-transaction
     // most of the time; the small cache makes SQLite spill uncommitted frames to the WAL.
@@ -360,14 +365,6 @@ fn clean_restart_after_the_wal_moved_on_writes_only_changed_pages() {
     );
     let out = dir.path("out.db");
     restore(&replica, &out, &[]);
-    let rows = |p: &std::path::Path| -> Vec<(i64, String)> {
-        let c = rusqlite::Connection::open(p).unwrap();
-        let mut s = c.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
-        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
     assert!(
         rows(&out) == rows(&db),
         "the restore differs from the source"

@@ -292,15 +292,13 @@ fn tx_events_match_txid_the_replica_and_restored_checksums() {
 
 #[test]
 fn a_subscriber_that_never_reads_is_cut_off_while_replication_and_others_go_on() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir: _dir,
+        db,
+        config,
+        ..
+    } = OneDb::with_config("    monitor-interval: 2ms\n", "");
     insert(&db);
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&dir.path("replica")))],
-        "    monitor-interval: 2ms\n",
-        "",
-    );
     let d = Daemon::start(&config);
     d.sync_wait(&db);
 
@@ -365,15 +363,13 @@ fn a_subscriber_that_never_reads_is_cut_off_while_replication_and_others_go_on()
 
 #[test]
 fn a_hundred_subscribers_at_once_all_get_init_and_events() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir: _dir,
+        db,
+        config,
+        ..
+    } = OneDb::with_config("", "");
     insert(&db);
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&dir.path("replica")))],
-        "",
-        "",
-    );
     let d = Daemon::start(&config);
     d.sync_wait(&db);
     let n = 100;
@@ -420,15 +416,13 @@ fn a_hundred_subscribers_at_once_all_get_init_and_events() {
 
 #[test]
 fn shutdown_ends_every_stream_cleanly() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir: _dir,
+        db,
+        config,
+        ..
+    } = OneDb::with_config("", "addr: 127.0.0.1:0\n");
     insert(&db);
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&dir.path("replica")))],
-        "",
-        "addr: 127.0.0.1:0\n",
-    );
     let d = Daemon::start(&config);
     let addr = tcp_addr(&d);
     d.sync_wait(&db);
@@ -546,15 +540,13 @@ fn events_cli_prints_the_stream_and_exits_when_the_daemon_stops() {
 /// its stream ends. (The socket itself stays with tiny_http until the client closes it.)
 #[test]
 fn a_subscriber_that_never_reads_has_its_stream_ended_after_the_deadline() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir: _dir,
+        db,
+        config,
+        ..
+    } = OneDb::with_config("    monitor-interval: 2ms\n", "");
     insert(&db);
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&dir.path("replica")))],
-        "    monitor-interval: 2ms\n",
-        "",
-    );
     let d = Daemon::start(&config);
     d.sync_wait(&db);
     let mut silent = std::os::unix::net::UnixStream::connect(&d.socket).unwrap();

@@ -8,25 +8,6 @@ use std::path::Path;
 use common::*;
 use rusqlite::Connection;
 
-/// Files in a replica level, as `(min, max)` TXIDs.
-fn level_files(replica: &Path, level: u8) -> Vec<(u64, u64)> {
-    let Ok(entries) = std::fs::read_dir(replica.join("ltx").join(level.to_string())) else {
-        return vec![];
-    };
-    let mut files: Vec<(u64, u64)> = entries
-        .filter_map(|e| {
-            let name = e.unwrap().file_name().to_string_lossy().into_owned();
-            let (min, max) = name.strip_suffix(".ltx")?.split_once('-')?;
-            Some((
-                u64::from_str_radix(min, 16).ok()?,
-                u64::from_str_radix(max, 16).ok()?,
-            ))
-        })
-        .collect();
-    files.sort();
-    files
-}
-
 /// The application changes the page size while the daemon is down (`journal_mode=delete`,
 /// `page_size`, `VACUUM`, back to WAL). The first file after the restart must be a snapshot
 /// at the new page size: every restore at or past it failed before ("page size 8192 differs
@@ -40,10 +21,7 @@ fn a_page_size_change_while_stopped_starts_a_snapshot() {
         replica,
         config,
     } = OneDb::new();
-    let conn = create_db(&db);
-    conn.execute("INSERT INTO t(v) VALUES ('4k')", []).unwrap();
-    let daemon = Daemon::start(&config);
-    let before = daemon.sync_wait(&db)["txid"].as_u64().unwrap();
+    let (conn, daemon, before) = start_synced(&db, &config);
     let rows_before = ids(&db);
     assert_eq!(daemon.terminate(), 0);
     drop(conn);
@@ -97,12 +75,9 @@ fn a_page_size_change_while_stopped_over_the_socket_starts_a_snapshot() {
         replica,
         config,
     } = OneDb::new();
-    let conn = create_db(&db);
-    conn.execute("INSERT INTO t(v) VALUES ('4k')", []).unwrap();
+    let (conn, daemon, _) = start_synced(&db, &config);
     drop(conn);
-    let daemon = Daemon::start(&config);
-    daemon.sync_wait(&db);
-    let body = format!(r#"{{"path":"{}"}}"#, db.display());
+    let body = path_body(&db);
     let r = daemon.request("POST", "/stop", Some(&body));
     assert_eq!(r.status, 200, "{}", r.body);
     change_page_size(&db, 8192);
@@ -133,10 +108,7 @@ fn after_reset_the_next_file_is_a_snapshot() {
         replica,
         config,
     } = OneDb::new();
-    let conn = create_db(&db);
-    conn.execute("INSERT INTO t(v) VALUES ('a')", []).unwrap();
-    let daemon = Daemon::start(&config);
-    let before = daemon.sync_wait(&db)["txid"].as_u64().unwrap();
+    let (conn, daemon, before) = start_synced(&db, &config);
     assert_eq!(daemon.terminate(), 0);
     drop(conn);
     change_page_size(&db, 16384);
@@ -197,14 +169,11 @@ fn a_listing_error_at_start_is_retried_not_taken_for_an_empty_replica() {
         daemon.sync_wait(&db);
     }
     assert_eq!(daemon.terminate(), 0);
-    let ltx = replica.join("ltx");
-    let aside = replica.join("ltx.aside");
-    std::fs::rename(&ltx, &aside).unwrap();
-    std::fs::write(&ltx, b"not a directory").unwrap();
+    let unlistable = Blocked::dir(&replica.join("ltx"));
     let daemon = Daemon::start(&config);
     conn.execute("INSERT INTO t(v) VALUES ('while unlistable')", [])
         .unwrap();
-    let body = format!(r#"{{"path":"{}"}}"#, db.display());
+    let body = path_body(&db);
     wait_until(
         std::time::Duration::from_secs(30),
         "the listing error in /list",
@@ -216,8 +185,7 @@ fn a_listing_error_at_start_is_retried_not_taken_for_an_empty_replica() {
     // A sync spools locally while the replica cannot be listed.
     let r = daemon.request("POST", "/sync", Some(&body));
     assert_eq!(r.status, 200, "{}", r.body);
-    std::fs::remove_file(&ltx).unwrap();
-    std::fs::rename(&aside, &ltx).unwrap();
+    unlistable.unblock();
     conn.execute("INSERT INTO t(v) VALUES ('after')", [])
         .unwrap();
     daemon.sync_wait(&db);
@@ -277,10 +245,7 @@ fn a_replica_at_the_largest_txid_is_an_error_not_an_overflow() {
         replica,
         config,
     } = OneDb::new();
-    let conn = create_db(&db);
-    conn.execute("INSERT INTO t(v) VALUES ('a')", []).unwrap();
-    let daemon = Daemon::start(&config);
-    daemon.sync_wait(&db);
+    let (conn, daemon, _) = start_synced(&db, &config);
     assert_eq!(daemon.terminate(), 0);
     // A valid file under the largest name.
     let l0 = replica.join("ltx/0");
@@ -313,21 +278,14 @@ fn a_replica_at_the_largest_txid_is_an_error_not_an_overflow() {
 /// replicated as SQLite reads it: every row.
 #[test]
 fn a_broken_checksum_chain_is_an_error_and_the_database_is_replicated_as_sqlite_reads_it() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
-    let replica = dir.path("replica");
     // No passes between /sync calls: the damage is made before the daemon reads the frame.
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&replica))],
-        "    monitor-interval: 1h\n",
-        "",
-    );
-    let conn = create_db(&db);
-    conn.execute("INSERT INTO t(v) VALUES ('first')", [])
-        .unwrap();
-    let daemon = Daemon::start(&config);
-    daemon.sync_wait(&db);
+    let OneDb {
+        dir,
+        db,
+        replica,
+        config,
+    } = OneDb::with_config("    monitor-interval: 1h\n", "");
+    let (conn, daemon, _) = start_synced(&db, &config);
     let marker = "M".repeat(64);
     conn.execute("INSERT INTO t(v) VALUES (?1)", [&marker])
         .unwrap();
@@ -358,14 +316,6 @@ fn a_broken_checksum_chain_is_an_error_and_the_database_is_replicated_as_sqlite_
     let out = dir.path("out.db");
     restore(&file_url(&replica), &out, &[]);
     assert_eq!(integrity(&out), "ok");
-    let rows = |p: &Path| -> Vec<(i64, String)> {
-        let c = Connection::open(p).unwrap();
-        let mut st = c.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
     // (Later frames of the same page superseded the damaged one: what SQLite reads now is the
     // application's rows, all of them.)
     let source = rows(&db);

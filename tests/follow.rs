@@ -329,9 +329,7 @@ fn kill_9_at_any_moment_leaves_a_consistent_database_that_resumes() {
         replica,
         config,
     } = OneDb::new();
-    insert(&db);
-    let daemon = Daemon::start(&config);
-    wait_replicated(&daemon, &db);
+    let daemon = start_replicating(&db, &config);
     let url = file_url(&replica);
     let out = dir.path("follower.db");
     let writer = Writer::start(&db, 200);
@@ -369,18 +367,16 @@ fn kill_9_at_any_moment_leaves_a_consistent_database_that_resumes() {
 /// snapshot past it; SIGTERM then stops the follower cleanly.
 #[test]
 fn a_gap_in_the_replica_is_logged_once_and_healed_from_the_next_snapshot() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
-    let replica = dir.path("replica");
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&replica))],
+    let OneDb {
+        dir,
+        db,
+        replica,
+        config,
+    } = OneDb::with_config(
         "",
         "levels: []\nsnapshot:\n  interval: 1s\n  retention: 1h\nl0-retention: 1h\n",
     );
-    insert(&db);
-    let daemon = Daemon::start(&config);
-    wait_replicated(&daemon, &db);
+    let daemon = start_replicating(&db, &config);
     daemon.sync_wait(&db);
     let out = dir.path("follower.db");
     let follower = Follower::start(&file_url(&replica), &out);
@@ -495,9 +491,7 @@ fn an_s3_replica_can_be_followed() {
         &credentials_yaml(ACCESS_KEY, SECRET_KEY),
         "",
     );
-    insert(&db);
-    let daemon = Daemon::start(&config);
-    wait_replicated(&daemon, &db);
+    let daemon = start_replicating(&db, &config);
     let out = dir.path("follower.db");
     let env = [
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
@@ -605,9 +599,7 @@ fn a_gap_without_a_snapshot_is_logged_once_while_waiting_then_healed() {
         &credentials_yaml(ACCESS_KEY, SECRET_KEY),
         "levels: []\nsnapshot:\n  interval: 1s\n  retention: 1h\nl0-retention: 1h\n",
     );
-    insert(&db);
-    let daemon = Daemon::start(&config);
-    wait_replicated(&daemon, &db);
+    let daemon = start_replicating(&db, &config);
     daemon.sync_wait(&db);
     let env = [
         ("AWS_ACCESS_KEY_ID", ACCESS_KEY),

@@ -55,7 +55,7 @@ use litestream::ltx::{
     self, Checksum, Decoder, Encoder, Header, PageChecksums, Trailer, TxId, CHECKSUM_FLAG,
     FLAG_NO_CHECKSUM, HEADER_SIZE,
 };
-use litestream::replica::url::ReplicaTarget;
+use litestream::replica::url::{ReplicaTarget, S3Keys};
 use litestream::sqlite::shm;
 use litestream::sqlite::wal::{
     self, Frame, FrameScanner, WalChecksum, WalHeader, FRAME_HEADER_SIZE, WAL_HEADER_SIZE,
@@ -2916,9 +2916,12 @@ fn check_replica_url(url: &str) {
         ReplicaDefaults::default(),
         ReplicaDefaults {
             bucket: Some("default-bucket".into()),
-            region: Some("eu-west-1".into()),
-            endpoint: Some("http://127.0.0.1:9".into()),
-            force_path_style: Some(true),
+            s3: S3Keys {
+                region: Some("eu-west-1".into()),
+                endpoint: Some("http://127.0.0.1:9".into()),
+                force_path_style: Some(true),
+                ..S3Keys::default()
+            },
             ..ReplicaDefaults::default()
         },
     ];

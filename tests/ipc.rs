@@ -59,9 +59,7 @@ struct Replicating {
 impl Replicating {
     fn start() -> Replicating {
         let one = OneDb::new();
-        insert(&one.db);
-        let d = one.start();
-        wait_replicated(&d, &one.db);
+        let d = one.start_replicating();
         let t = list_entry(&d, &one.db)["txid"].as_u64().unwrap();
         Replicating {
             dbs: one.db.display().to_string(),
@@ -396,13 +394,9 @@ fn stop_and_start_answer_each_status_and_a_stopped_database_refuses_sync() {
 #[test]
 fn unregister_says_in_its_answer_what_the_replica_did_not_confirm() {
     let one = OneDb::new();
-    insert(&one.db);
-    let d = one.start();
-    wait_replicated(&d, &one.db);
+    let d = one.start_replicating();
     let confirmed = txid_of(&d, &one.db);
-    let l0 = one.replica.join("ltx/0");
-    std::fs::rename(&l0, one.replica.join("ltx/0.away")).unwrap();
-    std::fs::write(&l0, b"not a directory").unwrap();
+    let _down = Blocked::dir(&one.replica.join("ltx/0"));
     insert(&one.db);
     let path = one.db.display().to_string();
     let r = post(
@@ -505,15 +499,13 @@ fn unknown_paths_and_wrong_methods_answer_json_with_allow() {
 
 #[test]
 fn bodies_over_one_mib_are_refused_and_absurd_lengths_do_not_crash() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir: _dir,
+        db,
+        config,
+        ..
+    } = OneDb::with_config("", "");
     insert(&db);
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&dir.path("replica")))],
-        "",
-        "",
-    );
     let d = Daemon::start(&config);
     let too_large = json!({"error": "request body too large", "details": "limit is 1048576 bytes"});
 
@@ -579,16 +571,13 @@ fn sync_wait_times_out_while_the_replica_is_down_then_completes() {
         replica,
         config,
     } = OneDb::new();
-    insert(&db);
-    let d = Daemon::start(&config);
-    wait_replicated(&d, &db);
+    let d = start_replicating(&db, &config);
     let dbs = db.display().to_string();
     let t = txid_of(&d, &db);
 
     // Make uploads fail: the level-0 directory becomes a file.
     let l0 = replica.join("ltx/0");
-    std::fs::rename(&l0, replica.join("ltx/0.away")).unwrap();
-    std::fs::write(&l0, b"not a directory").unwrap();
+    let down = Blocked::dir(&l0);
     insert(&db);
     let started = Instant::now();
     let r = post(
@@ -622,8 +611,7 @@ fn sync_wait_times_out_while_the_replica_is_down_then_completes() {
     });
 
     // The replica comes back: the waited sync completes.
-    std::fs::remove_file(&l0).unwrap();
-    std::fs::rename(replica.join("ltx/0.away"), &l0).unwrap();
+    down.unblock();
     let r = post(
         &d,
         "/sync",
@@ -639,15 +627,13 @@ fn sync_wait_times_out_while_the_replica_is_down_then_completes() {
 
 #[test]
 fn stalled_clients_do_not_block_other_requests() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir: _dir,
+        db,
+        config,
+        ..
+    } = OneDb::with_config("", "");
     insert(&db);
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&dir.path("replica")))],
-        "",
-        "",
-    );
     let d = Daemon::start(&config);
     wait_replicated(&d, &db);
     // Clients that stop halfway: in the request line, in the headers, and in a body (small
@@ -696,15 +682,10 @@ fn stalled_clients_do_not_block_other_requests() {
 
 #[test]
 fn registrations_survive_a_restart() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir, db, config, ..
+    } = OneDb::with_config("", "");
     insert(&db);
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&dir.path("replica")))],
-        "",
-        "",
-    );
     let b = dir.path("b.db");
     insert(&b);
     let b_url = file_url(&dir.path("replica-b"));
@@ -751,15 +732,10 @@ fn registrations_survive_a_restart() {
 
 #[test]
 fn stale_socket_is_replaced_and_a_live_daemon_is_not_displaced() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir, db, config, ..
+    } = OneDb::with_config("", "");
     insert(&db);
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&dir.path("replica")))],
-        "",
-        "",
-    );
     let socket = dir.path("ls.sock");
     // A socket file nobody listens on, as a crashed daemon leaves it.
     drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
@@ -856,15 +832,10 @@ fn the_seed_curl_examples_work_verbatim() {
         Command::new("curl").arg("--version").output().is_ok(),
         "curl is needed for this test (apt-get install curl)"
     );
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir, db, config, ..
+    } = OneDb::with_config("", "");
     insert(&db);
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&dir.path("replica")))],
-        "",
-        "",
-    );
     let d = Daemon::start(&config);
     wait_replicated(&d, &db);
     let my_db = dir.path("my.db");
@@ -970,15 +941,10 @@ fn cli(args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn cli_commands_print_what_litestream_prints() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir, db, config, ..
+    } = OneDb::with_config("", "");
     insert(&db);
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &file_url(&dir.path("replica")))],
-        "",
-        "",
-    );
     let d = Daemon::start(&config);
     wait_replicated(&d, &db);
     let s = d.socket.display().to_string();
@@ -1323,15 +1289,10 @@ struct Busy {
 
 impl Busy {
     fn start() -> Busy {
-        let dir = TestDir::new();
-        let db = dir.path("app.db");
+        let OneDb {
+            dir, db, config, ..
+        } = OneDb::with_config("    monitor-interval: 10ms\n", "");
         insert(&db);
-        let config = write_config(
-            dir.dir.path(),
-            &[(&db, &file_url(&dir.path("replica")))],
-            "    monitor-interval: 10ms\n",
-            "",
-        );
         let d = Daemon::start(&config);
         wait_replicated(&d, &db);
         let writer = Writer::start(&db, 2000);
@@ -1579,9 +1540,7 @@ fn a_second_path_to_a_replicated_file_is_refused_and_replication_goes_on() {
 #[test]
 fn sync_status_reports_the_last_pass_in_litestreams_shape() {
     let one = OneDb::new();
-    insert(&one.db);
-    let d = one.start();
-    wait_replicated(&d, &one.db);
+    let d = one.start_replicating();
     insert(&one.db);
     let synced = d.sync_wait(&one.db);
     let path = one.db.display().to_string();

@@ -181,9 +181,7 @@ fn a_failing_replica_shows_in_errors_and_lag() {
     ));
     d.sync_wait(&db);
     // Uploads fail from here on: the level-0 directory becomes a file.
-    let l0 = replica.join("ltx/0");
-    std::fs::rename(&l0, replica.join("ltx/0.away")).unwrap();
-    std::fs::write(&l0, b"not a directory").unwrap();
+    let down = Blocked::dir(&replica.join("ltx/0"));
     conn.execute("INSERT INTO t(v) VALUES ('stuck')", [])
         .unwrap();
     let label = format!("{{db=\"{}\"}}", db.display());
@@ -204,8 +202,7 @@ fn a_failing_replica_shows_in_errors_and_lag() {
             < s.get(&format!("litestream_txid{label}"))
     );
     // The replica comes back: the lag returns to 0.
-    std::fs::remove_file(&l0).unwrap();
-    std::fs::rename(replica.join("ltx/0.away"), &l0).unwrap();
+    down.unblock();
     d.sync_wait(&db);
     assert_eq!(
         scrape(&d).get(&format!("litestream_replication_lag_seconds{label}")),

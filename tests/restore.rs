@@ -225,11 +225,14 @@ fn file_whose_header_disagrees_with_its_name_is_refused() {
 
 #[test]
 fn point_in_time_by_txid_and_timestamp() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir,
+        db,
+        replica,
+        config,
+    } = OneDb::with_config("", "");
     let conn = create_db(&db);
-    let replica = format!("file://{}", dir.path("replica").display());
-    let config = write_config(dir.dir.path(), &[(&db, &replica)], "", "");
+    let replica = file_url(&replica);
     let daemon = Daemon::start(&config);
     // After each batch: (txid, rows, a time between this batch's file and the next one's).
     let mut points = vec![];
@@ -346,16 +349,14 @@ fn restore_flags_guard_existing_output() {
 #[test]
 fn litestream_restores_our_replica() {
     let reference = reference_bin();
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir,
+        db,
+        replica,
+        config,
+    } = OneDb::with_config("    min-checkpoint-page-count: 20\n", "");
     let conn = create_db(&db);
-    let replica = format!("file://{}", dir.path("replica").display());
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &replica)],
-        "    min-checkpoint-page-count: 20\n",
-        "",
-    );
+    let replica = file_url(&replica);
     let daemon = Daemon::start(&config);
     let mut mid_txid = 0;
     for round in 0..12 {
@@ -422,16 +423,14 @@ fn litestream_restores_our_replica() {
 /// A replica written by Litestream 0.5.17 (with its checkpoints) restored by ours.
 #[test]
 fn we_restore_a_litestream_replica() {
-    let dir = TestDir::new();
-    let db = dir.path("app.db");
+    let OneDb {
+        dir,
+        db,
+        replica,
+        config,
+    } = OneDb::with_config("    min-checkpoint-page-count: 20\n", "  enabled: true\n");
     let conn = create_db(&db);
-    let replica = format!("file://{}", dir.path("replica").display());
-    let config = write_config(
-        dir.dir.path(),
-        &[(&db, &replica)],
-        "    min-checkpoint-page-count: 20\n",
-        "  enabled: true\n",
-    );
+    let replica = file_url(&replica);
     let theirs = ReferenceDaemon::start(&config);
     let sync = || theirs.sync_wait(&db);
     for round in 0..10 {
@@ -450,14 +449,6 @@ fn we_restore_a_litestream_replica() {
     drop(theirs);
     assert_eq!(integrity(&out), "ok");
     assert_eq!(ids(&out), ids(&db));
-    let rows = |p: &Path| -> Vec<(i64, String)> {
-        let c = rusqlite::Connection::open(p).unwrap();
-        let mut s = c.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
-        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
     assert_eq!(rows(&out), rows(&db));
 }
 

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use litestream::ltx::TxId;
+use litestream::ltx::{Level, TxId};
 use litestream::replica::s3::S3ReplicaClient;
 use litestream::replica::url::{parse_replica_url, ReplicaTarget};
 use litestream::replica::ReplicaClient;
@@ -58,19 +58,19 @@ fn client_round_trip_immutability_multipart_and_paging() {
     let dir = TestDir::new();
     let server = S3Server::start(dir.dir.path());
     let c = client(&server, "lib/app.db", SECRET_KEY);
-    assert!(c.ltx_files(0).unwrap().is_empty());
+    assert!(c.ltx_files(Level::L0).unwrap().is_empty());
 
     // One small file: the key layout, the metadata, a round trip.
     let small = dir.path("small.ltx");
     std::fs::write(&small, b"small file bytes").unwrap();
     let ts = 1_790_000_000_123;
-    c.put_ltx(0, TxId::new(1), TxId::new(2), ts, &small)
+    c.put_ltx(Level::L0, TxId::new(1), TxId::new(2), ts, &small)
         .unwrap();
     assert_eq!(
         server.keys("lib/app.db/"),
         ["lib/app.db/0000/0000000000000001-0000000000000002.ltx"]
     );
-    let files = c.ltx_files(0).unwrap();
+    let files = c.ltx_files(Level::L0).unwrap();
     assert_eq!(files.len(), 1);
     assert_eq!(
         (files[0].min, files[0].max, files[0].size),
@@ -78,11 +78,12 @@ fn client_round_trip_immutability_multipart_and_paging() {
     );
     assert!(files[0].created_ms > 1_700_000_000_000, "{files:?}");
     assert_eq!(
-        c.object_timestamp(0, TxId::new(1), TxId::new(2)).unwrap(),
+        c.object_timestamp(Level::L0, TxId::new(1), TxId::new(2))
+            .unwrap(),
         Some(ts)
     );
     let mut back = vec![];
-    c.open_ltx(0, TxId::new(1), TxId::new(2))
+    c.open_ltx(Level::L0, TxId::new(1), TxId::new(2))
         .unwrap()
         .read_to_end(&mut back)
         .unwrap();
@@ -94,13 +95,13 @@ fn client_round_trip_immutability_multipart_and_paging() {
     );
 
     // Immutable: the same bytes again succeed (a retry), other bytes fail and change nothing.
-    c.put_ltx(0, TxId::new(1), TxId::new(2), ts, &small)
+    c.put_ltx(Level::L0, TxId::new(1), TxId::new(2), ts, &small)
         .unwrap();
     let other = dir.path("other.ltx");
     std::fs::write(&other, b"other file bytes").unwrap();
     let e = format!(
         "{:#}",
-        c.put_ltx(0, TxId::new(1), TxId::new(2), ts, &other)
+        c.put_ltx(Level::L0, TxId::new(1), TxId::new(2), ts, &other)
             .unwrap_err()
     );
     assert!(e.contains("already exists with different content"), "{e}");
@@ -113,7 +114,7 @@ fn client_round_trip_immutability_multipart_and_paging() {
         "names the key: {e}"
     );
     let mut back = vec![];
-    c.open_ltx(0, TxId::new(1), TxId::new(2))
+    c.open_ltx(Level::L0, TxId::new(1), TxId::new(2))
         .unwrap()
         .read_to_end(&mut back)
         .unwrap();
@@ -124,28 +125,30 @@ fn client_round_trip_immutability_multipart_and_paging() {
     let fallback = client(&server, "lib/app.db", SECRET_KEY);
     fallback.assume_no_conditional_put();
     fallback
-        .put_ltx(0, TxId::new(1), TxId::new(2), ts, &small)
+        .put_ltx(Level::L0, TxId::new(1), TxId::new(2), ts, &small)
         .unwrap();
     let e = format!(
         "{:#}",
         fallback
-            .put_ltx(0, TxId::new(1), TxId::new(2), ts, &other)
+            .put_ltx(Level::L0, TxId::new(1), TxId::new(2), ts, &other)
             .unwrap_err()
     );
     assert!(e.contains("already exists with different content"), "{e}");
     fallback
-        .put_ltx(0, TxId::new(3), TxId::new(3), ts, &other)
+        .put_ltx(Level::L0, TxId::new(3), TxId::new(3), ts, &other)
         .unwrap();
-    assert_eq!(fallback.ltx_files(0).unwrap().len(), 2);
+    assert_eq!(fallback.ltx_files(Level::L0).unwrap().len(), 2);
     fallback
-        .delete_ltx(0, &[(TxId::new(3), TxId::new(3))])
+        .delete_ltx(Level::L0, &[(TxId::new(3), TxId::new(3))])
         .unwrap();
     assert_eq!(fallback.conditional_put(), Some(false));
 
     // A missing object: an error from open_ltx that names the replica and the key.
     let e = format!(
         "{:#}",
-        c.open_ltx(0, TxId::new(7), TxId::new(7)).err().unwrap()
+        c.open_ltx(Level::L0, TxId::new(7), TxId::new(7))
+            .err()
+            .unwrap()
     );
     assert!(
         e.contains(&server.url("lib/app.db"))
@@ -159,34 +162,34 @@ fn client_round_trip_immutability_multipart_and_paging() {
     let size = 2 * litestream::replica::s3::PART_SIZE + 12_345;
     let content: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
     std::fs::write(&big, &content).unwrap();
-    c.put_ltx(9, TxId::new(1), TxId::new(0x2a), ts + 1, &big)
+    c.put_ltx(Level::SNAPSHOT, TxId::new(1), TxId::new(0x2a), ts + 1, &big)
         .unwrap();
-    let snaps = c.ltx_files(9).unwrap();
+    let snaps = c.ltx_files(Level::SNAPSHOT).unwrap();
     assert_eq!(snaps.len(), 1);
     assert_eq!(snaps[0].size, size as u64);
     assert_eq!(
-        c.object_timestamp(9, TxId::new(1), TxId::new(0x2a))
+        c.object_timestamp(Level::SNAPSHOT, TxId::new(1), TxId::new(0x2a))
             .unwrap(),
         Some(ts + 1)
     );
     let mut back = Vec::with_capacity(size);
-    c.open_ltx(9, TxId::new(1), TxId::new(0x2a))
+    c.open_ltx(Level::SNAPSHOT, TxId::new(1), TxId::new(0x2a))
         .unwrap()
         .read_to_end(&mut back)
         .unwrap();
     assert!(back == content, "multipart object differs");
     // Immutable for multipart too (HEAD first): same bytes fine, others refused.
-    c.put_ltx(9, TxId::new(1), TxId::new(0x2a), ts + 1, &big)
+    c.put_ltx(Level::SNAPSHOT, TxId::new(1), TxId::new(0x2a), ts + 1, &big)
         .unwrap();
     let e = format!(
         "{:#}",
-        c.put_ltx(9, TxId::new(1), TxId::new(0x2a), ts, &small)
+        c.put_ltx(Level::SNAPSHOT, TxId::new(1), TxId::new(0x2a), ts, &small)
             .unwrap_err()
     );
     assert!(e.contains("already exists with different content"), "{e}");
     // Reading only the header of a big object stops early without error.
     let mut head = [0u8; 100];
-    c.open_ltx(9, TxId::new(1), TxId::new(0x2a))
+    c.open_ltx(Level::SNAPSHOT, TxId::new(1), TxId::new(0x2a))
         .unwrap()
         .read_exact(&mut head)
         .unwrap();
@@ -200,7 +203,7 @@ fn client_round_trip_immutability_multipart_and_paging() {
             let (c, small) = (c.clone(), small.clone());
             std::thread::spawn(move || {
                 for i in (t..n).step_by(4) {
-                    c.put_ltx(1, TxId::new(i + 1), TxId::new(i + 1), ts, &small)
+                    c.put_ltx(Level::L1, TxId::new(i + 1), TxId::new(i + 1), ts, &small)
                         .unwrap();
                 }
             })
@@ -209,14 +212,18 @@ fn client_round_trip_immutability_multipart_and_paging() {
     for t in threads {
         t.join().unwrap();
     }
-    let listed = c.ltx_files(1).unwrap();
+    let listed = c.ltx_files(Level::L1).unwrap();
     assert_eq!(listed.len() as u64, n);
     assert!(listed.windows(2).all(|w| w[0].min < w[1].min), "sorted");
     let mut all: Vec<(TxId, TxId)> = listed.iter().map(|f| (f.min, f.max)).collect();
     all.push((TxId::new(99_999), TxId::new(99_999))); // missing: not an error
-    c.delete_ltx(1, &all).unwrap();
-    assert!(c.ltx_files(1).unwrap().is_empty());
-    assert_eq!(c.ltx_files(0).unwrap().len(), 1, "other levels untouched");
+    c.delete_ltx(Level::L1, &all).unwrap();
+    assert!(c.ltx_files(Level::L1).unwrap().is_empty());
+    assert_eq!(
+        c.ltx_files(Level::L0).unwrap().len(),
+        1,
+        "other levels untouched"
+    );
 }
 
 /// Replicate through S3 under a writer, kill -9 the daemon at random moments, restart, and
@@ -398,14 +405,6 @@ fn we_restore_a_litestream_s3_replica() {
         "Litestream wrote <prefix>/0000/ keys"
     );
     assert_eq!(integrity(&out), "ok");
-    let rows = |p: &Path| -> Vec<(i64, String)> {
-        let c = rusqlite::Connection::open(p).unwrap();
-        let mut s = c.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
-        s.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect()
-    };
     assert_eq!(rows(&out), rows(&db));
 }
 

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use litestream::ltx::TxId;
+use litestream::ltx::{Level, TxId};
 use litestream::replica::s3::S3ReplicaClient;
 use litestream::replica::url::{parse_replica_url, ReplicaTarget};
 use litestream::replica::ReplicaClient;
@@ -130,7 +130,7 @@ fn the_client_through_each_fault() {
     std::fs::write(&file, &data).unwrap();
     let get = |min: u64| -> anyhow::Result<Vec<u8>> {
         let mut out = vec![];
-        c.open_ltx(0, TxId::new(min), TxId::new(min))?
+        c.open_ltx(Level::L0, TxId::new(min), TxId::new(min))?
             .read_to_end(&mut out)?;
         Ok(out)
     };
@@ -149,7 +149,7 @@ fn the_client_through_each_fault() {
     proxy.inject(Rule::new("PUT", Fault::Status(503), Times::Next(1)));
     let e = format!(
         "{:#}",
-        c.put_ltx(0, TxId::new(1), TxId::new(1), 0, &file)
+        c.put_ltx(Level::L0, TxId::new(1), TxId::new(1), 0, &file)
             .unwrap_err()
     );
     assert!(e.contains("HTTP 503") && e.contains(&url), "{e}");
@@ -160,7 +160,7 @@ fn the_client_through_each_fault() {
     ));
     let e = format!(
         "{:#}",
-        c.put_ltx(0, TxId::new(1), TxId::new(1), 0, &file)
+        c.put_ltx(Level::L0, TxId::new(1), TxId::new(1), 0, &file)
             .unwrap_err()
     );
     assert!(e.contains("reset"), "{e}");
@@ -173,13 +173,17 @@ fn the_client_through_each_fault() {
         },
         Times::Next(1),
     ));
-    c.put_ltx(0, TxId::new(1), TxId::new(1), 0, &file).unwrap();
+    c.put_ltx(Level::L0, TxId::new(1), TxId::new(1), 0, &file)
+        .unwrap();
     assert!(get(1).unwrap() == data);
     // A lost answer: the retry is refused (412), compared, and succeeds.
     proxy.inject(Rule::new("PUT", Fault::DropResponse, Times::Next(1)));
-    assert!(c.put_ltx(0, TxId::new(2), TxId::new(2), 0, &file).is_err());
+    assert!(c
+        .put_ltx(Level::L0, TxId::new(2), TxId::new(2), 0, &file)
+        .is_err());
     assert_eq!(server.keys("client/app.db/0000/").len(), 2, "stored");
-    c.put_ltx(0, TxId::new(2), TxId::new(2), 0, &file).unwrap();
+    c.put_ltx(Level::L0, TxId::new(2), TxId::new(2), 0, &file)
+        .unwrap();
 
     // GET: one 503, 500 or 429, or a reset before the answer, is repeated once; two are not.
     for fault in [
@@ -231,9 +235,9 @@ fn the_client_through_each_fault() {
     // LIST: repeated once, like a GET.
     let n = at();
     proxy.inject(Rule::new("LIST", Fault::Status(500), Times::Next(1)));
-    assert_eq!(c.ltx_files(0).unwrap().len(), 2);
+    assert_eq!(c.ltx_files(Level::L0).unwrap().len(), 2);
     proxy.inject(Rule::new("LIST", Fault::Status(503), Times::Next(2)));
-    let e = format!("{:#}", c.ltx_files(0).unwrap_err());
+    let e = format!("{:#}", c.ltx_files(Level::L0).unwrap_err());
     assert!(e.contains("LIST") && e.contains("HTTP 503"), "{e}");
     assert_eq!(since(n, "LIST").len(), 4);
 
@@ -241,10 +245,10 @@ fn the_client_through_each_fault() {
     let n = at();
     proxy.inject(Rule::new("POST-delete", Fault::Status(503), Times::Next(1)));
     let pairs = [(TxId::new(1), TxId::new(1)), (TxId::new(2), TxId::new(2))];
-    let e = format!("{:#}", c.delete_ltx(0, &pairs).unwrap_err());
+    let e = format!("{:#}", c.delete_ltx(Level::L0, &pairs).unwrap_err());
     assert!(e.contains("DeleteObjects") && e.contains("HTTP 503"), "{e}");
     assert_eq!(server.keys("client/app.db/0000/").len(), 2);
-    c.delete_ltx(0, &pairs).unwrap();
+    c.delete_ltx(Level::L0, &pairs).unwrap();
     assert!(server.keys("client/app.db/0000/").is_empty());
     assert_eq!(since(n, "POST-delete").len(), 2);
 }

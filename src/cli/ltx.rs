@@ -6,7 +6,8 @@ use anyhow::{bail, Result};
 use argh::FromArgs;
 use serde_json::json;
 
-use crate::replica::{self, LtxFileInfo};
+use crate::ltx::Level;
+use crate::replica::LtxFileInfo;
 use crate::timefmt;
 
 #[derive(FromArgs)]
@@ -31,12 +32,12 @@ pub struct Args {
 }
 
 /// Parses `-level`.
-fn levels(arg: &str) -> Result<Vec<u8>> {
+fn levels(arg: &str) -> Result<Vec<Level>> {
     if arg == "all" {
-        return Ok(replica::all_levels().collect());
+        return Ok(Level::all().collect());
     }
-    match arg.parse::<u8>() {
-        Ok(l) if l <= replica::SNAPSHOT_LEVEL => Ok(vec![l]),
+    match arg.parse::<u8>().map(Level::new) {
+        Ok(Some(l)) => Ok(vec![l]),
         Ok(_) => bail!("invalid value {arg:?} for flag -level: level must be between 0 and 9"),
         Err(_) => {
             bail!("invalid value {arg:?} for flag -level: invalid level: must be 0-9 or \"all\"")

@@ -15,8 +15,8 @@ use anyhow::{anyhow, bail, Context, Result};
 
 use super::policy::{check_deletable, l0_expired, next_run, snapshot_expired, window_start};
 use crate::durable;
-use crate::ltx::{self, Checksum, CompactOptions, Decoder, Encoder, Header, TxId};
-use crate::replica::{LtxFileInfo, ReplicaClient, SNAPSHOT_LEVEL};
+use crate::ltx::{self, Checksum, CompactOptions, Decoder, Encoder, Header, Level, TxId};
+use crate::replica::{LtxFileInfo, ReplicaClient};
 use crate::restore;
 use crate::timefmt;
 
@@ -24,9 +24,6 @@ use crate::timefmt;
 /// long time before compaction existed) becomes several outputs in one run, so open inputs
 /// (file descriptors, S3 download threads and their buffers) stay bounded.
 pub const MAX_INPUTS: usize = 64;
-
-/// Levels a replica can hold, 0 to 9.
-const LEVELS: usize = SNAPSHOT_LEVEL as usize + 1;
 
 /// `ltx/<level>/<min>-<max>.ltx` of the first and last of `files`, for logs.
 fn span(files: &[LtxFileInfo]) -> String {
@@ -63,7 +60,7 @@ pub struct DbCompaction {
     meta_dir: PathBuf,
     /// The replica's files per level as last listed and since updated by our own writes;
     /// `None`: not known, list before use.
-    listings: [Option<Vec<LtxFileInfo>>; LEVELS],
+    listings: [Option<Vec<LtxFileInfo>>; Level::COUNT],
     /// Most inputs one merge opens ([`MAX_INPUTS`]; smaller in tests).
     max_inputs: usize,
     /// Set at shutdown: every read of a merge fails from then on, so the work in progress
@@ -110,27 +107,27 @@ impl DbCompaction {
     }
 
     /// The files at `level`: the kept listing, or a LIST.
-    fn listing(&mut self, level: u8) -> Result<Vec<LtxFileInfo>> {
-        if let Some(files) = &self.listings[level as usize] {
+    fn listing(&mut self, level: Level) -> Result<Vec<LtxFileInfo>> {
+        if let Some(files) = &self.listings[level.index()] {
             return Ok(files.clone());
         }
         self.relist(level)
     }
 
     /// LISTs `level` and keeps the result.
-    fn relist(&mut self, level: u8) -> Result<Vec<LtxFileInfo>> {
+    fn relist(&mut self, level: Level) -> Result<Vec<LtxFileInfo>> {
         let files = self
             .replica
             .ltx_files(level)
             .with_context(|| format!("{}: list level {level}", self.replica.url()))?;
-        self.listings[level as usize] = Some(files.clone());
+        self.listings[level.index()] = Some(files.clone());
         Ok(files)
     }
 
     /// Every file of every level (listing the levels not known yet).
     fn all_files(&mut self) -> Result<Vec<LtxFileInfo>> {
         let mut all = vec![];
-        for level in 0..=SNAPSHOT_LEVEL {
+        for level in Level::all() {
             all.extend(self.listing(level)?);
         }
         Ok(all)
@@ -138,7 +135,7 @@ impl DbCompaction {
 
     /// Records a file we stored.
     fn remember(&mut self, f: &LtxFileInfo) {
-        if let Some(files) = self.listings[f.level as usize].as_mut() {
+        if let Some(files) = self.listings[f.level.index()].as_mut() {
             files.retain(|g| (g.min, g.max) != (f.min, f.max));
             files.push(f.clone());
             files.sort_by_key(|g| (g.min, g.max));
@@ -146,7 +143,7 @@ impl DbCompaction {
     }
 
     /// Newest max TXID at `level` (0 when empty).
-    fn level_max(&mut self, level: u8) -> Result<TxId> {
+    fn level_max(&mut self, level: Level) -> Result<TxId> {
         Ok(self
             .listing(level)?
             .iter()
@@ -162,27 +159,27 @@ impl DbCompaction {
     /// written.
     pub fn compact_level(
         &mut self,
-        level: u8,
+        level: Level,
         interval: Option<Duration>,
         replicated: TxId,
         now_ms: i64,
     ) -> Result<Vec<LtxFileInfo>> {
-        if level == 0 || level >= SNAPSHOT_LEVEL {
+        let Some(below) = level.below().filter(|_| level.is_compacted()) else {
             bail!("level {level} is not a compaction level (1..=8)");
-        }
+        };
         let dst = self.listing(level)?;
         let dst_max = dst.iter().map(|f| f.max).max().unwrap_or(TxId::ZERO);
         if replicated <= dst_max {
             return Ok(vec![]);
         }
-        if level > 1 && self.level_max(level - 1)? <= dst_max {
+        if below != Level::L0 && self.level_max(below)? <= dst_max {
             return Ok(vec![]);
         }
         if let (Some(interval), Some(newest)) = (interval, dst.iter().map(|f| f.created_ms).max()) {
             if newest >= window_start(now_ms, interval) {
                 log::debug!(
                     db:% = self.db(),
-                    compaction_level = level,
+                    compaction_level = level.get(),
                     newest = timefmt::rfc3339_ms(newest);
                     "compaction too early"
                 );
@@ -190,10 +187,10 @@ impl DbCompaction {
             }
         }
         // Level 0 grows behind our back (the database thread uploads): list it afresh.
-        let src = if level == 1 {
-            self.relist(0)?
+        let src = if below == Level::L0 {
+            self.relist(below)?
         } else {
-            self.listing(level - 1)?
+            self.listing(below)?
         };
         let mut written = vec![];
         let mut after = dst_max;
@@ -205,7 +202,7 @@ impl DbCompaction {
             let out = self.merge(level, &run, CompactOptions::default())?;
             log::info!(
                 db:% = self.db(),
-                compaction_level = level,
+                compaction_level = level.get(),
                 "txid.min":% = out.min,
                 "txid.max":% = out.max,
                 size = out.size,
@@ -226,7 +223,7 @@ impl DbCompaction {
         replicated: TxId,
         now_ms: i64,
     ) -> Result<Option<LtxFileInfo>> {
-        let snapshots = self.listing(SNAPSHOT_LEVEL)?;
+        let snapshots = self.listing(Level::SNAPSHOT)?;
         let newest = snapshots.iter().max_by_key(|f| (f.max, f.created_ms));
         if newest.is_some_and(|s| s.max >= replicated) {
             return Ok(None);
@@ -239,7 +236,7 @@ impl DbCompaction {
         }
         // The planner needs every level as it is now: list them all (also refreshing what
         // we keep, against changes made by anyone else).
-        for level in 0..=SNAPSHOT_LEVEL {
+        for level in Level::all() {
             self.relist(level)?;
         }
         let files = self.all_files()?;
@@ -248,7 +245,7 @@ impl DbCompaction {
         };
         if files
             .iter()
-            .any(|f| f.level == SNAPSHOT_LEVEL && f.max == latest)
+            .any(|f| f.level == Level::SNAPSHOT && f.max == latest)
         {
             return Ok(None);
         }
@@ -257,7 +254,7 @@ impl DbCompaction {
         let opts = CompactOptions {
             timestamp_ms: Some(now_ms),
         };
-        let out = self.merge(SNAPSHOT_LEVEL, &plan.files, opts)?;
+        let out = self.merge(Level::SNAPSHOT, &plan.files, opts)?;
         log::info!(
             db:% = self.db(),
             txid:% = out.max,
@@ -270,11 +267,11 @@ impl DbCompaction {
 
     /// L0 retention (see the module docs); returns how many files it deleted.
     pub fn enforce_l0_retention(&mut self, retention: Duration, now_ms: i64) -> Result<usize> {
-        let l1 = self.listing(1)?;
+        let l1 = self.listing(Level::L1)?;
         if l1.is_empty() {
             return Ok(0);
         }
-        let l0 = self.listing(0)?;
+        let l0 = self.listing(Level::L0)?;
         let doomed = l0_expired(&l0, &l1, now_ms - retention.as_millis() as i64);
         self.delete(&doomed, "l0 retention")
     }
@@ -286,7 +283,7 @@ impl DbCompaction {
         l0_retention: Duration,
         now_ms: i64,
     ) -> Result<usize> {
-        if self.listing(SNAPSHOT_LEVEL)?.is_empty() {
+        if self.listing(Level::SNAPSHOT)?.is_empty() {
             return Ok(0);
         }
         let files = self.all_files()?;
@@ -320,7 +317,7 @@ impl DbCompaction {
                 span(doomed)
             )));
         }
-        let mut by_level: BTreeMap<u8, Vec<LtxFileInfo>> = BTreeMap::new();
+        let mut by_level: BTreeMap<Level, Vec<LtxFileInfo>> = BTreeMap::new();
         for f in doomed {
             by_level.entry(f.level).or_default().push(f.clone());
         }
@@ -330,7 +327,7 @@ impl DbCompaction {
             let result = self.replica.delete_ltx(level, &pairs);
             // Even a failed batch may have deleted some: forget them all (a smaller listing
             // is only ever more cautious), and list afresh next time.
-            if let Some(kept) = self.listings[level as usize].as_mut() {
+            if let Some(kept) = self.listings[level.index()].as_mut() {
                 kept.retain(|f| !files.contains(f));
             }
             result.with_context(|| format!("{}: delete {}", self.replica.url(), span(&files)))?;
@@ -338,7 +335,7 @@ impl DbCompaction {
             log::info!(
                 db:% = self.db(),
                 reason = why,
-                compaction_level = level,
+                compaction_level = level.get(),
                 files = files.len(),
                 "txid.min":% = files.first().map_or(TxId::ZERO, |f| f.min),
                 "txid.max":% = files.last().map_or(TxId::ZERO, |f| f.max);
@@ -349,7 +346,7 @@ impl DbCompaction {
     }
 
     /// Where a merge is written before it is uploaded.
-    fn temp_path(&self, level: u8, suffix: &str) -> PathBuf {
+    fn temp_path(&self, level: Level, suffix: &str) -> PathBuf {
         self.meta_dir.join(format!(".compact-{level}{suffix}.tmp"))
     }
 
@@ -358,7 +355,7 @@ impl DbCompaction {
     /// (a snapshot, read once) merges in groups into local files, which then take its place.
     fn merge(
         &mut self,
-        level: u8,
+        level: Level,
         inputs: &[LtxFileInfo],
         opts: CompactOptions,
     ) -> Result<LtxFileInfo> {
@@ -377,7 +374,7 @@ impl DbCompaction {
 
     fn merge_into(
         &self,
-        level: u8,
+        level: Level,
         inputs: &[LtxFileInfo],
         opts: CompactOptions,
         tmp: &Path,
@@ -501,7 +498,7 @@ impl DbCompaction {
             ext_checksums: Some((Checksum(0), verified.pages_checksum)),
             ..header
         };
-        let ck_tmp = self.temp_path(SNAPSHOT_LEVEL, "-ck");
+        let ck_tmp = self.temp_path(Level::SNAPSHOT, "-ck");
         {
             let mut dec = Decoder::new(open(tmp)?).with_context(what)?;
             let mut page = vec![0u8; sealed.page_size as usize];
@@ -573,7 +570,10 @@ mod tests {
         let mut fx = Fixture::new();
         fx.l0(EXT, 1..=4);
         let now = T0 + 60_000;
-        let out = fx.work.compact_level(1, None, TxId::new(4), now).unwrap();
+        let out = fx
+            .work
+            .compact_level(Level::L1, None, TxId::new(4), now)
+            .unwrap();
         assert_eq!(
             out.iter()
                 .map(|f| (f.min.get(), f.max.get()))
@@ -583,25 +583,25 @@ mod tests {
         // Nothing new past level 1: no work (and no request: see the counting test).
         assert!(fx
             .work
-            .compact_level(1, None, TxId::new(4), now)
+            .compact_level(Level::L1, None, TxId::new(4), now)
             .unwrap()
             .is_empty());
 
         fx.l0(EXT, 5..=10);
         // Written in the current 1-minute window already: too early. (A file replica dates
         // a compacted file with its LTX timestamp, the last input's.)
-        let written = fx.work.listing(1).unwrap()[0].created_ms;
+        let written = fx.work.listing(Level::L1).unwrap()[0].created_ms;
         let in_window = written + 1;
         assert!(window_start(in_window, MIN) <= written);
         assert!(fx
             .work
-            .compact_level(1, Some(MIN), TxId::new(10), in_window)
+            .compact_level(Level::L1, Some(MIN), TxId::new(10), in_window)
             .unwrap()
             .is_empty());
         let later = written.max(now) + 120_000;
         let out = fx
             .work
-            .compact_level(1, Some(MIN), TxId::new(10), later)
+            .compact_level(Level::L1, Some(MIN), TxId::new(10), later)
             .unwrap();
         assert_eq!(
             out.iter()
@@ -611,7 +611,7 @@ mod tests {
         );
         let out = fx
             .work
-            .compact_level(2, None, TxId::new(10), later)
+            .compact_level(Level::new(2).unwrap(), None, TxId::new(10), later)
             .unwrap();
         assert_eq!(
             out.iter()
@@ -621,7 +621,7 @@ mod tests {
         );
         assert!(fx
             .work
-            .compact_level(3, None, TxId::ZERO, later)
+            .compact_level(Level::new(3).unwrap(), None, TxId::ZERO, later)
             .unwrap()
             .is_empty());
 
@@ -676,10 +676,13 @@ mod tests {
         let now = T0 + 60_000;
         assert!(fx
             .work
-            .compact_level(1, None, TxId::new(10), now)
+            .compact_level(Level::L1, None, TxId::new(10), now)
             .unwrap()
             .is_empty());
-        let l2 = fx.work.compact_level(2, None, TxId::new(10), now).unwrap();
+        let l2 = fx
+            .work
+            .compact_level(Level::new(2).unwrap(), None, TxId::new(10), now)
+            .unwrap();
         assert_eq!(
             l2.iter()
                 .map(|f| (f.min.get(), f.max.get()))
@@ -692,8 +695,12 @@ mod tests {
 
         let snap = fx.work.snapshot(None, TxId::new(10), now).unwrap().unwrap();
         assert_eq!((snap.min.get(), snap.max.get()), (1, 10));
-        let header =
-            ltx::read_header(fx.client.open_ltx(9, TxId::new(1), TxId::new(10)).unwrap()).unwrap();
+        let header = ltx::read_header(
+            fx.client
+                .open_ltx(Level::SNAPSHOT, TxId::new(1), TxId::new(10))
+                .unwrap(),
+        )
+        .unwrap();
         assert_eq!(
             header.ext_checksums,
             Some((Checksum(0), Checksum(checksum_at(10))))
@@ -736,7 +743,10 @@ mod tests {
         let (ck, files, unverified) = fx.restore(10);
         assert_eq!((ck, files, unverified), (checksum_at(10), 1, 0));
 
-        let l1 = fx.work.compact_level(1, None, TxId::new(10), T0).unwrap();
+        let l1 = fx
+            .work
+            .compact_level(Level::L1, None, TxId::new(10), T0)
+            .unwrap();
         let ranges: Vec<_> = l1.iter().map(|f| (f.min.get(), f.max.get())).collect();
         assert_eq!(ranges, [(1, 3), (4, 6), (7, 9), (10, 10)]);
         for txid in [3, 6, 9] {
@@ -749,7 +759,7 @@ mod tests {
         let mut fx = Fixture::new();
         fx.l0(EXT, 1..=3);
         // Deleting the only file with txid 1 would leave no snapshot to start from.
-        let doomed = fx.work.listing(0).unwrap()[..1].to_vec();
+        let doomed = fx.work.listing(Level::L0).unwrap()[..1].to_vec();
         let err = fx.work.delete(&doomed, "test").unwrap_err();
         assert!(
             format!("{err:#}").contains("would no longer be possible"),
@@ -764,11 +774,15 @@ mod tests {
         let mut fx = Fixture::new();
         fx.l0(EXT, 1..=5);
         let t1 = T0 + 60_000;
-        fx.work.compact_level(1, None, TxId::new(5), t1).unwrap();
+        fx.work
+            .compact_level(Level::L1, None, TxId::new(5), t1)
+            .unwrap();
         fx.work.snapshot(None, TxId::new(5), t1).unwrap().unwrap();
         fx.l0(EXT, 6..=10);
         let t2 = t1 + 3_600_000;
-        fx.work.compact_level(1, None, TxId::new(10), t2).unwrap();
+        fx.work
+            .compact_level(Level::L1, None, TxId::new(10), t2)
+            .unwrap();
         fx.work.snapshot(None, TxId::new(10), t2).unwrap().unwrap();
         let deleted = fx
             .work

@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 
 use crate::config::Config;
-use crate::ltx::TxId;
-use crate::replica::{LtxFileInfo, SNAPSHOT_LEVEL};
+use crate::ltx::{Level, TxId};
+use crate::replica::LtxFileInfo;
 use crate::restore;
 
 /// The compaction settings of a daemon (`levels`, `snapshot`, `l0-retention`,
@@ -117,8 +117,10 @@ pub fn snapshot_expired(
     snapshot_cutoff_ms: i64,
     l0_cutoff_ms: i64,
 ) -> Vec<LtxFileInfo> {
-    let mut snapshots: Vec<&LtxFileInfo> =
-        files.iter().filter(|f| f.level == SNAPSHOT_LEVEL).collect();
+    let mut snapshots: Vec<&LtxFileInfo> = files
+        .iter()
+        .filter(|f| f.level == Level::SNAPSHOT)
+        .collect();
     snapshots.sort_by_key(|f| (f.max, f.min));
     let Some(&newest) = snapshots.last() else {
         return vec![];
@@ -134,7 +136,7 @@ pub fn snapshot_expired(
         .map(|f| f.max)
         .min()
         .unwrap_or(newest.max);
-    for level in 0..SNAPSHOT_LEVEL {
+    for level in Level::all().filter(|&l| l != Level::SNAPSHOT) {
         let at: Vec<&LtxFileInfo> = files.iter().filter(|f| f.level == level).collect();
         let Some(last) = at.iter().map(|f| f.max).max() else {
             continue;
@@ -142,7 +144,7 @@ pub fn snapshot_expired(
         doomed.extend(
             at.into_iter()
                 .filter(|f| f.max < oldest_kept && f.max != last)
-                .filter(|f| level > 0 || f.created_ms <= l0_cutoff_ms)
+                .filter(|f| level != Level::L0 || f.created_ms <= l0_cutoff_ms)
                 .cloned(),
         );
     }
@@ -171,7 +173,7 @@ mod tests {
 
     fn info(level: u8, min: u64, max: u64, created_ms: i64) -> LtxFileInfo {
         LtxFileInfo {
-            level,
+            level: Level::new(level).unwrap(),
             min: TxId::new(min),
             max: TxId::new(max),
             size: 1,
@@ -231,7 +233,7 @@ mod tests {
         ];
         let names = |v: Vec<LtxFileInfo>| {
             v.iter()
-                .map(|f| (f.level, f.min.get(), f.max.get()))
+                .map(|f| (f.level.get(), f.min.get(), f.max.get()))
                 .collect::<Vec<_>>()
         };
         // Snapshots before 25 expire: 1-3 and 1-6; the oldest kept is 1-9. Below 9: L1 1-3

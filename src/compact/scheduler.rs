@@ -15,9 +15,9 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use super::db::DbCompaction;
 use super::policy::{next_boundary, Schedule};
 use crate::duration;
-use crate::ltx::TxId;
+use crate::ltx::{Level, TxId};
 use crate::registry::{DbStatus, Registry};
-use crate::replica::{ReplicaClient, SNAPSHOT_LEVEL};
+use crate::replica::ReplicaClient;
 use crate::timefmt;
 
 /// "Now" in milliseconds since the Unix epoch: [`timefmt::now_ms`] in the daemon, a fake
@@ -32,7 +32,7 @@ const NOT_READY_RETRY: Duration = Duration::from_secs(1);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Task {
     /// Compaction into level 1..=8.
-    Level(u8),
+    Level(Level),
     /// A snapshot, then snapshot retention.
     Snapshot,
     /// L0 retention.
@@ -184,7 +184,7 @@ impl Worker {
             );
         }
         log::info!(
-            compaction_level = SNAPSHOT_LEVEL,
+            compaction_level = Level::SNAPSHOT.get(),
             interval:% = duration::format(s.snapshot_interval),
             retention:% = duration::format(s.snapshot_retention);
             "starting compaction monitor"
@@ -259,7 +259,9 @@ impl Worker {
 
     /// The tasks of every database, in the order they run when due together.
     fn tasks(&self) -> Vec<Task> {
-        let mut tasks: Vec<Task> = (1..=self.schedule.levels.len() as u8)
+        let mut tasks: Vec<Task> = Level::all()
+            .filter(|l| l.is_compacted())
+            .take(self.schedule.levels.len())
             .map(Task::Level)
             .collect();
         tasks.push(Task::Snapshot);
@@ -272,7 +274,7 @@ impl Worker {
     /// When `task` is next due after `now`.
     fn next_due(&self, task: Task, now: i64) -> i64 {
         match task {
-            Task::Level(l) => next_boundary(now, self.schedule.levels[l as usize - 1]),
+            Task::Level(l) => next_boundary(now, self.schedule.levels[l.index() - 1]),
             Task::Snapshot => next_boundary(now, self.schedule.snapshot_interval),
             Task::L0Retention => now + self.schedule.l0_retention_check_interval.as_millis() as i64,
         }
@@ -353,9 +355,9 @@ impl Worker {
         let work = &mut entry.work;
         match task {
             Task::Level(level) => {
-                let interval = schedule.levels[level as usize - 1];
+                let interval = schedule.levels[level.index() - 1];
                 let written = work.compact_level(level, Some(interval), replicated, now)?;
-                if level == 1 && !written.is_empty() {
+                if level == Level::L1 && !written.is_empty() {
                     *l1_wrote = true;
                     work.enforce_l0_retention(schedule.l0_retention, now)?;
                 }
@@ -416,7 +418,7 @@ mod tests {
             );
         }
         let s = &worker.schedule;
-        assert!(due[&Task::Level(3)] >= next_boundary(before, s.levels[2]));
+        assert!(due[&Task::Level(Level::new(3).unwrap())] >= next_boundary(before, s.levels[2]));
         assert!(due[&Task::Snapshot] >= next_boundary(before, s.snapshot_interval));
     }
 
@@ -453,7 +455,10 @@ mod tests {
             meta_dir: fx._dir.path().join("meta"),
         });
         let boundary = next_boundary(T0 + 1, MIN);
-        assert_eq!(worker.dbs[Path::new("/db")].due[&Task::Level(1)], boundary);
+        assert_eq!(
+            worker.dbs[Path::new("/db")].due[&Task::Level(Level::new(1).unwrap())],
+            boundary
+        );
         let level_1 = || -> Vec<(u64, u64)> {
             fx.files()
                 .into_iter()
@@ -471,7 +476,7 @@ mod tests {
         assert_eq!(level_1(), [(1, 4)]);
         let entry = &worker.dbs[Path::new("/db")];
         assert_eq!(
-            entry.due[&Task::Level(1)],
+            entry.due[&Task::Level(Level::new(1).unwrap())],
             boundary + MIN.as_millis() as i64
         );
         assert!(entry.errors.is_empty(), "{:?}", entry.errors);

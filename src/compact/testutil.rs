@@ -70,7 +70,7 @@ impl Fixture {
         restore::list_all(self.client.as_ref())
             .unwrap()
             .iter()
-            .map(|f| (f.level, f.min.get(), f.max.get()))
+            .map(|f| (f.level.get(), f.min.get(), f.max.get()))
             .collect()
     }
 

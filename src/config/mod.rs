@@ -39,9 +39,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::replica::url::{
-    self, clean_path, redact, redact_url, ReplicaTarget, S3Keys, S3UrlParts,
-};
+use crate::replica::url::{self, clean_path, redact_url, ReplicaTarget, S3Keys, S3UrlParts};
 
 pub use directory::DirConfig;
 pub use env::{default_config_path, expand_env, process_env};
@@ -295,20 +293,10 @@ pub struct CompactionLevelConfig {
 /// replica that does not set it (main.go `ReplicaSettings.SetDefaults`).
 #[derive(Clone, PartialEq, Eq, Default)]
 pub struct ReplicaDefaults {
-    /// `access-key-id`.
-    pub access_key_id: Option<String>,
-    /// `secret-access-key`.
-    pub secret_access_key: Option<String>,
-    /// `region`.
-    pub region: Option<String>,
+    /// `region`, `endpoint`, `force-path-style`, `skip-verify` and the credentials.
+    pub s3: S3Keys,
     /// `bucket` (not applied to replicas that name their bucket in `url`).
     pub bucket: Option<String>,
-    /// `endpoint`.
-    pub endpoint: Option<String>,
-    /// `force-path-style`.
-    pub force_path_style: Option<bool>,
-    /// `skip-verify`.
-    pub skip_verify: Option<bool>,
     /// `sync-interval`.
     pub sync_interval: Option<Duration>,
 }
@@ -316,13 +304,8 @@ pub struct ReplicaDefaults {
 impl fmt::Debug for ReplicaDefaults {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ReplicaDefaults")
-            .field("access_key_id", &redact(&self.access_key_id))
-            .field("secret_access_key", &redact(&self.secret_access_key))
-            .field("region", &self.region)
+            .field("s3", &self.s3)
             .field("bucket", &self.bucket)
-            .field("endpoint", &self.endpoint)
-            .field("force_path_style", &self.force_path_style)
-            .field("skip_verify", &self.skip_verify)
             .field("sync_interval", &self.sync_interval)
             .finish()
     }
@@ -417,18 +400,8 @@ pub struct ReplicaConfig {
     pub path: Option<String>,
     /// `bucket`.
     pub bucket: Option<String>,
-    /// `region`.
-    pub region: Option<String>,
-    /// `endpoint`.
-    pub endpoint: Option<String>,
-    /// `force-path-style`.
-    pub force_path_style: Option<bool>,
-    /// `skip-verify` (skip TLS certificate checks).
-    pub skip_verify: Option<bool>,
-    /// `access-key-id`.
-    pub access_key_id: Option<String>,
-    /// `secret-access-key`.
-    pub secret_access_key: Option<String>,
+    /// `region`, `endpoint`, `force-path-style`, `skip-verify` and the credentials.
+    pub s3: S3Keys,
     /// `sync-interval` (default 1s).
     pub sync_interval: Duration,
 }
@@ -441,12 +414,7 @@ impl Default for ReplicaConfig {
             replica_type: None,
             path: None,
             bucket: None,
-            region: None,
-            endpoint: None,
-            force_path_style: None,
-            skip_verify: None,
-            access_key_id: None,
-            secret_access_key: None,
+            s3: S3Keys::default(),
             sync_interval: DEFAULT_SYNC_INTERVAL,
         }
     }
@@ -459,12 +427,7 @@ impl fmt::Debug for ReplicaConfig {
             .field("replica_type", &self.replica_type)
             .field("path", &self.path)
             .field("bucket", &self.bucket)
-            .field("region", &self.region)
-            .field("endpoint", &self.endpoint)
-            .field("force_path_style", &self.force_path_style)
-            .field("skip_verify", &self.skip_verify)
-            .field("access_key_id", &redact(&self.access_key_id))
-            .field("secret_access_key", &redact(&self.secret_access_key))
+            .field("s3", &self.s3)
             .field("sync_interval", &self.sync_interval)
             .finish()
     }
@@ -633,14 +596,6 @@ impl ReplicaConfig {
                 self.path.as_deref().unwrap_or(""),
             ),
         };
-        let keys = S3Keys {
-            region: self.region.clone(),
-            endpoint: self.endpoint.clone(),
-            force_path_style: self.force_path_style,
-            skip_verify: self.skip_verify,
-            access_key_id: self.access_key_id.clone(),
-            secret_access_key: self.secret_access_key.clone(),
-        };
-        Ok(ReplicaTarget::S3(parts.finish(keys)?))
+        Ok(ReplicaTarget::S3(parts.finish(&self.s3)?))
     }
 }

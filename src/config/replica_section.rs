@@ -159,11 +159,11 @@ pub(super) fn parse_replica_settings(
 ) -> Result<ReplicaDefaults, ConfigError> {
     let mut s = ReplicaDefaults::default();
     let strings: [(&str, &mut Option<String>); 5] = [
-        ("access-key-id", &mut s.access_key_id),
-        ("secret-access-key", &mut s.secret_access_key),
-        ("region", &mut s.region),
+        ("access-key-id", &mut s.s3.access_key_id),
+        ("secret-access-key", &mut s.s3.secret_access_key),
+        ("region", &mut s.s3.region),
         ("bucket", &mut s.bucket),
-        ("endpoint", &mut s.endpoint),
+        ("endpoint", &mut s.s3.endpoint),
     ];
     for (name, slot) in strings {
         if let Some(f) = m.take(name) {
@@ -171,10 +171,10 @@ pub(super) fn parse_replica_settings(
         }
     }
     if let Some(f) = m.take("force-path-style") {
-        s.force_path_style = f.bool(ctx)?;
+        s.s3.force_path_style = f.bool(ctx)?;
     }
     if let Some(f) = m.take("skip-verify") {
-        s.skip_verify = f.bool(ctx)?;
+        s.s3.skip_verify = f.bool(ctx)?;
     }
     if let Some(f) = m.take("sync-interval") {
         s.sync_interval = f.positive_duration(ctx)?;
@@ -215,17 +215,10 @@ pub(super) fn merge_settings(
     defaults: &ReplicaDefaults,
 ) {
     let has_url = rc.url.is_some();
-    rc.access_key_id = own.access_key_id.or_else(|| defaults.access_key_id.clone());
-    rc.secret_access_key = own
-        .secret_access_key
-        .or_else(|| defaults.secret_access_key.clone());
-    rc.region = own.region.or_else(|| defaults.region.clone());
+    rc.s3 = own.s3.or(&defaults.s3);
     rc.bucket = own
         .bucket
         .or_else(|| defaults.bucket.clone().filter(|_| !has_url));
-    rc.endpoint = own.endpoint.or_else(|| defaults.endpoint.clone());
-    rc.force_path_style = own.force_path_style.or(defaults.force_path_style);
-    rc.skip_verify = own.skip_verify.or(defaults.skip_verify);
     rc.sync_interval = own
         .sync_interval
         .or(defaults.sync_interval)

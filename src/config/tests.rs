@@ -192,15 +192,15 @@ fn every_supported_key_is_read() {
     assert_eq!(c.l0_retention, Duration::from_secs(600));
     assert_eq!(c.l0_retention_check_interval, Duration::from_secs(30));
     assert_eq!(c.upload_concurrency, 8);
-    assert_eq!(c.defaults.access_key_id.as_deref(), Some("AKIAGLOBAL"));
+    assert_eq!(c.defaults.s3.access_key_id.as_deref(), Some("AKIAGLOBAL"));
     assert_eq!(
-        c.defaults.secret_access_key.as_deref(),
+        c.defaults.s3.secret_access_key.as_deref(),
         Some("globalsecret")
     );
-    assert_eq!(c.defaults.region.as_deref(), Some("eu-west-1"));
+    assert_eq!(c.defaults.s3.region.as_deref(), Some("eu-west-1"));
     assert_eq!(c.defaults.sync_interval, Some(Duration::from_secs(10)));
-    assert_eq!(c.defaults.skip_verify, Some(true));
-    assert_eq!(c.defaults.force_path_style, Some(false));
+    assert_eq!(c.defaults.s3.skip_verify, Some(true));
+    assert_eq!(c.defaults.s3.force_path_style, Some(false));
 
     let a = &c.dbs[0];
     assert_eq!(a.meta_path, PathBuf::from("/var/lib/ls/a"));
@@ -231,7 +231,7 @@ fn every_supported_key_is_read() {
         Duration::from_secs(10),
         "global sync-interval applies"
     );
-    assert_eq!(r.access_key_id.as_deref(), Some("AKIAGLOBAL"));
+    assert_eq!(r.s3.access_key_id.as_deref(), Some("AKIAGLOBAL"));
     assert_eq!(
         r.target().expect("target"),
         ReplicaTarget::File {
@@ -397,10 +397,13 @@ fn undefined_variables_expand_to_empty() {
 fn explicit_keys_win_over_the_url() {
     let rc = ReplicaConfig {
         url: Some("s3://bkt/p?region=url-region&endpoint=http://url:9000&skipVerify=true".into()),
-        region: Some("key-region".into()),
-        endpoint: Some("https://key.example.com".into()),
-        force_path_style: Some(false),
-        skip_verify: Some(false),
+        s3: S3Keys {
+            region: Some("key-region".into()),
+            endpoint: Some("https://key.example.com".into()),
+            force_path_style: Some(false),
+            skip_verify: Some(false),
+            ..S3Keys::default()
+        },
         ..ReplicaConfig::default()
     };
     let t = s3(rc.target().unwrap());

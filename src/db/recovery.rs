@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use crate::ltx::{self, Checksum, Header, TxId};
+use crate::ltx::{self, Checksum, Header, Level, TxId};
 use crate::owner::OwnerLock;
 use crate::replica::{self, ReplicaClient};
 use crate::spool::{Spool, SpoolFile};
@@ -326,7 +326,7 @@ pub(super) fn read_verified_header(path: &Path) -> Result<Header> {
 /// file carries our extension.
 pub(super) fn replica_position(client: &dyn ReplicaClient) -> Result<ReplicaPosition> {
     let mut best: Option<replica::LtxFileInfo> = None;
-    for level in replica::all_levels() {
+    for level in Level::all() {
         for f in client.ltx_files(level)? {
             if best.as_ref().is_none_or(|b| f.max > b.max) {
                 best = Some(f);
@@ -449,7 +449,7 @@ mod tests {
         fn url(&self) -> &str {
             "fake://replica"
         }
-        fn ltx_files(&self, level: u8) -> replica::Result<Vec<LtxFileInfo>> {
+        fn ltx_files(&self, level: Level) -> replica::Result<Vec<LtxFileInfo>> {
             if self.fail_listing {
                 return Err(ReplicaError::new(
                     ErrorKind::Transient,
@@ -464,9 +464,9 @@ mod tests {
                 .lock()
                 .unwrap()
                 .iter()
-                .filter(|((l, _, _), _)| *l == level)
+                .filter(|((l, _, _), _)| *l == level.get())
                 .map(|(&(level, min, max), bytes)| LtxFileInfo {
-                    level,
+                    level: Level::new(level).unwrap(),
                     min: TxId::new(min),
                     max: TxId::new(max),
                     size: bytes.len() as u64,
@@ -476,17 +476,17 @@ mod tests {
         }
         fn open_ltx(
             &self,
-            level: u8,
+            level: Level,
             min: TxId,
             max: TxId,
         ) -> replica::Result<Box<dyn Read + Send>> {
-            let bytes = self.files.lock().unwrap()[&(level, min.get(), max.get())].clone();
+            let bytes = self.files.lock().unwrap()[&(level.get(), min.get(), max.get())].clone();
             Ok(Box::new(std::io::Cursor::new(bytes)))
         }
-        fn put_ltx(&self, _: u8, _: TxId, _: TxId, _: i64, _: &Path) -> replica::Result<()> {
+        fn put_ltx(&self, _: Level, _: TxId, _: TxId, _: i64, _: &Path) -> replica::Result<()> {
             unreachable!("the position is read, never written")
         }
-        fn delete_ltx(&self, _: u8, _: &[(TxId, TxId)]) -> replica::Result<()> {
+        fn delete_ltx(&self, _: Level, _: &[(TxId, TxId)]) -> replica::Result<()> {
             unreachable!("the position is read, never written")
         }
     }

@@ -10,7 +10,7 @@ use anyhow::Result;
 use crossbeam_channel::Sender;
 
 use crate::events::Event;
-use crate::ltx::TxId;
+use crate::ltx::{Level, TxId};
 use crate::replica::uploader::UploadJob;
 use crate::replica::{self, ErrorKind, ReplicaError};
 
@@ -39,11 +39,11 @@ pub(super) struct PendingUpload {
 impl PendingUpload {
     /// Where the file goes: a snapshot taken to bridge a gap (min 1, max > 1) is a level-9
     /// snapshot, as Litestream stores them; everything else, including the first file, L0.
-    pub(super) fn level(&self) -> u8 {
+    pub(super) fn level(&self) -> Level {
         if self.min == TxId::new(1) && self.max > TxId::new(1) {
-            replica::SNAPSHOT_LEVEL
+            Level::SNAPSHOT
         } else {
-            0
+            Level::L0
         }
     }
 }

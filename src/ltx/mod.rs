@@ -9,12 +9,14 @@ pub mod checksum;
 pub mod decoder;
 pub mod encoder;
 pub mod header;
+pub mod level;
 pub mod merge;
 
 pub use checksum::{lock_pgno, page_checksum, Checksum, PageChecksums, CHECKSUM_FLAG};
 pub use decoder::{read_header, Decoder, Trailer};
 pub use encoder::Encoder;
 pub use header::{Header, EXT_TAG, FLAG_NO_CHECKSUM, HEADER_SIZE};
+pub use level::Level;
 pub use merge::{compact, compact_with, CompactOptions};
 
 use std::fmt;

@@ -14,7 +14,7 @@ use std::time::UNIX_EPOCH;
 use super::error::{ErrorKind, ReplicaError, Result};
 use super::{LtxFileInfo, ReplicaClient};
 use crate::durable;
-use crate::ltx::{self, TxId};
+use crate::ltx::{self, Level, TxId};
 
 /// A directory replica. Writes go through [`durable::write_file`] (temp file, fsync, rename,
 /// directory fsync), so a listed file is always complete.
@@ -23,7 +23,7 @@ pub struct FileReplicaClient {
     root: PathBuf,
     /// Levels whose directories this process has made durable and cleared of temporary files
     /// that killed writers left, both done once, on the first write into the level.
-    prepared: [AtomicBool; 256],
+    prepared: [AtomicBool; Level::COUNT],
     /// Fsyncs a directory: [`durable::sync_dir`], which tests replace to observe or fail it.
     sync_dir: fn(&Path) -> io::Result<()>,
 }
@@ -48,11 +48,11 @@ impl FileReplicaClient {
         }
     }
 
-    fn level_dir(&self, level: u8) -> PathBuf {
+    fn level_dir(&self, level: Level) -> PathBuf {
         self.root.join("ltx").join(level.to_string())
     }
 
-    fn file_path(&self, level: u8, min: TxId, max: TxId) -> PathBuf {
+    fn file_path(&self, level: Level, min: TxId, max: TxId) -> PathBuf {
         self.level_dir(level).join(ltx::file_name(min, max))
     }
 
@@ -62,9 +62,9 @@ impl FileReplicaClient {
     /// directories a killed process created (and never fsynced the parents of) would pass
     /// unnoticed: on the first write into a level this process syncs the whole chain, and
     /// removes the temporary files killed writers left there.
-    fn prepare_level(&self, level: u8) -> Result<PathBuf> {
+    fn prepare_level(&self, level: Level) -> Result<PathBuf> {
         let dir = self.level_dir(level);
-        let prepared = &self.prepared[level as usize];
+        let prepared = &self.prepared[level.index()];
         if let Err(e) = durable::create_dir_all(&dir) {
             // Removed behind our back and only partly recreated: sync everything next time.
             prepared.store(false, Ordering::Relaxed);
@@ -242,7 +242,7 @@ impl ReplicaClient for FileReplicaClient {
         &self.url
     }
 
-    fn ltx_files(&self, level: u8) -> Result<Vec<LtxFileInfo>> {
+    fn ltx_files(&self, level: Level) -> Result<Vec<LtxFileInfo>> {
         let dir = self.level_dir(level);
         let entries = match fs::read_dir(&dir) {
             Ok(e) => e,
@@ -279,7 +279,7 @@ impl ReplicaClient for FileReplicaClient {
         Ok(files)
     }
 
-    fn open_ltx(&self, level: u8, min: TxId, max: TxId) -> Result<Box<dyn Read + Send>> {
+    fn open_ltx(&self, level: Level, min: TxId, max: TxId) -> Result<Box<dyn Read + Send>> {
         let path = self.file_path(level, min, max);
         let file = File::open(&path).map_err(|e| ReplicaError::io(&self.url, "open", &path, e))?;
         Ok(Box::new(io::BufReader::with_capacity(64 * 1024, file)))
@@ -287,7 +287,7 @@ impl ReplicaClient for FileReplicaClient {
 
     fn put_ltx(
         &self,
-        level: u8,
+        level: Level,
         min: TxId,
         max: TxId,
         timestamp_ms: i64,
@@ -314,7 +314,7 @@ impl ReplicaClient for FileReplicaClient {
         Ok(())
     }
 
-    fn delete_ltx(&self, level: u8, files: &[(TxId, TxId)]) -> Result<()> {
+    fn delete_ltx(&self, level: Level, files: &[(TxId, TxId)]) -> Result<()> {
         if files.is_empty() {
             return Ok(());
         }
@@ -384,24 +384,24 @@ mod tests {
         std::fs::write(&src, b"one").unwrap();
         let ts = 1_700_000_000_123;
         client
-            .put_ltx(0, TxId::new(1), TxId::new(1), ts, &src)
+            .put_ltx(Level::L0, TxId::new(1), TxId::new(1), ts, &src)
             .unwrap();
-        let files = client.ltx_files(0).unwrap();
+        let files = client.ltx_files(Level::L0).unwrap();
         assert_eq!(files.len(), 1);
         assert_eq!(files[0].created_ms, ts, "mtime carries the LTX timestamp");
         // The same bytes again: a retry after a crash, accepted.
         client
-            .put_ltx(0, TxId::new(1), TxId::new(1), ts, &src)
+            .put_ltx(Level::L0, TxId::new(1), TxId::new(1), ts, &src)
             .unwrap();
         // Other bytes under the same name: refused, the replica keeps the original.
         std::fs::write(&src, b"two").unwrap();
         let err = client
-            .put_ltx(0, TxId::new(1), TxId::new(1), ts, &src)
+            .put_ltx(Level::L0, TxId::new(1), TxId::new(1), ts, &src)
             .unwrap_err();
         assert!(format!("{err:#}").contains("different content"), "{err:#}");
         let mut kept = String::new();
         client
-            .open_ltx(0, TxId::new(1), TxId::new(1))
+            .open_ltx(Level::L0, TxId::new(1), TxId::new(1))
             .unwrap()
             .read_to_string(&mut kept)
             .unwrap();
@@ -414,7 +414,7 @@ mod tests {
         let root = tmp.path().join("r");
         let client = FileReplicaClient::new("file:///r", &root);
         let e = client
-            .open_ltx(0, TxId::new(1), TxId::new(1))
+            .open_ltx(Level::L0, TxId::new(1), TxId::new(1))
             .err()
             .expect("missing");
         assert_eq!(e.kind(), ErrorKind::NotFound, "{e:#}");
@@ -426,28 +426,28 @@ mod tests {
         let src = tmp.path().join("a.ltx");
         std::fs::write(&src, b"one").unwrap();
         client
-            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .put_ltx(Level::L0, TxId::new(1), TxId::new(1), 0, &src)
             .unwrap();
         std::fs::write(&src, b"two").unwrap();
         let e = client
-            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .put_ltx(Level::L0, TxId::new(1), TxId::new(1), 0, &src)
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Conflict, "{e:#}");
 
         // A file where a level directory belongs: nothing a retry fixes.
         std::fs::write(root.join("ltx/3"), b"in the way").unwrap();
         let e = client
-            .put_ltx(3, TxId::new(1), TxId::new(1), 0, &src)
+            .put_ltx(Level::new(3).unwrap(), TxId::new(1), TxId::new(1), 0, &src)
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Permanent, "{e:#}");
-        let e = client.ltx_files(3).unwrap_err();
+        let e = client.ltx_files(Level::new(3).unwrap()).unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Permanent, "{e:#}");
 
         // The spooled file vanished: the database thread's business, not a missing replica
         // file.
         let gone = tmp.path().join("gone.ltx");
         let e = client
-            .put_ltx(0, TxId::new(2), TxId::new(2), 0, &gone)
+            .put_ltx(Level::L0, TxId::new(2), TxId::new(2), 0, &gone)
             .unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Transient, "{e:#}");
         assert!(format!("{e:#}").contains("gone.ltx"), "{e:#}");
@@ -481,12 +481,12 @@ mod tests {
         // An earlier attempt renamed the file into place and was killed before (or its
         // directory fsync failed): the name is there, its durability unknown.
         FileReplicaClient::new("file:///r", &root)
-            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .put_ltx(Level::L0, TxId::new(1), TxId::new(1), 0, &src)
             .unwrap();
 
         let failing = FileReplicaClient::with_sync_dir("file:///r", &root, failing_sync);
         let err = failing
-            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .put_ltx(Level::L0, TxId::new(1), TxId::new(1), 0, &src)
             .unwrap_err();
         let msg = format!("{err:#}");
         assert!(
@@ -497,7 +497,7 @@ mod tests {
         take_synced();
         let client = FileReplicaClient::with_sync_dir("file:///r", &root, recording_sync);
         client
-            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .put_ltx(Level::L0, TxId::new(1), TxId::new(1), 0, &src)
             .unwrap();
         let synced = take_synced();
         for dir in [root.join("ltx/0"), root.join("ltx"), root.clone()] {
@@ -509,14 +509,14 @@ mod tests {
         }
         // Every retry of an existing file syncs again, not only the first in this process.
         client
-            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .put_ltx(Level::L0, TxId::new(1), TxId::new(1), 0, &src)
             .unwrap();
         assert!(take_synced().contains(&root.join("ltx/0")));
 
         // Other bytes stay an error naming the file and the replica, whatever the syncs do.
         std::fs::write(&src, b"two").unwrap();
         let err = client
-            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .put_ltx(Level::L0, TxId::new(1), TxId::new(1), 0, &src)
             .unwrap_err();
         let msg = format!("{err:#}");
         assert!(
@@ -538,7 +538,7 @@ mod tests {
         take_synced();
         let client = FileReplicaClient::with_sync_dir("file:///r", &root, recording_sync);
         client
-            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .put_ltx(Level::L0, TxId::new(1), TxId::new(1), 0, &src)
             .unwrap();
         let synced = take_synced();
         for dir in [root.join("ltx"), root.clone(), tmp.path().to_path_buf()] {
@@ -548,7 +548,7 @@ mod tests {
                 dir.display()
             );
         }
-        assert_eq!(client.ltx_files(0).unwrap().len(), 1);
+        assert_eq!(client.ltx_files(Level::L0).unwrap().len(), 1);
     }
 
     #[test]
@@ -560,7 +560,7 @@ mod tests {
         let client = FileReplicaClient::with_sync_dir("file:///r", &root, recording_sync);
         for i in 1..=2 {
             client
-                .put_ltx(0, TxId::new(i), TxId::new(i), 0, &src)
+                .put_ltx(Level::L0, TxId::new(i), TxId::new(i), 0, &src)
                 .unwrap();
         }
         // An earlier attempt unlinked the first file and was killed before the directory
@@ -572,22 +572,22 @@ mod tests {
         .unwrap();
         let failing = FileReplicaClient::with_sync_dir("file:///r", &root, failing_sync);
         let err = failing
-            .delete_ltx(0, &[(TxId::new(1), TxId::new(1))])
+            .delete_ltx(Level::L0, &[(TxId::new(1), TxId::new(1))])
             .unwrap_err();
         assert!(format!("{err:#}").contains("file:///r"), "{err:#}");
 
         take_synced();
         client
             .delete_ltx(
-                0,
+                Level::L0,
                 &[(TxId::new(1), TxId::new(1)), (TxId::new(2), TxId::new(2))],
             )
             .unwrap();
         assert!(take_synced().contains(&root.join("ltx/0")));
-        assert!(client.ltx_files(0).unwrap().is_empty());
+        assert!(client.ltx_files(Level::L0).unwrap().is_empty());
         // Deleting from a level that was never written is not an error.
         client
-            .delete_ltx(3, &[(TxId::new(1), TxId::new(1))])
+            .delete_ltx(Level::new(3).unwrap(), &[(TxId::new(1), TxId::new(1))])
             .unwrap();
     }
 
@@ -636,12 +636,12 @@ mod tests {
         std::fs::write(&src, b"one").unwrap();
         let client = FileReplicaClient::new("file:///r", &root);
         client
-            .put_ltx(0, TxId::new(1), TxId::new(1), 0, &src)
+            .put_ltx(Level::L0, TxId::new(1), TxId::new(1), 0, &src)
             .unwrap();
         assert!(!level_dir.join(&stale).exists(), "stale temp file left");
         for n in &kept {
             assert!(level_dir.join(n).exists(), "{n} removed");
         }
-        assert_eq!(client.ltx_files(0).unwrap().len(), 1);
+        assert_eq!(client.ltx_files(Level::L0).unwrap().len(), 1);
     }
 }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::{LtxFileInfo, ReplicaClient, Result};
-use crate::ltx::TxId;
+use crate::ltx::{Level, TxId};
 use crate::metrics;
 
 /// Counts the requests of `inner` as `replica_type` (`file`, `s3`).
@@ -52,11 +52,11 @@ impl ReplicaClient for Metered {
         self.inner.url()
     }
 
-    fn ltx_files(&self, level: u8) -> Result<Vec<LtxFileInfo>> {
+    fn ltx_files(&self, level: Level) -> Result<Vec<LtxFileInfo>> {
         self.count("LIST", |_| 0, || self.inner.ltx_files(level))
     }
 
-    fn open_ltx(&self, level: u8, min: TxId, max: TxId) -> Result<Box<dyn Read + Send>> {
+    fn open_ltx(&self, level: Level, min: TxId, max: TxId) -> Result<Box<dyn Read + Send>> {
         let reader = self.count("GET", |_| 0, || self.inner.open_ltx(level, min, max))?;
         Ok(Box::new(CountingReader {
             inner: reader,
@@ -66,7 +66,7 @@ impl ReplicaClient for Metered {
 
     fn put_ltx(
         &self,
-        level: u8,
+        level: Level,
         min: TxId,
         max: TxId,
         timestamp_ms: i64,
@@ -80,7 +80,7 @@ impl ReplicaClient for Metered {
         )
     }
 
-    fn delete_ltx(&self, level: u8, files: &[(TxId, TxId)]) -> Result<()> {
+    fn delete_ltx(&self, level: Level, files: &[(TxId, TxId)]) -> Result<()> {
         self.count("DELETE", |_| 0, || self.inner.delete_ltx(level, files))
     }
 }

@@ -19,18 +19,15 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::ltx::TxId;
+use crate::ltx::{Level, TxId};
 use url::ReplicaTarget;
 
 pub use error::{ErrorKind, ReplicaError, Result};
 
-/// The level holding snapshots (files with min TXID 1 covering the whole database).
-pub const SNAPSHOT_LEVEL: u8 = 9;
-
 /// One LTX file in a replica, as a listing reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LtxFileInfo {
-    pub level: u8,
+    pub level: Level,
     pub min: TxId,
     pub max: TxId,
     pub size: u64,
@@ -47,24 +44,25 @@ pub trait ReplicaClient: Send + Sync {
     fn url(&self) -> &str;
 
     /// Every LTX file at `level`, sorted by min TXID then max TXID.
-    fn ltx_files(&self, level: u8) -> Result<Vec<LtxFileInfo>>;
+    fn ltx_files(&self, level: Level) -> Result<Vec<LtxFileInfo>>;
 
     /// Opens one LTX file for streaming; a missing file is [`ErrorKind::NotFound`].
-    fn open_ltx(&self, level: u8, min: TxId, max: TxId) -> Result<Box<dyn Read + Send>>;
+    fn open_ltx(&self, level: Level, min: TxId, max: TxId) -> Result<Box<dyn Read + Send>>;
 
     /// Stores the local file `src` as `level/<min>-<max>.ltx`, stamped with `timestamp_ms`.
     /// Writing a file that already exists with the same bytes succeeds (a retry after a crash);
     /// with other bytes it fails with [`ErrorKind::Conflict`]: remote files are immutable.
-    fn put_ltx(&self, level: u8, min: TxId, max: TxId, timestamp_ms: i64, src: &Path)
-        -> Result<()>;
+    fn put_ltx(
+        &self,
+        level: Level,
+        min: TxId,
+        max: TxId,
+        timestamp_ms: i64,
+        src: &Path,
+    ) -> Result<()>;
 
     /// Deletes files at `level` (compaction and retention; missing files are not an error).
-    fn delete_ltx(&self, level: u8, files: &[(TxId, TxId)]) -> Result<()>;
-}
-
-/// Every level a replica can hold, lowest first.
-pub fn all_levels() -> impl Iterator<Item = u8> {
-    0..=SNAPSHOT_LEVEL
+    fn delete_ltx(&self, level: Level, files: &[(TxId, TxId)]) -> Result<()>;
 }
 
 /// Builds the client for a resolved replica target, counted for the metrics.

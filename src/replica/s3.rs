@@ -41,7 +41,7 @@ use super::s3_error::{delete_code_kind, status};
 pub use super::s3_error::{describe, kind};
 use super::url::{S3Target, DEFAULT_S3_REGION};
 use super::{LtxFileInfo, ReplicaClient};
-use crate::ltx::{self, TxId};
+use crate::ltx::{self, Level, TxId};
 use crate::timefmt;
 
 /// Files up to this size go up in one PUT; larger ones multipart in parts of this size (S3's
@@ -168,7 +168,7 @@ impl S3ReplicaClient {
 
     /// The `litestream-timestamp` metadata of one file (one HEAD request), in milliseconds
     /// since the epoch; `None` when the object has none.
-    pub fn object_timestamp(&self, level: u8, min: TxId, max: TxId) -> Result<Option<i64>> {
+    pub fn object_timestamp(&self, level: Level, min: TxId, max: TxId) -> Result<Option<i64>> {
         let key = self.key(level, min, max);
         let (head, _) = self
             .bucket
@@ -199,16 +199,16 @@ impl S3ReplicaClient {
     }
 
     /// `<prefix>/<level as %04x>/`, the LIST prefix of one level.
-    fn level_prefix(&self, level: u8) -> String {
+    fn level_prefix(&self, level: Level) -> String {
         if self.prefix.is_empty() {
-            format!("{level:04x}/")
+            format!("{:04x}/", level.get())
         } else {
-            format!("{}/{level:04x}/", self.prefix)
+            format!("{}/{:04x}/", self.prefix, level.get())
         }
     }
 
     /// The object key of one LTX file.
-    pub fn key(&self, level: u8, min: TxId, max: TxId) -> String {
+    pub fn key(&self, level: Level, min: TxId, max: TxId) -> String {
         format!("{}{}", self.level_prefix(level), ltx::file_name(min, max))
     }
 
@@ -531,7 +531,7 @@ impl ReplicaClient for S3ReplicaClient {
         &self.url
     }
 
-    fn ltx_files(&self, level: u8) -> Result<Vec<LtxFileInfo>> {
+    fn ltx_files(&self, level: Level) -> Result<Vec<LtxFileInfo>> {
         let prefix = self.level_prefix(level);
         let mut files = vec![];
         let mut token: Option<String> = None;
@@ -564,13 +564,13 @@ impl ReplicaClient for S3ReplicaClient {
         Ok(files)
     }
 
-    fn open_ltx(&self, level: u8, min: TxId, max: TxId) -> Result<Box<dyn Read + Send>> {
+    fn open_ltx(&self, level: Level, min: TxId, max: TxId) -> Result<Box<dyn Read + Send>> {
         Ok(Box::new(self.get(&self.key(level, min, max))?))
     }
 
     fn put_ltx(
         &self,
-        level: u8,
+        level: Level,
         min: TxId,
         max: TxId,
         timestamp_ms: i64,
@@ -588,7 +588,7 @@ impl ReplicaClient for S3ReplicaClient {
         }
     }
 
-    fn delete_ltx(&self, level: u8, files: &[(TxId, TxId)]) -> Result<()> {
+    fn delete_ltx(&self, level: Level, files: &[(TxId, TxId)]) -> Result<()> {
         if files.is_empty() {
             return Ok(());
         }

@@ -20,15 +20,15 @@ fn target(path: &str) -> S3Target {
 fn keys_follow_litestream_layout() {
     let c = S3ReplicaClient::new("s3://bkt/prod/app.db", &target("prod/app.db")).unwrap();
     assert_eq!(
-        c.key(0, TxId::new(1), TxId::new(1)),
+        c.key(Level::L0, TxId::new(1), TxId::new(1)),
         "prod/app.db/0000/0000000000000001-0000000000000001.ltx"
     );
     assert_eq!(
-        c.key(9, TxId::new(1), TxId::new(0xab)),
+        c.key(Level::SNAPSHOT, TxId::new(1), TxId::new(0xab)),
         "prod/app.db/0009/0000000000000001-00000000000000ab.ltx"
     );
     let root = S3ReplicaClient::new("s3://bkt", &target("")).unwrap();
-    assert_eq!(root.level_prefix(10), "000a/");
+    assert_eq!(root.level_prefix(Level::SNAPSHOT), "0009/");
 }
 
 #[test]
@@ -114,10 +114,10 @@ fn s3_errors_map_to_kinds() {
 fn an_unreachable_server_is_transient() {
     // Port 9 on localhost: nothing listens, the connection is refused.
     let c = S3ReplicaClient::new("s3://bkt/x", &target("x")).unwrap();
-    let e = c.ltx_files(0).unwrap_err();
+    let e = c.ltx_files(Level::L0).unwrap_err();
     assert_eq!(e.kind(), ErrorKind::Transient, "{e:#}");
     let e = c
-        .open_ltx(0, TxId::new(1), TxId::new(1))
+        .open_ltx(Level::L0, TxId::new(1), TxId::new(1))
         .err()
         .expect("an error");
     assert_eq!(e.kind(), ErrorKind::Transient, "{e:#}");

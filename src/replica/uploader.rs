@@ -13,12 +13,12 @@ use std::time::Instant;
 use crossbeam_channel::{bounded, Receiver, Sender, TrySendError};
 
 use super::{ReplicaClient, ReplicaError};
-use crate::ltx::TxId;
+use crate::ltx::{Level, TxId};
 
 /// One spooled LTX file to store in a replica.
 pub struct UploadJob {
     pub replica: Arc<dyn ReplicaClient>,
-    pub level: u8,
+    pub level: Level,
     pub min: TxId,
     pub max: TxId,
     pub timestamp_ms: i64,
@@ -90,7 +90,7 @@ fn run(rx: Receiver<UploadJob>) {
             .put_ltx(job.level, job.min, job.max, job.timestamp_ms, &job.path);
         log::debug!(
             replica:% = job.replica.url(),
-            compaction_level = job.level,
+            compaction_level = job.level.get(),
             minTXID:% = job.min,
             maxTXID:% = job.max,
             elapsed:? = started.elapsed(),

@@ -112,22 +112,63 @@ pub fn parse_replica_url(url: &str) -> Result<ReplicaTarget, UrlError> {
         Some("file") => file_url_target(url, &parts),
         Some("s3") => {
             let s3 = s3_url_parts(url, &parts)?;
-            finish_s3(s3, S3Keys::default()).map(ReplicaTarget::S3)
+            finish_s3(s3, &S3Keys::default()).map(ReplicaTarget::S3)
         }
         Some(scheme) => Err(unsupported_type(scheme)),
     }
 }
 
-/// A replica's explicit S3 keys, which win over what its URL says (credentials come only from
-/// here or the environment, never from the URL).
-#[derive(Default)]
+/// A replica's S3 settings as written in the config (`region`, `endpoint`, `force-path-style`,
+/// `skip-verify`, `access-key-id`, `secret-access-key`), each `None` when not given. The config
+/// holds them once, at the top level and per replica; resolving a target lets them win over
+/// what the URL says. Credentials come only from here or the environment, never from the URL.
+/// `Debug` redacts the credentials.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct S3Keys {
+    /// `region`.
     pub region: Option<String>,
+    /// `endpoint`.
     pub endpoint: Option<String>,
+    /// `force-path-style`.
     pub force_path_style: Option<bool>,
+    /// `skip-verify` (skip TLS certificate checks).
     pub skip_verify: Option<bool>,
+    /// `access-key-id`.
     pub access_key_id: Option<String>,
+    /// `secret-access-key`.
     pub secret_access_key: Option<String>,
+}
+
+impl S3Keys {
+    /// Each key given here, else the one in `fallback`: how the top-level settings fill in
+    /// what a replica leaves out (main.go `ReplicaSettings.SetDefaults`).
+    pub fn or(self, fallback: &S3Keys) -> S3Keys {
+        S3Keys {
+            region: self.region.or_else(|| fallback.region.clone()),
+            endpoint: self.endpoint.or_else(|| fallback.endpoint.clone()),
+            force_path_style: self.force_path_style.or(fallback.force_path_style),
+            skip_verify: self.skip_verify.or(fallback.skip_verify),
+            access_key_id: self
+                .access_key_id
+                .or_else(|| fallback.access_key_id.clone()),
+            secret_access_key: self
+                .secret_access_key
+                .or_else(|| fallback.secret_access_key.clone()),
+        }
+    }
+}
+
+impl fmt::Debug for S3Keys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("S3Keys")
+            .field("region", &self.region)
+            .field("endpoint", &self.endpoint)
+            .field("force_path_style", &self.force_path_style)
+            .field("skip_verify", &self.skip_verify)
+            .field("access_key_id", &redact(&self.access_key_id))
+            .field("secret_access_key", &redact(&self.secret_access_key))
+            .finish()
+    }
 }
 
 /// A URL split the way Go's `url.Parse` does, path and query decoded.
@@ -282,7 +323,7 @@ impl S3UrlParts {
     }
 
     /// The target, with `keys` winning over what the URL said.
-    pub(crate) fn finish(self, keys: S3Keys) -> Result<S3Target, UrlError> {
+    pub(crate) fn finish(self, keys: &S3Keys) -> Result<S3Target, UrlError> {
         finish_s3(self, keys)
     }
 }
@@ -349,7 +390,7 @@ fn s3_access_point(url: &str, parts: &UrlParts) -> Result<S3UrlParts, UrlError> 
 }
 
 /// Combines URL parts with a replica's explicit keys (explicit wins) into the final target.
-fn finish_s3(url: S3UrlParts, keys: S3Keys) -> Result<S3Target, UrlError> {
+fn finish_s3(url: S3UrlParts, keys: &S3Keys) -> Result<S3Target, UrlError> {
     let endpoint = keys
         .endpoint
         .as_deref()
@@ -362,14 +403,14 @@ fn finish_s3(url: S3UrlParts, keys: S3Keys) -> Result<S3Target, UrlError> {
     let target = S3Target {
         bucket: url.bucket,
         path: url.path,
-        region: keys.region.filter(|r| !r.is_empty()).or(url.region),
+        region: keys.region.clone().filter(|r| !r.is_empty()).or(url.region),
         force_path_style: keys
             .force_path_style
             .or(url.force_path_style)
             .unwrap_or(implied),
         endpoint,
-        access_key_id: keys.access_key_id,
-        secret_access_key: keys.secret_access_key,
+        access_key_id: keys.access_key_id.clone(),
+        secret_access_key: keys.secret_access_key.clone(),
         skip_verify: keys.skip_verify.or(url.skip_verify).unwrap_or(false),
     };
     if target.bucket.is_empty() {

@@ -241,3 +241,34 @@ fn join_path_appends_the_relative_path_as_litestream_does() {
     let t = s3(parse_replica_url(&join_path("s3://bucket/prefix", "t1/app.db")).unwrap());
     assert_eq!(t.path, "prefix/t1/app.db");
 }
+
+#[test]
+fn s3_keys_given_win_and_the_fallback_fills_the_rest() {
+    let own = S3Keys {
+        region: Some("own".into()),
+        force_path_style: Some(false),
+        ..S3Keys::default()
+    };
+    let fallback = S3Keys {
+        region: Some("top".into()),
+        endpoint: Some("http://top:9000".into()),
+        force_path_style: Some(true),
+        skip_verify: Some(true),
+        access_key_id: Some("top-id".into()),
+        secret_access_key: Some("top-secret".into()),
+    };
+    let merged = own.or(&fallback);
+    assert_eq!(
+        merged,
+        S3Keys {
+            region: Some("own".into()),
+            force_path_style: Some(false),
+            ..fallback.clone()
+        }
+    );
+    let shown = format!("{merged:?}");
+    assert!(
+        !shown.contains("top-secret") && !shown.contains("top-id"),
+        "{shown}"
+    );
+}

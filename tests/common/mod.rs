@@ -77,6 +77,16 @@ pub fn ids(path: &Path) -> Vec<i64> {
         .collect()
 }
 
+/// Every row of table `t` as `(id, v)`, by id: to compare a restore with its source.
+pub fn rows(path: &Path) -> Vec<(i64, String)> {
+    let conn = Connection::open(path).unwrap();
+    let mut stmt = conn.prepare("SELECT id, v FROM t ORDER BY id").unwrap();
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
 /// `PRAGMA integrity_check` of a database file.
 pub fn integrity(path: &Path) -> String {
     let conn =

@@ -1,9 +1,11 @@
 //! A database replicating to a file replica, and what the control socket says of it: the
-//! one-database fixture, and the `/list` and `/txid` lookups the tests share.
+//! one-database fixture, the `/list` and `/txid` lookups the tests share, the LTX files a file
+//! replica holds, and a replica directory made unreachable for a while.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use rusqlite::Connection;
 use serde_json::Value;
 
 use super::{create_db, wait_until, write_config, Daemon, TestDir};
@@ -79,10 +81,27 @@ pub struct OneDb {
 
 impl OneDb {
     pub fn new() -> OneDb {
+        OneDb::with_config("", "")
+    }
+
+    /// [`OneDb::new`] with `extra_db` appended to the database entry (e.g.
+    /// `"    monitor-interval: 1h\n"`) and `extra_top` to the file (e.g. `"levels: []\n"`).
+    pub fn with_config(extra_db: &str, extra_top: &str) -> OneDb {
         let dir = TestDir::new();
-        let db = dir.path("app.db");
         let replica = dir.path("replica");
-        let config = write_config(dir.dir.path(), &[(&db, &file_url(&replica))], "", "");
+        OneDb::in_dir(dir, replica, extra_db, extra_top)
+    }
+
+    /// `app.db` in `dir` replicating to the file replica `replica` (which may be anywhere, e.g.
+    /// on a filesystem mounted in `dir`), with the extras of [`OneDb::with_config`].
+    pub fn in_dir(dir: TestDir, replica: PathBuf, extra_db: &str, extra_top: &str) -> OneDb {
+        let db = dir.path("app.db");
+        let config = write_config(
+            dir.dir.path(),
+            &[(&db, &file_url(&replica))],
+            extra_db,
+            extra_top,
+        );
         OneDb {
             dir,
             db,
@@ -95,4 +114,96 @@ impl OneDb {
     pub fn start(&self) -> Daemon {
         Daemon::start(&self.config)
     }
+
+    /// Commits one row, starts the daemon, and waits until `/list` shows the database
+    /// replicating with that row on the replica.
+    pub fn start_replicating(&self) -> Daemon {
+        start_replicating(&self.db, &self.config)
+    }
+}
+
+/// Commits one row to `db`, starts the daemon on `config`, and waits until `/list` shows the
+/// database replicating with that row on the replica.
+pub fn start_replicating(db: &Path, config: &Path) -> Daemon {
+    insert(db);
+    let d = Daemon::start(config);
+    wait_replicated(&d, db);
+    d
+}
+
+/// Opens `db` (creating it) and commits one row, starts the daemon on `config`, and syncs
+/// with wait: the connection (for the test's later writes), the daemon, and the txid the row
+/// reached the replica at.
+pub fn start_synced(db: &Path, config: &Path) -> (Connection, Daemon, u64) {
+    let conn = create_db(db);
+    conn.execute("INSERT INTO t(v) VALUES ('x')", []).unwrap();
+    let d = Daemon::start(config);
+    let txid = d.sync_wait(db)["txid"].as_u64().unwrap();
+    (conn, d, txid)
+}
+
+/// `(level, min, max)` of every LTX file in the file replica at `root`, sorted; names that are
+/// not LTX file names are skipped.
+pub fn replica_files(root: &Path) -> Vec<(u8, u64, u64)> {
+    let mut out = vec![];
+    for level in 0..=9u8 {
+        let Ok(rd) = std::fs::read_dir(root.join("ltx").join(level.to_string())) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some((min, max)) = litestream::ltx::parse_file_name(&name) {
+                out.push((level, min.get(), max.get()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// The `(min, max)` of the files of `all` (from [`replica_files`]) at `level`, in order.
+pub fn at_level(all: &[(u8, u64, u64)], level: u8) -> Vec<(u64, u64)> {
+    all.iter()
+        .filter(|f| f.0 == level)
+        .map(|f| (f.1, f.2))
+        .collect()
+}
+
+/// The `(min, max)` of the LTX files at `level` of the file replica at `root`, in order.
+pub fn level_files(root: &Path, level: u8) -> Vec<(u64, u64)> {
+    at_level(&replica_files(root), level)
+}
+
+/// A directory of a file replica replaced by a plain file, as a replica that cannot be reached
+/// looks to the daemon: `ltx` makes listing fail, `ltx/0` uploads. [`Blocked::unblock`] puts
+/// it back as it was.
+pub struct Blocked {
+    dir: PathBuf,
+    aside: PathBuf,
+}
+
+impl Blocked {
+    /// Moves `dir` aside (to `<dir>.aside`) and writes a file in its place.
+    pub fn dir(dir: &Path) -> Blocked {
+        let mut aside = dir.as_os_str().to_owned();
+        aside.push(".aside");
+        let aside = PathBuf::from(aside);
+        std::fs::rename(dir, &aside).unwrap();
+        std::fs::write(dir, b"not a directory").unwrap();
+        Blocked {
+            dir: dir.to_path_buf(),
+            aside,
+        }
+    }
+
+    /// Removes the file and moves the directory back.
+    pub fn unblock(self) {
+        std::fs::remove_file(&self.dir).unwrap();
+        std::fs::rename(&self.aside, &self.dir).unwrap();
+    }
+}
+
+/// The JSON body `{"path": db}` of `/sync`, `/stop` and `/start`.
+pub fn path_body(db: &Path) -> String {
+    format!(r#"{{"path":"{}"}}"#, db.display())
 }
