@@ -6,7 +6,8 @@
 //!   follower's newest row is behind the writer (seconds since the writer committed it), and
 //!   each follower process's CPU and RSS.
 //! - (h) the lease's idle cost: `BENCH_IDLE_DBS` idle databases in our daemon with `lease: true`
-//!   (renewed every 10 s) against the same without a lease: idle CPU and RSS.
+//!   (renewed every 10 s) against the same without a lease: idle CPU and RSS, the median of
+//!   `BENCH_ROUNDS` interleaved rounds (a 10 ms tick over a 20 s window is noisy alone).
 //! - (i) promotion: time from `/demote` on the primary to the follower's `/promote` answer,
 //!   and from kill -9 of the primary to the answer (this host's dead pid is taken over at once).
 //!
@@ -202,51 +203,80 @@ fn follower_lag(seconds: u64, rate: u32, interval: &str) {
     let _ = theirs.wait();
 }
 
-fn lease_idle_cost(n: usize, settle: u64) {
-    println!("(h) {n} idle databases, file replicas: lease: true (renewed every 10 s) vs none");
-    let mut rows = vec![];
-    for lease in [false, true] {
-        let dir = TestDir::new();
-        let dbs: Vec<(PathBuf, String)> = (0..n)
-            .map(|i| {
-                let db = dir.path(&format!("db{i:03}.db"));
-                insert(&db);
-                (db, file_url(&dir.path(&format!("replica{i:03}"))))
-            })
-            .collect();
-        let pairs: Vec<(&Path, &str)> =
-            dbs.iter().map(|(d, u)| (d.as_path(), u.as_str())).collect();
-        let extra = if lease { "    lease: true\n" } else { "" };
-        let config = write_config(dir.dir.path(), &pairs, extra, "");
-        let d = Daemon::start(&config);
-        for (db, _) in &dbs {
-            d.sync_wait(db);
-        }
-        if lease {
-            wait_until(Duration::from_secs(60), "every lease", || {
-                let r = d.request("GET", "/list", None);
-                r.json()["databases"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().all(|e| e.get("lease").is_some()))
-            });
-        }
-        std::thread::sleep(Duration::from_secs(settle));
-        let pid = pid_of(&d);
-        let cpu0 = cpu_seconds(pid);
-        let t0 = Instant::now();
-        std::thread::sleep(Duration::from_secs(settle));
-        let cpu = (cpu_seconds(pid) - cpu0) * 1000.0 / t0.elapsed().as_secs_f64();
-        rows.push((lease, cpu, rss_mib(pid)));
-        assert_eq!(d.terminate(), 0);
+/// Idle CPU (ms/s) and RSS (MiB) of our daemon with `n` idle databases, with or without
+/// `lease: true`.
+fn idle_daemon(n: usize, settle: u64, lease: bool) -> (f64, f64) {
+    let dir = TestDir::new();
+    let dbs: Vec<(PathBuf, String)> = (0..n)
+        .map(|i| {
+            let db = dir.path(&format!("db{i:03}.db"));
+            insert(&db);
+            (db, file_url(&dir.path(&format!("replica{i:03}"))))
+        })
+        .collect();
+    let pairs: Vec<(&Path, &str)> = dbs.iter().map(|(d, u)| (d.as_path(), u.as_str())).collect();
+    let extra = if lease { "    lease: true\n" } else { "" };
+    let config = write_config(dir.dir.path(), &pairs, extra, "");
+    let d = Daemon::start(&config);
+    for (db, _) in &dbs {
+        d.sync_wait(db);
     }
-    for (lease, cpu, rss) in &rows {
-        let name = if *lease { "lease: true" } else { "no lease" };
-        println!("  {name:<12} idle CPU {cpu:>7.2} ms/s   RSS {rss:>6.1} MiB");
+    if lease {
+        wait_until(Duration::from_secs(60), "every lease", || {
+            let r = d.request("GET", "/list", None);
+            r.json()["databases"]
+                .as_array()
+                .is_some_and(|a| a.iter().all(|e| e.get("lease").is_some()))
+        });
     }
+    std::thread::sleep(Duration::from_secs(settle));
+    let pid = pid_of(&d);
+    let cpu0 = cpu_seconds(pid);
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(settle));
+    let cpu = (cpu_seconds(pid) - cpu0) * 1000.0 / t0.elapsed().as_secs_f64();
+    let rss = rss_mib(pid);
+    assert_eq!(d.terminate(), 0);
+    (cpu, rss)
+}
+
+fn lease_idle_cost(n: usize, settle: u64, rounds: usize) {
     println!(
-        "  lease/none: CPU {:.2}, RSS {:.2}",
-        rows[1].1 / rows[0].1,
-        rows[1].2 / rows[0].2
+        "(h) {n} idle databases, file replicas: lease: true (renewed every 10 s) vs none, {rounds} interleaved rounds, medians"
+    );
+    let (mut none, mut leased) = (vec![], vec![]);
+    for _ in 0..rounds {
+        none.push(idle_daemon(n, settle, false));
+        leased.push(idle_daemon(n, settle, true));
+    }
+    let median = |v: &[(f64, f64)]| {
+        let mut cpu: Vec<f64> = v.iter().map(|r| r.0).collect();
+        let mut rss: Vec<f64> = v.iter().map(|r| r.1).collect();
+        cpu.sort_by(f64::total_cmp);
+        rss.sort_by(f64::total_cmp);
+        (percentile(&cpu, 0.5), percentile(&rss, 0.5))
+    };
+    let (n_cpu, n_rss) = median(&none);
+    let (l_cpu, l_rss) = median(&leased);
+    let all = |v: &[(f64, f64)]| {
+        v.iter()
+            .map(|r| format!("{:.2}", r.0))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    println!(
+        "  no lease     idle CPU {n_cpu:>7.2} ms/s   RSS {n_rss:>6.1} MiB   (CPU by round: {})",
+        all(&none)
+    );
+    println!(
+        "  lease: true  idle CPU {l_cpu:>7.2} ms/s   RSS {l_rss:>6.1} MiB   (CPU by round: {})",
+        all(&leased)
+    );
+    println!(
+        "  lease - none: {:.2} ms/s of CPU for {} renewals/s; RSS ratio {:.2}",
+        l_cpu - n_cpu,
+        n as f64 / 10.0,
+        l_rss / n_rss
     );
 }
 
@@ -319,12 +349,13 @@ fn main() {
     let only: String = env_or("BENCH_ONLY", "g,h,i".to_string());
     let runs = |s: &str| only.split(',').any(|o| o.trim() == s);
     println!(
-        "reproduce: BENCH_ONLY={only} BENCH_SECONDS={} BENCH_RATE={} BENCH_FOLLOW_INTERVAL={} BENCH_IDLE_DBS={} BENCH_SETTLE={} cargo bench --bench failover",
+        "reproduce: BENCH_ONLY={only} BENCH_SECONDS={} BENCH_RATE={} BENCH_FOLLOW_INTERVAL={} BENCH_IDLE_DBS={} BENCH_SETTLE={} BENCH_ROUNDS={} cargo bench --bench failover",
         env_or("BENCH_SECONDS", 20u64),
         env_or("BENCH_RATE", 100u32),
         env_or("BENCH_FOLLOW_INTERVAL", "1s".to_string()),
         env_or("BENCH_IDLE_DBS", 100usize),
         env_or("BENCH_SETTLE", 20u64),
+        env_or("BENCH_ROUNDS", 3usize),
     );
     if runs("g") {
         follower_lag(
@@ -334,7 +365,11 @@ fn main() {
         );
     }
     if runs("h") {
-        lease_idle_cost(env_or("BENCH_IDLE_DBS", 100), env_or("BENCH_SETTLE", 20));
+        lease_idle_cost(
+            env_or("BENCH_IDLE_DBS", 100),
+            env_or("BENCH_SETTLE", 20),
+            env_or("BENCH_ROUNDS", 3),
+        );
     }
     if runs("i") {
         promotion();
