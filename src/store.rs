@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
-use crossbeam_channel::bounded;
+use crossbeam_channel::{bounded, Sender};
 
 use crate::compact::{Compactor, Schedule};
 use crate::db::{self, DbCommand, DbOptions, Shared};
@@ -227,26 +227,7 @@ impl Store {
     /// for the primary's to be released or to expire), applies the rest, and a primary thread
     /// replaces it. Returns the txid it starts from.
     pub fn promote(&self, path: &Path, timeout: Duration) -> Result<TxId, RoleError> {
-        let _changing = self.begin_role_change(path)?;
-        let view = self
-            .registry
-            .get(path)
-            .ok_or_else(|| not_registered(path))?;
-        if view.role != Role::Follower {
-            return Err(RoleError::Conflict(format!(
-                "{} is a primary here, not a follower",
-                path.display()
-            )));
-        }
-        let mut spec = self
-            .lock_specs()
-            .get(path)
-            .cloned()
-            .ok_or_else(|| not_registered(path))?;
-        let ctl = self
-            .registry
-            .ctl(path)
-            .ok_or_else(|| not_registered(path))?;
+        let (_changing, mut spec, ctl) = self.begin_role_change(path, Role::Follower)?;
         let (cmd, answer) = follower::promote_command(Instant::now() + timeout);
         ctl.send_timeout(cmd, COMMAND_WAIT).map_err(|_| {
             RoleError::Unavailable("the follower's thread did not take the request".into())
@@ -300,26 +281,7 @@ impl Store {
     /// transaction, stops, gives the lease back, and a follower of its replica replaces it.
     /// Nothing changes when the replica cannot confirm within `timeout`.
     pub fn demote(&self, path: &Path, timeout: Duration) -> Result<TxId, RoleError> {
-        let _changing = self.begin_role_change(path)?;
-        let view = self
-            .registry
-            .get(path)
-            .ok_or_else(|| not_registered(path))?;
-        if view.role != Role::Primary {
-            return Err(RoleError::Conflict(format!(
-                "{} is a follower here, not a primary",
-                path.display()
-            )));
-        }
-        let mut spec = self
-            .lock_specs()
-            .get(path)
-            .cloned()
-            .ok_or_else(|| not_registered(path))?;
-        let ctl = self
-            .registry
-            .ctl(path)
-            .ok_or_else(|| not_registered(path))?;
+        let (_changing, mut spec, ctl) = self.begin_role_change(path, Role::Primary)?;
         let deadline = Instant::now() + timeout;
         let (reply, answer) = bounded(1);
         ctl.send_timeout(DbCommand::Sync { wait: true, reply }, COMMAND_WAIT)
@@ -408,20 +370,53 @@ impl Store {
         Ok(txid)
     }
 
-    /// Marks `path` as changing role until the guard drops; refused while another change of
-    /// it runs.
-    fn begin_role_change(&self, path: &Path) -> Result<RoleChange<'_>, RoleError> {
-        let mut changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
-        if !changing.insert(path.to_path_buf()) {
-            return Err(RoleError::Conflict(format!(
-                "{}: a promotion or demotion is already in progress",
-                path.display()
-            )));
+    /// Starts a role change of `path`, which must be in role `from`: marks it as changing
+    /// until the returned guard drops (a second change meanwhile is refused), and returns
+    /// its spec and its thread's channel.
+    fn begin_role_change(
+        &self,
+        path: &Path,
+        from: Role,
+    ) -> Result<(RoleChange<'_>, DbSpec, Sender<DbCommand>), RoleError> {
+        {
+            let mut changing = self.changing.lock().unwrap_or_else(|e| e.into_inner());
+            if !changing.insert(path.to_path_buf()) {
+                return Err(RoleError::Conflict(format!(
+                    "{}: a promotion or demotion is already in progress",
+                    path.display()
+                )));
+            }
         }
-        Ok(RoleChange {
+        let guard = RoleChange {
             store: self,
             path: path.to_path_buf(),
-        })
+        };
+        let view = self
+            .registry
+            .get(path)
+            .ok_or_else(|| not_registered(path))?;
+        if view.role != from {
+            let other = match from {
+                Role::Primary => Role::Follower,
+                Role::Follower => Role::Primary,
+            };
+            return Err(RoleError::Conflict(format!(
+                "{} is a {} here, not a {}",
+                path.display(),
+                other.as_str(),
+                from.as_str()
+            )));
+        }
+        let spec = self
+            .lock_specs()
+            .get(path)
+            .cloned()
+            .ok_or_else(|| not_registered(path))?;
+        let ctl = self
+            .registry
+            .ctl(path)
+            .ok_or_else(|| not_registered(path))?;
+        Ok((guard, spec, ctl))
     }
 
     /// `litestream start` of a database whose lease was refused or lost: try to take it again.
