@@ -260,6 +260,12 @@ impl<'a> Follower<'a> {
         &self.output
     }
 
+    /// The page size and the primary's page checksums as of [`Follower::txid`], when known
+    /// in full (page 1 included; see `page1_known`).
+    pub fn page_checksums(&self) -> Option<(u32, &PageChecksums)> {
+        self.page1_known.then_some((self.page_size, &self.table))
+    }
+
     /// Why the last poll could not reach the replica's newest file (a gap no snapshot heals
     /// yet, a replica behind the follower); `None` when it did.
     pub fn condition(&self) -> Option<&str> {

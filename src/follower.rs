@@ -43,6 +43,9 @@ pub struct Promotion {
     pub lease: Lease,
     /// The txid the database is at: the replica's newest.
     pub txid: TxId,
+    /// The page size and the primary's page checksums at `txid`, when the follower knows
+    /// them in full: the primary thread then writes only what differs at its first pass.
+    pub pages: Option<(u32, crate::ltx::PageChecksums)>,
 }
 
 /// Why a promotion or demotion did not happen (nothing changed).
@@ -453,7 +456,8 @@ impl FollowerThread {
             generation = lease.generation;
             "follower promoted: took the lease and applied the replica's last files"
         );
-        Ok(Promotion { lease, txid })
+        let pages = f.page_checksums().map(|(size, t)| (size, t.clone()));
+        Ok(Promotion { lease, txid, pages })
     }
 
     fn set_status(&self, status: DbStatus, error: Option<String>) {

@@ -250,6 +250,12 @@ impl Store {
         if let Err(e) = Spool::open(&spec.opts.meta_dir).and_then(|s| s.clear()) {
             log::warn!(db:% = path.display(), error:% = e; "cannot clear the old spool");
         }
+        if let Some((page_size, table)) = &promotion.pages {
+            let meta = &spec.opts.meta_dir;
+            if let Err(e) = db::hand_over_page_checksums(meta, *page_size, promotion.txid, table) {
+                log::warn!(db:% = path.display(), error:% = e; "cannot hand the page checksums over; the first pass writes every page");
+            }
+        }
         // A promoted primary keeps the lease it took, whatever its config said.
         spec.hold_lease = true;
         self.lock_specs().insert(path.to_path_buf(), spec.clone());

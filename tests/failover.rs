@@ -172,7 +172,11 @@ fn follow_then_promote_after_kill_9(url: &str, restore_with: impl Fn(&str, &Path
     );
     assert_eq!(integrity(&follower.db), "ok");
 
-    // Acknowledged, then the primary dies.
+    // Acknowledged, then the primary dies. A large row makes the database ~60 pages, so a
+    // promotion that re-sent it whole would show.
+    create_db(&primary.db)
+        .execute("INSERT INTO t(v) VALUES (hex(randomblob(120000)))", [])
+        .unwrap();
     write_rows(&primary.db, 5);
     let acked = p.sync_wait(&primary.db)["txid"].as_u64().unwrap();
     let acked_ids = ids(&primary.db);
@@ -188,6 +192,39 @@ fn follow_then_promote_after_kill_9(url: &str, restore_with: impl Fn(&str, &Path
         ids(&follower.db),
         acked_ids,
         "the promoted database lacks acknowledged rows"
+    );
+    let mut sidecar = follower.db.clone().into_os_string();
+    sidecar.push("-txid");
+    assert!(
+        !Path::new(&sidecar).exists(),
+        "a primary keeps no follower's txid file"
+    );
+    // The follower handed its page checksums over: the first pass writes what differs
+    // (page 1, whose change counter SQLite keeps per node), not the whole database.
+    let mut first_scan = String::new();
+    wait_until(
+        Duration::from_secs(30),
+        "the promoted primary's first pass",
+        || {
+            first_scan = f
+                .log_text()
+                .lines()
+                .find(|l| l.contains("msg=\"full scan\""))
+                .unwrap_or_default()
+                .to_string();
+            !first_scan.is_empty()
+        },
+    );
+    assert!(first_scan.contains("mode=Changed"), "{first_scan}");
+    let pages: u32 = first_scan
+        .split("pages=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(
+        pages <= 2,
+        "the promotion re-sent {pages} pages: {first_scan}"
     );
     let entry = list_entry(&f, &follower.db);
     assert_eq!(entry["role"], "primary", "{entry}");

@@ -85,6 +85,9 @@ pub fn run(args: Args) -> Result<i32> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("remove {}", ltx_dir.display())),
     }
+    // The page checksums saved at the last shutdown go too: nothing local is trusted after a
+    // reset.
+    crate::db::discard_page_checksums(&meta);
     crate::durable::sync_dir(&meta).with_context(|| format!("sync {}", meta.display()))?;
     println!("Reset complete. Next replication sync will create a fresh snapshot.");
     Ok(0)

@@ -188,6 +188,25 @@ pub fn spawn(
 /// How many commands a database thread's channel holds.
 pub const COMMAND_QUEUE: usize = 32;
 
+/// Saves the page checksums of the state after `txid` where a primary thread starting on
+/// `meta_dir` with an empty spool finds them when the replica's newest file is that state: a
+/// promoted follower hands over what it knows of the database, so the first pass writes only
+/// the pages that differ (SQLite's page-1 counter) instead of the whole database.
+pub fn hand_over_page_checksums(
+    meta_dir: &Path,
+    page_size: u32,
+    txid: TxId,
+    table: &crate::ltx::PageChecksums,
+) -> io::Result<()> {
+    crate::durable::create_dir_all(meta_dir)?;
+    saved_pages::save(meta_dir, page_size, txid, table)
+}
+
+/// Removes the page checksums saved in `meta_dir`, if any (`litestream reset`).
+pub fn discard_page_checksums(meta_dir: &Path) {
+    saved_pages::discard(meta_dir);
+}
+
 /// A new command channel for a database thread, bounded by construction: IPC requests give
 /// up after their own timeout when it is full (`send_timeout`), the uploader's
 /// acknowledgement waits for room (the thread drains its channel continuously and never waits

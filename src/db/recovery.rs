@@ -157,8 +157,12 @@ impl SyncState {
                 self.start_over();
             }
         }
-        // Used at most once: a crash from here on must not find it looking current.
-        saved_pages::discard(&self.opts.meta_dir);
+        // Used at most once: a crash from here on must not find it looking current. With an
+        // empty spool it is kept for `reconcile_remote`: a promoted follower leaves the table
+        // of the replica's newest state there (see `Store::promote`).
+        if self.position.txid > TxId::ZERO {
+            saved_pages::discard(&self.opts.meta_dir);
+        }
         self.initialized = true;
         if let Err(e) = self.reconcile_remote() {
             self.uploads.remote_known = false;
@@ -221,7 +225,19 @@ impl SyncState {
                 self.position.post = remote.post;
                 self.position.commit = remote.commit;
                 self.wal.resume = None;
-                self.position.saved_table = None;
+                // The page checksums of exactly the replica's newest state, if saved (by a
+                // promotion): the first pass then writes only the pages that differ from it
+                // instead of every page. Keyed by txid and database checksum, so a table of
+                // any other state is never taken.
+                self.position.saved_table = remote.post.and_then(|post| {
+                    saved_pages::load(
+                        &self.opts.meta_dir,
+                        self.position.page_size,
+                        remote_max,
+                        post,
+                    )
+                });
+                saved_pages::discard(&self.opts.meta_dir);
                 self.position.table = None;
                 self.wal.pos = None;
                 if remote
