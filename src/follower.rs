@@ -57,6 +57,16 @@ pub enum RoleError {
     Unavailable(String),
 }
 
+impl RoleError {
+    /// The same error, saying which database it is about.
+    fn about(self, path: &Path) -> RoleError {
+        match self {
+            RoleError::Conflict(m) => RoleError::Conflict(format!("{}: {m}", path.display())),
+            RoleError::Unavailable(m) => RoleError::Unavailable(format!("{}: {m}", path.display())),
+        }
+    }
+}
+
 impl std::fmt::Display for RoleError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -193,7 +203,7 @@ impl FollowerThread {
                         }
                         Err(e) => {
                             log::warn!(db:% = self.path().display(), error:% = e; "promotion refused");
-                            let _ = reply.send(Err(e));
+                            let _ = reply.send(Err(e.about(self.path())));
                         }
                     }
                 }

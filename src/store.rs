@@ -230,13 +230,18 @@ impl Store {
         let (_changing, mut spec, ctl) = self.begin_role_change(path, Role::Follower)?;
         let (cmd, answer) = follower::promote_command(Instant::now() + timeout);
         ctl.send_timeout(cmd, COMMAND_WAIT).map_err(|_| {
-            RoleError::Unavailable("the follower's thread did not take the request".into())
+            RoleError::Unavailable(format!(
+                "{}: the follower's thread did not take the request",
+                path.display()
+            ))
         })?;
         // The wait for the lease is bounded by `timeout`; applying the replica's last files
         // after it is not (it ends when they are applied), but a hung replica is.
         let promotion = answer
             .recv_timeout(timeout + PROMOTE_CATCH_UP)
-            .map_err(|_| RoleError::Unavailable("the follower did not answer".into()))??;
+            .map_err(|_| {
+                RoleError::Unavailable(format!("{}: the follower did not answer", path.display()))
+            })??;
         if let Some(t) = self.lock_threads().remove(path) {
             join_within(t, Instant::now() + THREAD_EXIT);
         }
@@ -267,7 +272,10 @@ impl Store {
             v.last_error = None;
         });
         if let Err(e) = self.start_thread(&spec, Role::Primary, Some(promotion.lease), (tx, rx)) {
-            let msg = format!("promoted, but the primary thread did not start: {e:#}");
+            let msg = format!(
+                "{}: promoted, but the primary thread did not start: {e:#}",
+                path.display()
+            );
             log::error!(db:% = path.display(), error = msg.as_str(); "promotion failed");
             self.registry.update(path, |v| {
                 v.status = DbStatus::Error;
@@ -292,23 +300,32 @@ impl Store {
         let (reply, answer) = bounded(1);
         ctl.send_timeout(DbCommand::Sync { wait: true, reply }, COMMAND_WAIT)
             .map_err(|_| {
-                RoleError::Unavailable("the database thread did not take the request".into())
+                RoleError::Unavailable(format!(
+                    "{}: the database thread did not take the request",
+                    path.display()
+                ))
             })?;
         let synced = answer
             .recv_timeout(timeout)
             .map_err(|_| {
                 RoleError::Unavailable(format!(
-                    "the replica did not confirm every transaction within {}; nothing changed",
+                    "{}: the replica did not confirm every transaction within {}; nothing changed",
+                    path.display(),
                     crate::duration::format(timeout)
                 ))
             })?
             .map_err(|e| {
-                RoleError::Unavailable(format!("cannot sync before demoting: {e}; nothing changed"))
+                RoleError::Unavailable(format!(
+                    "{}: cannot sync before demoting: {e}; nothing changed",
+                    path.display()
+                ))
             })?;
         if synced.replicated_txid < synced.txid {
             return Err(RoleError::Unavailable(format!(
-                "the replica holds txid {} of {}; nothing changed",
-                synced.replicated_txid, synced.txid
+                "{}: the replica holds txid {} of {}; nothing changed",
+                path.display(),
+                synced.replicated_txid,
+                synced.txid
             )));
         }
         let (done, stopped) = bounded(1);
@@ -339,8 +356,10 @@ impl Store {
                 log::error!(db:% = path.display(), error = format!("{e:#}"); "cannot restart the primary thread");
             }
             return Err(RoleError::Unavailable(format!(
-                "new transactions reached txid {} but the replica holds {}; still the primary",
-                view.txid, view.replicated_txid
+                "{}: new transactions reached txid {} but the replica holds {}; still the primary",
+                path.display(),
+                view.txid,
+                view.replicated_txid
             )));
         }
         self.keeper.release(path);
@@ -361,7 +380,10 @@ impl Store {
             v.last_error = None;
         });
         if let Err(e) = self.start_thread(&spec, Role::Follower, None, (tx, rx)) {
-            let msg = format!("demoted, but the follower thread did not start: {e:#}");
+            let msg = format!(
+                "{}: demoted, but the follower thread did not start: {e:#}",
+                path.display()
+            );
             self.registry.update(path, |v| {
                 v.status = DbStatus::Error;
                 v.last_error = Some(msg.clone());

@@ -51,6 +51,7 @@ impl Node {
     }
 }
 
+/// This machine's name, from `hostname(1)`: an oracle independent of the daemon's own lookup.
 fn this_host() -> String {
     let out = Command::new("hostname").output().unwrap();
     String::from_utf8(out.stdout).unwrap().trim().to_string()
@@ -438,20 +439,6 @@ fn a_second_primary_is_refused_while_the_lease_is_live() {
     assert_eq!(entry["lease"]["generation"], 42, "{entry}");
 }
 
-/// Go's `time.RFC3339Nano` shape for a millisecond timestamp, UTC.
-fn rfc3339_ms(ms: i64) -> String {
-    let out = Command::new("date")
-        .args([
-            "-u",
-            "-d",
-            &format!("@{}.{:03}", ms / 1000, ms % 1000),
-            "+%Y-%m-%dT%H:%M:%S.%3NZ",
-        ])
-        .output()
-        .unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
-
 /// Our daemon follows a replica Litestream 0.5.17 writes.
 #[test]
 fn a_litestream_primary_can_be_followed_by_the_daemon() {
@@ -499,7 +486,7 @@ fn foreign_lease(replica: &Path, generation: i64, secs: u64) -> std::time::Syste
         .as_millis() as i64;
     let lock = serde_json::json!({
         "generation": generation,
-        "expires_at": rfc3339_ms(expires_ms),
+        "expires_at": litestream::timefmt::rfc3339_ms(expires_ms),
         "owner": "another-host:1234",
     });
     std::fs::write(replica.join("lock.json"), lock.to_string()).unwrap();
